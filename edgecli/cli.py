@@ -1,0 +1,248 @@
+"""Typer commands. Thin on purpose: parse → Config → call a library function → exit status.
+
+Everything a user can get wrong surfaces as an `EdgecliError` from the library; `_run` turns it into a
+one-paragraph message on stderr and the error's exit status (1 failed operation, 2 bad usage/config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from edgecli import __version__
+from edgecli.config import Overrides
+from edgecli.console import Output
+from edgecli.errors import EdgecliError
+
+app = typer.Typer(
+    name="edgecli",
+    help="Serve, invoke and inspect Python edge functions locally, like `supabase functions serve`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
+app.add_typer(tasks_app, name="tasks")
+
+T = TypeVar("T")
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Project directory (holds supabase/config.toml).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+def _output() -> Output:
+    return Output()
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except EdgecliError as exc:
+        _output().error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _workdir(ctx: typer.Context, workdir: Path | None) -> Path | None:
+    """--workdir is accepted before or after the command name; the one after wins."""
+    if workdir is not None:
+        return workdir
+    return (ctx.find_root().obj or {}).get("workdir")
+
+
+def _version(value: bool) -> None:
+    if value:
+        _output().line(f"edgecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    workdir: WorkdirOpt = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = {"workdir": workdir}
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.toml.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write supabase/config.toml (documented [edge_runtime]) and supabase/functions/."""
+    from edgecli import project
+
+    target = _workdir(ctx, workdir) or Path.cwd()
+    _run(lambda: project.init_project(target, force=force, output=_output()))
+
+
+@app.command()
+def new(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
+    template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
+    list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
+    from edgecli import project
+
+    out = _output()
+    if list_templates:
+        _run(lambda: project.print_templates(out))
+        return
+    _run(lambda: project.new_function(_workdir(ctx, workdir), name, template=template, output=out))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Serve only these functions.")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: [api] port or 54321).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
+    env_file: Annotated[
+        Path | None, typer.Option("--env-file", help="Env file for every function.")
+    ] = None,
+    no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
+    no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
+    json_output: JsonOpt = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Serve the project's functions with hot reload until Ctrl-C."""
+    from edgecli import project
+    from edgecli.config import load_config
+    from edgecli.host.server import serve as run_server
+
+    overrides = Overrides(
+        policy=policy,
+        port=port,
+        host=host,
+        env_file=env_file,
+        no_verify_jwt=no_verify_jwt,
+        reload=False if no_reload else None,
+        json_output=json_output,
+        only=tuple(names or ()),
+    )
+
+    def go() -> int:
+        config = load_config(project.find_project(_workdir(ctx, workdir)), overrides)
+        return run_server(config, _output())
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def invoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Function to call.")],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Body: JSON text, @file, or - for stdin.")
+    ] = None,
+    method: Annotated[str | None, typer.Option("-X", "--request", help="HTTP method.")] = None,
+    headers: Annotated[list[str] | None, typer.Option("-H", "--header", help="'Key: Value'")] = None,
+    path: Annotated[str, typer.Option("--path", help="Sub-path inside the function.")] = "",
+    url: Annotated[str | None, typer.Option("--url", help="Server base URL.")] = None,
+    service_role: Annotated[
+        bool, typer.Option("--service-role", help="Use the service_role key.")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
+    json_output: JsonOpt = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Call a function on a running `edgecli serve`."""
+    from edgecli.inspect import invoke as invoke_mod
+
+    args = invoke_mod.InvokeArgs(
+        name=name,
+        data=data,
+        method=method,
+        headers=tuple(headers or ()),
+        path=path,
+        url=url,
+        service_role=service_role,
+        wait=wait,
+        timeout=timeout,
+        json_output=json_output,
+    )
+    raise typer.Exit(_run(lambda: invoke_mod.run(_workdir(ctx, workdir), args, _output())))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new events.")] = False,
+    function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
+    request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task id.")] = None,
+    level: Annotated[str | None, typer.Option("--level", help="This level and more severe.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="10m, 2h, 1d or ISO time.")] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Newest N events.")] = 100,
+    json_output: JsonOpt = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Print events from the event store, oldest first."""
+    from edgecli.inspect import logs as logs_mod
+
+    args = logs_mod.LogsArgs(
+        follow=follow,
+        function=function,
+        request=request,
+        task=task,
+        level=level,
+        since=since,
+        lines=lines,
+        json_output=json_output,
+    )
+    raise typer.Exit(_run(lambda: logs_mod.run(_workdir(ctx, workdir), args, _output())))
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks(
+    ctx: typer.Context,
+    function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="running | completed | failed | cancelled")
+    ] = None,
+    request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
+    json_output: JsonOpt = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """List background tasks (`edgecli tasks show ID` for one task's timeline)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"workdir": _workdir(ctx, workdir)}
+        return
+    from edgecli.inspect import tasks as tasks_mod
+
+    args = tasks_mod.TasksArgs(function=function, status=status, request=request, json_output=json_output)
+    raise typer.Exit(_run(lambda: tasks_mod.run(_workdir(ctx, workdir), args, _output())))
+
+
+@tasks_app.command("show")
+def tasks_show(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID", help="Task id.")],
+    json_output: JsonOpt = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """One task: its timeline, log lines and traceback."""
+    from edgecli.inspect import tasks as tasks_mod
+
+    wd = workdir or (ctx.parent.obj or {}).get("workdir") if ctx.parent else workdir
+    raise typer.Exit(_run(lambda: tasks_mod.show(wd or _workdir(ctx, None), task_id, json_output, _output())))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Code that runs inside a worker process: the function API and the worker loop."""

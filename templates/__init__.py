@@ -1,0 +1,1 @@
+"""Function and config templates, shipped inside the installed package as ``edgecli.templates``."""
