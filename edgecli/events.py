@@ -2,16 +2,24 @@
 
 Both sides speak these: a worker sends `Event.to_record()` dicts over the wire, the host turns them back
 with `Event.from_record()` and hands them to its sinks (the terminal printer, the SQLite store).
-Rendering lives in console.py; persistence in the store below.
+Rendering lives in console.py; persistence in `StoreWriter` below (the read side is
+edgecli/inspect/store.py, which shares the schema and row conversion defined here).
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from edgecli.errors import EdgecliError
 
 Level = Literal["debug", "info", "warning", "error"]
 LEVELS: tuple[Level, ...] = ("debug", "info", "warning", "error")
@@ -85,3 +93,191 @@ def iso_ts(ts: float) -> str:
 
 def parse_ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- The event store: SQLite in WAL mode, one writer (the serve process), any number of readers. -----
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,  -- rowid: insertion order, what readers page and follow by
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    function TEXT,
+    worker TEXT,
+    request TEXT,
+    task TEXT,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fields TEXT  -- the kind's extra fields as a JSON object; NULL when there are none
+);
+-- Partial indexes: most events carry no task, and `invoke --wait` / `tasks show` look up by id.
+CREATE INDEX IF NOT EXISTS events_request ON events(request) WHERE request IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_task ON events(task) WHERE task IS NOT NULL;
+"""
+COLUMNS = "id, ts, kind, function, worker, request, task, level, message, fields"
+_INSERT = (
+    "INSERT INTO events (ts, kind, function, worker, request, task, level, message, fields)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+Row = tuple[Any, ...]
+
+FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
+BATCH_WAKE = 500  # ...or sooner, once this many events are waiting
+MAX_TRANSACTION = 5000  # keeps one transaction (and the time a reader's snapshot lags) short
+
+
+def event_to_row(event: Event) -> Row:
+    extra = json.dumps(dict(event.fields), default=str) if event.fields else None
+    return (
+        event.ts,
+        event.kind,
+        event.function,
+        event.worker,
+        event.request,
+        event.task,
+        event.level,
+        event.message,
+        extra,
+    )
+
+
+def row_to_event(row: Row) -> Event:
+    """A row selected as `COLUMNS` (id first, ignored here) back into an Event."""
+    _, ts, kind, function, worker, request, task, level, message, extra = row
+    return Event(
+        kind=kind,
+        message=message,
+        level=level,
+        function=function,
+        worker=worker,
+        request=request,
+        task=task,
+        ts=ts,
+        fields=json.loads(extra) if extra else {},
+    )
+
+
+def connect_store(path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open the store; `create` makes the file and schema (writer), else it must exist (readers).
+
+    Raises EdgecliError when the file is not an edgecli event store.
+    """
+    mode = "rwc" if create else "rw"
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode={mode}", uri=True, timeout=5.0, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if create:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is safe in WAL mode: a killed process loses nothing committed, only a power cut can.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+    except sqlite3.DatabaseError as exc:
+        raise EdgecliError(
+            f"{path} is not a readable edgecli event store ({exc}). It only holds past logs: delete it "
+            "and `edgecli serve` creates a fresh one."
+        ) from None
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise EdgecliError(
+            f"{path} was written by another edgecli version (store format {version}, this one reads "
+            f"{SCHEMA_VERSION}). It only holds past logs: delete it and `edgecli serve` creates a fresh one."
+        )
+    return conn
+
+
+class StoreWriter:
+    """An EventSink persisting events to the SQLite store without ever blocking the caller on disk.
+
+    `emit` only appends to an in-memory queue; a background thread writes the queue in batched
+    transactions (every FLUSH_INTERVAL_S, or sooner past BATCH_WAKE waiting events) and now and then
+    deletes all but the newest `retention` events. The queue is unbounded on purpose: a slow disk must
+    delay events, not drop them. `close()` writes everything still queued and stops the thread.
+    """
+
+    def __init__(self, path: Path, retention: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retention = max(1, retention)
+        self.emitted = 0  # events handed to `emit`
+        self.written = 0  # events committed so far
+        self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
+        self.last_error: sqlite3.Error | None = None
+        self._conn = connect_store(path, create=True)
+        self._queue: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._closed = False
+        # Trim often enough that the file stays near `retention` rows, rarely enough to stay cheap.
+        self._trim_every = max(1000, self.retention // 10)
+        self._since_trim = 0
+        self._trim()
+        self._thread = threading.Thread(target=self._run, name="edgecli-event-store", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: Event) -> None:
+        if self._closed:
+            return  # the serve process is past its final flush; nothing can be written any more
+        self._queue.append(event)
+        self.emitted += 1
+        if len(self._queue) >= BATCH_WAKE:
+            self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything emitted so far is committed (tests, and readers in the same process)."""
+        target = self.emitted
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self.written + self.failed < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.written >= target
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+        self._closed = True
+        self._write_pending()  # whatever raced in between the thread's last batch and `_closed`
+        self._trim()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            self._write_pending()
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        queue = self._queue
+        while queue:
+            batch = [queue.popleft() for _ in range(min(len(queue), MAX_TRANSACTION))]
+            try:
+                with self._conn:
+                    self._conn.executemany(_INSERT, map(event_to_row, batch))
+            except sqlite3.Error as exc:
+                # Disk full or the file removed under us: serving must go on; the host may report it.
+                self.last_error = exc
+                self.failed += len(batch)
+                continue
+            self.written += len(batch)
+            self._since_trim += len(batch)
+            if self._since_trim >= self._trim_every:
+                self._trim()
+
+    def _trim(self) -> None:
+        self._since_trim = 0
+        try:
+            with self._conn:
+                self._conn.execute(
+                    "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.retention,)
+                )
+        except sqlite3.Error as exc:
+            self.last_error = exc

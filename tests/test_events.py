@@ -1,0 +1,188 @@
+"""Event records and the store writer: batching, ordering, retention, and surviving a killed writer."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from edgecli.errors import EdgecliError
+from edgecli.events import Event, StoreWriter, connect_store, iso_ts, parse_ts, row_to_event
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _stored(path: Path) -> list[Event]:
+    conn = connect_store(path, create=False)
+    try:
+        rows = conn.execute(
+            "SELECT id, ts, kind, function, worker, request, task, level, message, fields FROM events "
+            "ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [row_to_event(row) for row in rows]
+
+
+def test_record_round_trip_keeps_base_and_kind_fields() -> None:
+    event = Event(
+        "task_end",
+        "task notify failed",
+        "error",
+        function="hello",
+        worker="w1",
+        request="r1",
+        task="w1.t-1",
+        ts=1_700_000_000.25,
+        fields={"name": "notify", "status": "failed", "duration_ms": 12.5, "error": "Tb", "reason": None},
+    )
+    record = event.to_record()
+    assert record["ts"] == "2023-11-14T22:13:20.250Z"
+    assert Event.from_record(record) == event
+    assert parse_ts(iso_ts(1_700_000_000.5)) == 1_700_000_000.5
+
+
+def test_writer_creates_the_store_in_wal_mode_and_writes_everything_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "supabase" / ".temp" / "edgecli" / "events.db"
+    writer = StoreWriter(path, retention=1000)
+    events = [
+        Event("log", f"line {i}", function="hello", request=f"r{i % 3}", fields={"i": i} if i % 2 else {})
+        for i in range(300)
+    ]
+    for event in events:
+        writer.emit(event)
+    writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert _stored(path) == events
+    assert (writer.emitted, writer.written, writer.failed) == (300, 300, 0)
+
+
+def test_a_reader_sees_events_while_the_writer_runs_without_close(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=1000)
+    try:
+        writer.emit(Event("log", "early"))
+        deadline = time.monotonic() + 5
+        while _count(path) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [e.message for e in _stored(path)] == ["early"]
+    finally:
+        writer.close()
+
+
+def test_emit_is_cheap_and_twenty_thousand_events_are_all_kept(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=100_000)
+    event = Event("log", "x" * 80, function="hello", worker="w1", request="r1")
+    started = time.perf_counter()
+    for _ in range(20_000):
+        writer.emit(event)
+    emitting = time.perf_counter() - started
+    assert writer.flush(timeout=10)
+    writer.close()
+    # Emitting only enqueues: far below the cost of touching the disk (generous for a busy CI machine).
+    assert emitting < 0.5
+    assert _count(path) == 20_000
+
+
+def test_retention_keeps_exactly_the_newest_events_after_close(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=50)
+    for i in range(180):
+        writer.emit(Event("log", str(i)))
+    writer.close()
+    assert [e.message for e in _stored(path)] == [str(i) for i in range(130, 180)]
+
+
+def test_retention_bounds_the_store_while_serving(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=2000)
+    try:
+        for round_ in range(10):
+            for i in range(1000):
+                writer.emit(Event("log", f"{round_}-{i}"))
+            assert writer.flush()
+            # Trimming happens in the writer thread every so often, not only at close.
+            assert _count(path) <= 2000 + 1000
+    finally:
+        writer.close()
+    assert _count(path) == 2000
+
+
+def test_retention_applies_to_a_store_left_by_an_earlier_run(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    first = StoreWriter(path, retention=500)
+    for i in range(400):
+        first.emit(Event("log", str(i)))
+    first.close()
+    second = StoreWriter(path, retention=100)
+    second.emit(Event("log", "new"))
+    second.close()
+    messages = [e.message for e in _stored(path)]
+    assert len(messages) == 100 and messages[-1] == "new" and messages[0] == "301"
+
+
+def test_emit_after_close_is_ignored(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "events.db", retention=10)
+    writer.close()
+    writer.emit(Event("log", "late"))
+    writer.close()  # idempotent
+    assert _count(tmp_path / "events.db") == 0
+
+
+def test_a_file_that_is_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    path.write_text("not sqlite at all " * 100)
+    with pytest.raises(EdgecliError, match=r"not a readable edgecli event store.*delete it"):
+        StoreWriter(path, retention=10)
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from edgecli.events import Event, StoreWriter
+
+    writer = StoreWriter(Path(sys.argv[1]), retention=1_000_000)
+    i = 0
+    while True:
+        writer.emit(Event("log", f"line {i}", function="hello", task=f"t-{i % 7}"))
+        i += 1
+        if i == 2000:
+            writer.flush()
+            print("ready", flush=True)
+    """
+)
+
+
+def test_a_store_written_by_a_killed_writer_stays_readable_and_writable(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # let it be in the middle of later batches when it dies
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    stored = _stored(path)
+    assert len(stored) >= 2000
+    # Committed batches are whole and in order: ids 0..n-1 with no gap.
+    assert [e.message for e in stored] == [f"line {i}" for i in range(len(stored))]
+    writer = StoreWriter(path, retention=1_000_000)
+    writer.emit(Event("log", "after restart"))
+    writer.close()
+    assert _stored(path)[-1].message == "after restart"
