@@ -1,4 +1,4 @@
-"""The only module that renders with Rich: CLI messages, and (inspection issue) event lines and tables.
+"""The only module that renders with Rich: CLI messages, event lines, the serve banner, tables.
 
 Commands get an `Output` injected (tests swap in one writing to a buffer), in the style of httpie's
 Environment: nothing else in edgecli prints.
@@ -6,12 +6,25 @@ Environment: nothing else in edgecli prints.
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from rich.console import Console
+from rich import box
+from rich.console import COLOR_SYSTEMS, Console
+from rich.json import JSON
 from rich.markup import escape
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+from edgecli.events import Event
+from edgecli.inspect.render import describe, last_line, short_id
 
 
 def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
@@ -39,3 +52,224 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/bold red] {escape(text)}")
+
+
+# --- Event lines: the serve terminal, `logs`, `tasks show`, `invoke --wait`. ---------------------------
+#
+# Called on serve's event loop for every event, so lines are built as plain strings with ANSI codes from
+# Rich's Style (cached per style) instead of going through Console.print's render pipeline.
+
+_TONE_STYLE = {"dim": "dim", "good": "green", "warn": "yellow", "bad": "bold red", "accent": "cyan"}
+_LEVEL_LABEL = {"debug": "DEBUG", "info": "INFO ", "warning": "WARN ", "error": "ERROR"}
+_LEVEL_STYLE = {"debug": "dim", "info": "blue", "warning": "bold yellow", "error": "bold red"}
+_FUNCTION_COLOURS = (
+    "cyan",
+    "magenta",
+    "green",
+    "blue",
+    "yellow",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_blue",
+    "orange3",
+    "orchid",
+    "spring_green3",
+)
+_GUTTER = "    │ "
+_SEEN_TRACEBACKS = 64  # how many recent tracebacks are remembered to avoid printing one twice
+
+
+def function_colour(name: str) -> str:
+    # crc32, not hash(): the colour must be the same in every run and every process.
+    return _FUNCTION_COLOURS[zlib.crc32(name.encode()) % len(_FUNCTION_COLOURS)]
+
+
+class _Painter:
+    """Wraps text in the ANSI codes of a Rich style, or returns it untouched when there is no colour."""
+
+    def __init__(self, console: Console) -> None:
+        self._system = COLOR_SYSTEMS.get(console.color_system or "")
+        self._no_color = console.no_color
+        self._styles: dict[str, Style] = {}
+
+    def __call__(self, text: str, style: str) -> str:
+        if self._system is None or not style or not text:
+            return text
+        parsed = self._styles.get(style)
+        if parsed is None:
+            parsed = Style.parse(style)
+            if self._no_color:
+                parsed = parsed.without_color
+            self._styles[style] = parsed
+        return parsed.render(text, color_system=self._system)
+
+
+class EventPrinter:
+    """An EventSink printing one aligned line per event (or one JSON record per line), flushed per line.
+
+    Columns: time, function (a stable colour each), short worker id, request or task id, level, message.
+    A traceback prints once, indented under its line; the same traceback seen again for the same task or
+    request (a failed task is logged and then reported by its task_end) is referred back to.
+    """
+
+    def __init__(
+        self,
+        output: Output,
+        *,
+        json_output: bool,
+        with_date: bool = False,
+        functions: Sequence[str] = (),
+    ) -> None:
+        self._file = output.out.file
+        self._json = json_output
+        self._paint = _Painter(output.out)
+        self._with_date = with_date
+        self._fn_width = min(24, max([10, *(len(f) for f in functions)]))
+        self._ref_width = 18  # "task " + a typical "<worker>.t-<n>" id; grows for longer ones
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._clock: tuple[int, str] = (-1, "")
+
+    def emit(self, event: Event) -> None:
+        line = json.dumps(event.to_record(), default=str) if self._json else self.format(event)
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def format(self, event: Event) -> str:
+        paint = self._paint
+        described = describe(event)
+        function = event.function or ""
+        if len(function) > self._fn_width:
+            self._fn_width = min(24, len(function))
+        # Task ids print whole (they are short, and `tasks show ID` wants them); request ids are often
+        # uuids and print as a prefix, which the --request filters accept.
+        ref = (
+            f"task {event.task}" if event.task else f"req {short_id(event.request)}" if event.request else ""
+        )
+        if len(ref) > self._ref_width:
+            self._ref_width = min(32, len(ref))
+        parts = [
+            paint(self._time(event.ts), "dim"),
+            paint(function[: self._fn_width].ljust(self._fn_width), function_colour(function)),
+            paint(_short_worker(event.worker, function).ljust(8), "dim"),
+            paint(ref.ljust(self._ref_width), "dim"),
+            paint(
+                _LEVEL_LABEL.get(event.level, event.level[:5].upper().ljust(5)),
+                _LEVEL_STYLE.get(event.level, ""),
+            ),
+            "".join(paint(text, _TONE_STYLE.get(tone, "")) for text, tone in described.headline),
+        ]
+        line = " ".join(parts)
+        if described.detail:
+            line += "\n" + self._detail(event, described.detail)
+        return line
+
+    def _detail(self, event: Event, text: str) -> str:
+        gutter = self._paint(_GUTTER, "dim")
+        if "Traceback (most recent call last)" in text:
+            key = (event.task or event.request or event.worker or "", last_line(text))
+            if key in self._seen:
+                return gutter + self._paint("(traceback shown above)", "dim")
+            self._seen[key] = None
+            if len(self._seen) > _SEEN_TRACEBACKS:
+                self._seen.popitem(last=False)
+        style = "red" if event.level == "error" or event.kind in ("task_end", "boot_error") else ""
+        return "\n".join(gutter + self._paint(line, style) for line in text.splitlines())
+
+    def _time(self, ts: float) -> str:
+        # Formatting the seconds part once per second keeps the hot path cheap.
+        second = int(ts)
+        if self._clock[0] != second:
+            fmt = "%Y-%m-%d %H:%M:%S" if self._with_date else "%H:%M:%S"
+            self._clock = (second, time.strftime(fmt, time.localtime(second)))
+        return f"{self._clock[1]}.{int((ts - second) * 1000):03d}"
+
+
+def _short_worker(worker: str | None, function: str) -> str:
+    """Worker ids often start with their function's name, which has a column of its own."""
+    if not worker:
+        return ""
+    for sep in ("-", ":", "/", "#", "."):
+        if function and worker.startswith(function + sep):
+            worker = worker[len(function) + 1 :]
+            break
+    return short_id(worker, 6)
+
+
+# --- Banner, tables, bodies: ordinary Rich output for commands. ---------------------------------------
+
+
+def print_banner(
+    output: Output,
+    *,
+    project: str,
+    policy: str,
+    functions: list[tuple[str, str]],
+    anon_key: str,
+    service_role_key: str,
+    notes: Sequence[str],
+) -> None:
+    """serve's start-up banner: function URLs as `supabase functions serve` lists them, then the keys."""
+    out = output.out
+    out.print(
+        f"[bold]edgecli[/bold] serving [cyan]{escape(project)}[/cyan] · policy [bold]{escape(policy)}[/bold]"
+    )
+    if functions:
+        base = functions[0][1].rsplit("/", 1)[0]
+        out.print(f"Serving functions on [bold]{escape(base)}/<function-name>[/bold]")
+        for name, url in functions:
+            out.print(f" - [{function_colour(name)}]{escape(url)}[/]")
+    else:
+        out.print("[yellow]No functions to serve[/yellow] — create one with `edgecli new NAME`.")
+    out.print(f"[dim]        anon key:[/dim] {escape(anon_key)}")
+    out.print(f"[dim]service_role key:[/dim] {escape(service_role_key)}")
+    for note in notes:
+        out.print(f"[yellow]![/yellow] {escape(note)}")
+    out.file.flush()
+
+
+Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.inspect.render
+
+
+def print_table(output: Output, columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(cell) for cell in row))
+    output.out.print(table)
+
+
+def _cell(cell: Cell) -> Text:
+    if isinstance(cell, str):
+        return Text(cell)
+    text, tone = cell
+    return Text(text, style=_TONE_STYLE.get(tone, ""))
+
+
+def print_fields(output: Output, pairs: Sequence[tuple[str, Cell]]) -> None:
+    """Aligned `key: value` lines (task details, response headers)."""
+    width = max((len(key) for key, _ in pairs), default=0)
+    for key, value in pairs:
+        line = Text(f"{key.rjust(width)}: ", style="dim")
+        line.append_text(_cell(value))
+        output.out.print(line)
+
+
+def print_status(output: Output, text: str, tone: str) -> None:
+    output.out.print(Text(text, style="bold " + _TONE_STYLE.get(tone, "")))
+
+
+def print_body(output: Output, body: str, *, is_json: bool) -> None:
+    """A response body; JSON pretty-printed and highlighted."""
+    if is_json:
+        output.out.print(JSON(body, indent=2))
+    else:
+        output.out.print(Text(body))
+
+
+def print_summary(output: Output, segments: Sequence[tuple[str, str]]) -> None:
+    line = Text()
+    for text, tone in segments:
+        line.append(text, style=_TONE_STYLE.get(tone, ""))
+    output.out.print(line)
