@@ -78,7 +78,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.toml.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Write supabase/config.toml (documented [edge_runtime]) and supabase/functions/."""
+    # Rich reads "[word]" as markup, so the TOML section names in help text are escaped as "\\[".
+    """Write supabase/config.toml (documented \\[edge_runtime]) and supabase/functions/."""
     from edgecli import project
 
     target = _workdir(ctx, workdir) or Path.cwd()
@@ -88,12 +89,14 @@ def init(
 @app.command()
 def new(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")
+    ] = None,
     template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
+    """Scaffold supabase/functions/NAME/ from a template and add \\[functions.NAME] to config.toml."""
     from edgecli import project
 
     out = _output()
@@ -110,7 +113,7 @@ def serve(
     policy: Annotated[
         str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: [api] port or 54321).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[api] port or 54321).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     env_file: Annotated[
         Path | None, typer.Option("--env-file", help="Env file for every function.")
@@ -245,4 +248,4 @@ def tasks_show(
 
 
 def main() -> None:
-    app()
+    app(prog_name="edgecli")
