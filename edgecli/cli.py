@@ -126,7 +126,6 @@ def serve(
     """Serve the project's functions with hot reload until Ctrl-C."""
     from edgecli import project
     from edgecli.config import load_config
-    from edgecli.host.server import serve as run_server
 
     overrides = Overrides(
         policy=policy,
@@ -141,6 +140,9 @@ def serve(
 
     def go() -> int:
         config = load_config(project.find_project(_workdir(ctx, workdir)), overrides)
+        # Imported after the config is loaded: bad config is reported before any server code is loaded.
+        from edgecli.host.server import serve as run_server
+
         return run_server(config, _output())
 
     raise typer.Exit(_run(go))
