@@ -19,6 +19,7 @@ from rich import box
 from rich.console import COLOR_SYSTEMS, Console
 from rich.json import JSON
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -228,16 +229,22 @@ def print_banner(
     out.file.flush()
 
 
+_UNBOUNDED = 100_000
 Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.inspect.render
 
 
 def print_table(output: Output, columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(cell) for cell in row))
-    output.out.print(table)
+    console = output.out
+    if not console.is_terminal:
+        # Piped or captured: no screen to fit, so one row per line (grep-able) instead of folded cells.
+        width = Measurement.get(console, console.options.update(max_width=_UNBOUNDED), table).maximum
+        console = Console(file=console.file, width=width, color_system=None, highlight=False)
+    console.print(table)
 
 
 def _cell(cell: Cell) -> Text:

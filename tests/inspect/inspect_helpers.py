@@ -1,0 +1,43 @@
+"""Plain helpers for the inspection tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from edgecli.config import Config
+from edgecli.events import Event
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]  # the `cli` fixture
+EventWriter = Callable[[Iterable[Event]], None]  # the `write_events` fixture
+
+
+def store_of(project: Path) -> Path:
+    return Config(project_dir=project).events_db
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgecli", *args]
+
+
+def cli_env() -> dict[str, str]:
+    # Plain, unwrapped output whatever the terminal the tests run in.
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS", "TERM")}
+    return {**env, "NO_COLOR": "1", "TERM": "dumb"}
+
+
+def log(message: str, *, ago: float = 0.0, **kw: object) -> Event:
+    """A `log` event `ago` seconds old."""
+    return Event("log", message, ts=time.time() - ago, **kw)  # type: ignore[arg-type]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
