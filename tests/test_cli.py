@@ -107,7 +107,7 @@ def test_new_each_template_prints_the_path_and_next_commands(
     expected_invoke = {
         "hello": 'edgecli invoke greet --data \'{"name": "Functions"}\'',
         "background": "edgecli invoke jobs --data '{\"steps\": 3}' --wait",
-        "router": "edgecli invoke api --path /items",
+        "router": "edgecli invoke api -X GET --path /items",
     }
     for template, name in (("hello", "greet"), ("background", "jobs"), ("router", "api")):
         result = run("new", name, "--template", template, cwd=root)

@@ -336,3 +336,13 @@ def test_background_template_defers_work_and_handles_events(
     runtime.listeners["beforeunload"](event)
     runtime.listeners["unhandledrejection"](event)
     assert event.handled and "termination" in capsys.readouterr().out
+
+
+def test_the_demo_project_is_the_templates_rendered_and_loads_cleanly() -> None:
+    repo = Path(edgecli.__file__).resolve().parent.parent
+    config = load_config(repo, environ={})
+    assert list(config.functions) == ["background", "hello", "router"]
+    assert config.warnings == () and config.skipped == ()
+    for t in list_templates():
+        rendered = (t.folder / "index.py").read_text().replace("__NAME__", t.name)
+        assert config.functions[t.name].entrypoint.read_text() == rendered, f"regenerate the {t.name} demo"

@@ -4,9 +4,9 @@ A request to /functions/v1/router/items reaches this function with the path /rou
 Supabase. The items live in memory, so each worker has its own list and a reload starts afresh.
 
 Try it:
-    edgecli invoke router --path /items
+    edgecli invoke router -X GET --path /items
 More:
-    edgecli invoke router --path /items/1
+    edgecli invoke router -X GET --path /items/1
     edgecli invoke router -X POST --path /items --data '{"name": "pear"}'
 """
 

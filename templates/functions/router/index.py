@@ -4,9 +4,9 @@ A request to /functions/v1/__NAME__/items reaches this function with the path /_
 Supabase. The items live in memory, so each worker has its own list and a reload starts afresh.
 
 Try it:
-    edgecli invoke __NAME__ --path /items
+    edgecli invoke __NAME__ -X GET --path /items
 More:
-    edgecli invoke __NAME__ --path /items/1
+    edgecli invoke __NAME__ -X GET --path /items/1
     edgecli invoke __NAME__ -X POST --path /items --data '{"name": "pear"}'
 """
 
