@@ -1,0 +1,209 @@
+"""`edgecli invoke NAME`: call a function on a running `edgecli serve`, print the response, and with
+`--wait` follow the request's background tasks (by its x-request-id) in the event store until they settle.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgecli import __version__
+from edgecli.config import Config, load_config
+from edgecli.console import Output, print_body, print_fields, print_status
+from edgecli.errors import EdgecliError, ProjectNotFoundError, UsageError
+from edgecli.inspect.render import status_tone
+from edgecli.inspect.wait import follow_request
+from edgecli.project import find_project
+
+# Headers every response has; the rest (content-type, x-request-id, what the function set) are shown.
+_BORING_HEADERS = frozenset(
+    {"date", "server", "content-length", "connection", "keep-alive", "transfer-encoding"}
+)
+
+
+@dataclass(frozen=True)
+class InvokeArgs:
+    name: str
+    data: str | None = None
+    method: str | None = None
+    headers: tuple[str, ...] = ()
+    path: str = ""
+    url: str | None = None
+    service_role: bool = False
+    wait: bool = False
+    timeout: float = 60.0
+    json_output: bool = False
+
+
+@dataclass(frozen=True)
+class Body:
+    content: bytes | None
+    content_type: str | None
+
+
+def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds (got {args.timeout}).")
+    config = _config(workdir, args)
+    body = read_data(args.data)
+    headers = _request_headers(config, args, body)
+    base = (args.url or config.base_url).rstrip("/").removesuffix("/functions/v1")
+    url = f"{base}/functions/v1/{args.name}{_sub_path(args.path)}"
+    response = _send(args.method or "POST", url, headers, body, args.timeout, base)
+    request_id = response.headers.get("x-request-id") or headers["x-request-id"]
+    _print_response(output, response, request_id, args.json_output)
+    ok = 200 <= response.status_code < 300
+    if args.wait:
+        settled = follow_request(config.events_db, request_id, args.timeout, output, args.json_output)
+        ok = ok and settled.ok
+    return 0 if ok else 1
+
+
+def _config(workdir: Path | None, args: InvokeArgs) -> Config:
+    """The project's config (port, JWT secret, event store); with --url and no project, the defaults."""
+    try:
+        return load_config(find_project(workdir))
+    except ProjectNotFoundError:
+        if args.url is None or args.wait or workdir is not None:
+            raise
+        return Config(project_dir=Path.cwd())
+
+
+def read_data(data: str | None) -> Body:
+    """--data as JSON text, @file, or - (stdin); JSON bodies are sent as application/json."""
+    if data is None:
+        return Body(None, None)
+    if data == "-":
+        content = sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        source = Path(data[1:]).expanduser()
+        try:
+            content = source.read_bytes()
+        except OSError as exc:
+            raise UsageError(
+                f"--data {data}: cannot read {source} ({exc.strerror}). Give a readable file after @, "
+                "inline JSON, or - to read the body from stdin."
+            ) from None
+    else:
+        content = data.encode()
+        if data.lstrip()[:1] in ("{", "["):
+            _check_json(data)  # meant as JSON: a typo must not go out silently as plain text
+    return Body(content, _content_type(content))
+
+
+def _check_json(text: str) -> None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--data is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}. Quote it for the "
+            """shell, e.g. --data '{"name": "Ada"}', or pass a file with --data @body.json."""
+        ) from None
+
+
+def _is_json(content: bytes) -> bool:
+    try:
+        json.loads(content)
+    except ValueError:
+        return False
+    return True
+
+
+def _content_type(content: bytes) -> str:
+    if _is_json(content):
+        return "application/json"
+    try:
+        content.decode()
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    return "text/plain; charset=utf-8"
+
+
+def parse_headers(raw: tuple[str, ...]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in raw:
+        name, sep, value = item.partition(":")
+        name = name.strip()
+        if not sep or not name or any(c.isspace() for c in name):
+            raise UsageError(
+                f"-H {item!r} is not a header. Write it as 'Name: value', e.g. -H 'x-mode: test'."
+            )
+        headers[name.lower()] = value.strip()
+    return headers
+
+
+def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:
+    from edgecli.host.auth import make_key
+
+    key = make_key(config.jwt_secret, "service_role" if args.service_role else "anon")
+    headers = {
+        "authorization": f"Bearer {key}",
+        "apikey": key,  # what Supabase clients send alongside; harmless here
+        "x-request-id": uuid.uuid4().hex,  # known before the answer, so --wait can follow it
+        "user-agent": f"edgecli/{__version__}",
+    }
+    if body.content_type:
+        headers["content-type"] = body.content_type
+    headers.update(parse_headers(args.headers))  # the user's own values win
+    return headers
+
+
+def _sub_path(path: str) -> str:
+    if not path or path.startswith(("/", "?")):
+        return path
+    return "/" + path
+
+
+def _send(
+    method: str, url: str, headers: dict[str, str], body: Body, timeout: float, base: str
+) -> httpx.Response:
+    try:
+        return httpx.request(method.upper(), url, headers=headers, content=body.content, timeout=timeout)
+    except httpx.ConnectError:
+        raise EdgecliError(f"no edgecli serve running on {base} — start it with `edgecli serve`.") from None
+    except httpx.TimeoutException:
+        raise EdgecliError(
+            f"{base} did not answer {method.upper()} {url} within {timeout:g} s. Raise --timeout if the "
+            "function is slow, or look at `edgecli logs` for what it is doing."
+        ) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise UsageError(
+            f"--url {base} is not a usable server URL ({exc}); e.g. http://127.0.0.1:54321."
+        ) from None
+    except httpx.HTTPError as exc:
+        raise EdgecliError(f"calling {url} failed: {exc}.") from None
+
+
+def _print_response(output: Output, response: httpx.Response, request_id: str, json_output: bool) -> None:
+    is_json = "json" in response.headers.get("content-type", "") and _is_json(response.content)
+    if json_output:
+        record: dict[str, Any] = {
+            "status": response.status_code,
+            "headers": dict(response.headers),
+            "body": response.json() if is_json else response.text,
+            "request": request_id,
+        }
+        output.out.file.write(json.dumps(record) + "\n")
+        output.out.file.flush()
+        return
+    print_status(
+        output, f"HTTP {response.status_code} {response.reason_phrase}", status_tone(response.status_code)
+    )
+    shown = [(name, value) for name, value in response.headers.items() if name not in _BORING_HEADERS]
+    print_fields(output, shown)
+    if response.content:
+        output.line()
+        print_body(output, _body_text(response), is_json=is_json)
+
+
+def _body_text(response: httpx.Response) -> str:
+    try:
+        return response.content.decode(response.encoding or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        return f"[{len(response.content)} bytes of binary data]"

@@ -1,0 +1,254 @@
+"""`edgecli invoke` through the real CLI against a small local HTTP server; `--wait` over faked events."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+import uvicorn
+from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, log, store_of, wait_until
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from edgecli.config import DEFAULT_JWT_SECRET
+from edgecli.events import Event, StoreWriter
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": dict(request.headers),
+            "body": body.decode(),
+        },
+        headers={"x-request-id": request.headers.get("x-request-id", "server-made"), "x-custom": "yes"},
+    )
+
+
+async def broken(request: Request) -> Response:
+    return JSONResponse({"code": "WORKER_ERROR", "message": "boom"}, status_code=500)
+
+
+async def text(request: Request) -> Response:
+    return PlainTextResponse("plain words")
+
+
+APP = Starlette(
+    routes=[
+        Route("/functions/v1/broken", broken, methods=["GET", "POST"]),
+        Route("/functions/v1/text", text, methods=["POST"]),
+        Route("/functions/v1/echo", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/functions/v1/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """The echo app served by uvicorn in a thread on a free port, stopped after the module's tests."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(APP, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="the test server")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _echoed(stdout: str) -> dict[str, object]:
+    """The echo body printed after the status line and headers (pretty-printed JSON)."""
+    return dict(json.loads(stdout[stdout.index("\n{") :]))
+
+
+def test_json_data_is_posted_with_the_anon_key(cli: CliRunner, server_url: str) -> None:
+    result = cli("invoke", "echo", "--url", server_url, "--data", '{"name": "Ada"}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP 200 OK\n")
+    assert "x-custom: yes" in result.stdout and "x-request-id: " in result.stdout
+    assert '\n  "method": "POST",\n' in result.stdout  # pretty-printed
+    echoed = _echoed(result.stdout)
+    headers = echoed["headers"]
+    assert isinstance(headers, dict)
+    assert echoed["body"] == '{"name": "Ada"}' and headers["content-type"] == "application/json"
+    token = headers["authorization"].removeprefix("Bearer ")
+    assert jwt.decode(token, DEFAULT_JWT_SECRET, algorithms=["HS256"])["role"] == "anon"
+
+
+def test_service_role_key(cli: CliRunner, server_url: str) -> None:
+    result = cli("invoke", "echo", "--url", server_url, "--service-role")
+    headers = _echoed(result.stdout)["headers"]
+    assert isinstance(headers, dict)
+    token = headers["authorization"].removeprefix("Bearer ")
+    assert jwt.decode(token, DEFAULT_JWT_SECRET, algorithms=["HS256"])["role"] == "service_role"
+
+
+def test_data_from_a_file_and_from_stdin(cli: CliRunner, server_url: str, tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text('{"from": "file"}')
+    from_file = _echoed(cli("invoke", "echo", "--url", server_url, "--data", f"@{body}").stdout)
+    assert from_file["body"] == '{"from": "file"}'
+    from_stdin = cli("invoke", "echo", "--url", server_url, "--data", "-", stdin="just text")
+    echoed = _echoed(from_stdin.stdout)
+    headers = echoed["headers"]
+    assert isinstance(headers, dict)
+    assert echoed["body"] == "just text" and headers["content-type"].startswith("text/plain")
+    missing = cli("invoke", "echo", "--url", server_url, "--data", "@nope.json")
+    assert missing.returncode == 2 and "nope.json" in missing.stderr and "Traceback" not in missing.stderr
+    broken = cli("invoke", "echo", "--url", server_url, "--data", '{"name": }')
+    assert broken.returncode == 2 and "not valid JSON" in broken.stderr
+
+
+def test_method_headers_and_sub_path(cli: CliRunner, server_url: str) -> None:
+    result = cli(
+        "invoke", "echo", "--url", server_url, "-X", "put", "-H", "x-mode: test", "-H", "Accept:*/*",
+        "--path", "/a/b?x=1",
+    )  # fmt: skip
+    echoed = _echoed(result.stdout)
+    headers = echoed["headers"]
+    assert isinstance(headers, dict)
+    assert (
+        echoed["method"] == "PUT" and echoed["path"] == "/functions/v1/echo/a/b" and echoed["query"] == "x=1"
+    )
+    assert headers["x-mode"] == "test" and headers["accept"] == "*/*"
+    bad = cli("invoke", "echo", "--url", server_url, "-H", "no colon here")
+    assert bad.returncode == 2 and "'Name: value'" in bad.stderr
+
+
+def test_exit_status_follows_the_response(cli: CliRunner, server_url: str) -> None:
+    failed = cli("invoke", "broken", "--url", server_url)
+    assert failed.returncode == 1
+    assert failed.stdout.startswith("HTTP 500 Internal Server Error") and "WORKER_ERROR" in failed.stdout
+    missing = cli("invoke", "nothing-here", "--url", server_url)
+    assert missing.returncode == 1 and missing.stdout.startswith("HTTP 404")
+    plain = cli("invoke", "text", "--url", server_url)
+    assert plain.returncode == 0 and plain.stdout.rstrip().endswith("plain words")
+
+
+def test_json_output(cli: CliRunner, server_url: str) -> None:
+    result = cli("invoke", "echo", "--url", server_url, "--json", "-H", "x-request-id: mine")
+    record = json.loads(result.stdout)
+    assert record["status"] == 200 and record["request"] == "mine"
+    assert record["body"]["method"] == "POST" and record["headers"]["x-custom"] == "yes"
+
+
+def test_default_url_comes_from_config_and_refused_connections_say_what_to_do(
+    cli: CliRunner, project: Path
+) -> None:
+    port = _free_port()
+    (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
+    result = cli("invoke", "hello")
+    assert result.returncode == 1
+    expected = f"no edgecli serve running on http://127.0.0.1:{port} — start it with `edgecli serve`"
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+# --- --wait: the server here is a stand-in, so the request's events are written to the store by hand. ---
+
+
+def _task_events(request: str, outcomes: dict[str, str]) -> list[Event]:
+    base = {"function": "echo", "worker": "w1", "request": request}
+    events = [Event("task_start", **base, task=t, fields={"name": f"job{t}"}) for t in outcomes]
+    events.append(
+        Event("request", **base, fields={"method": "POST", "path": "/echo", "status": 200, "duration_ms": 2})
+    )
+    for task, status in outcomes.items():
+        events.append(log(f"working in {task}", **base, task=task))
+        error = "Traceback (most recent call last):\nRuntimeError: nope" if status == "failed" else None
+        fields = {"name": f"job{task}", "status": status, "duration_ms": 5, "error": error, "reason": None}
+        events.append(Event("task_end", **base, task=task, fields=fields))
+    return events
+
+
+def test_wait_prints_task_logs_and_a_summary(
+    cli: CliRunner, server_url: str, write_events: EventWriter
+) -> None:
+    write_events(_task_events("req-w1", {"t-1": "completed", "t-2": "completed", "t-3": "failed"}))
+    write_events([log("someone else's request", request="req-other", task="t-9")])
+    result = cli("invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w1")
+    assert result.returncode == 1  # a task failed
+    assert "working in t-1" in result.stdout and "working in t-3" in result.stdout
+    assert "RuntimeError: nope" in result.stdout and "someone else's" not in result.stdout
+    assert result.stdout.rstrip().endswith("3 tasks: 2 completed, 1 failed")
+
+
+def test_wait_exit_zero_when_tasks_completed_and_json_summary(
+    cli: CliRunner, server_url: str, write_events: EventWriter
+) -> None:
+    write_events(_task_events("req-w2", {"t-1": "completed"}))
+    result = cli("invoke", "echo", "--url", server_url, "--wait", "--json", "-H", "x-request-id: req-w2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0]["status"] == 200
+    assert [r["kind"] for r in records[1:-1]] == ["task_start", "request", "log", "task_end"]
+    assert records[-1] == {
+        "summary": "tasks",
+        "request": "req-w2",
+        "tasks": 1,
+        "completed": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "running": 0,
+        "settled": True,
+    }
+
+
+def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write_events: EventWriter) -> None:
+    write_events(_task_events("req-w3", {"t-1": "completed"})[:2])  # started, request done; still running
+    proc = subprocess.Popen(
+        cli_command("invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w3"),
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "task jobt-1 started" in line:
+                break
+        writer = StoreWriter(store_of(project), retention=1000)
+        for event in _task_events("req-w3", {"t-1": "completed"})[2:]:
+            writer.emit(event)
+        writer.close()
+        assert proc.wait(timeout=10) == 0
+        rest = proc.stdout.read()
+        assert "working in t-1" in rest and rest.rstrip().endswith("1 task: 1 completed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_wait_times_out_with_tasks_still_running(
+    cli: CliRunner, server_url: str, write_events: EventWriter
+) -> None:
+    write_events(_task_events("req-w4", {"t-1": "completed"})[:2])
+    result = cli(
+        "invoke", "echo", "--url", server_url, "--wait", "--timeout", "1", "-H", "x-request-id: req-w4"
+    )
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("timed out after 1 s: 1 task: 1 still running")
