@@ -1,0 +1,66 @@
+"""What gets installed: a wheel built from the repo ships the templates, and `import edgecli` stays light."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(180)
+def test_wheel_contains_the_templates_and_the_console_script(tmp_path: Path) -> None:
+    # Build from a copy of what a wheel is made of, so the shared work tree gets no build/ or egg-info.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("edgecli", "templates"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "absent from the `packages` configuration" not in result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("edgecli-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    expected = {"edgecli/templates/config.toml", "edgecli/templates/gitignore", "edgecli/py.typed"}
+    expected |= {
+        f"edgecli/templates/functions/{folder.name}/index.py"
+        for folder in (REPO / "templates" / "functions").iterdir()
+        if folder.is_dir() and folder.name != "__pycache__"
+    }
+    assert len(expected) >= 6 and expected <= names
+    assert "edgecli = edgecli.cli:main" in entry_points
+    assert not any(n.startswith(("tests/", "supabase/")) for n in names)
+
+
+@pytest.mark.timeout(30)
+def test_import_edgecli_is_light_and_exposes_the_function_api() -> None:
+    # Workers import edgecli (and everything under edgecli.runtime) for every function: no CLI stack.
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import edgecli, edgecli.runtime\n"
+        "assert callable(edgecli.serve) and hasattr(edgecli.EdgeRuntime, 'wait_until')\n"
+        "for mod in pkgutil.walk_packages(edgecli.runtime.__path__, 'edgecli.runtime.'):\n"
+        "    importlib.import_module(mod.name)\n"
+        "heavy = ('typer', 'rich', 'click', 'edgecli.cli', 'edgecli.console')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=25, check=False, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
