@@ -8,12 +8,14 @@ edgecli/inspect/store.py, which shares the schema and row conversion defined her
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,10 +118,20 @@ CREATE INDEX IF NOT EXISTS events_request ON events(request) WHERE request IS NO
 CREATE INDEX IF NOT EXISTS events_task ON events(task) WHERE task IS NOT NULL;
 """
 COLUMNS = "id, ts, kind, function, worker, request, task, level, message, fields"
-_INSERT = (
-    "INSERT INTO events (ts, kind, function, worker, request, task, level, message, fields)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_ROW_SQL = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROWS_PER_STATEMENT = 100  # 900 parameters: under SQLite's oldest limit (999)
+
+
+@functools.lru_cache(maxsize=ROWS_PER_STATEMENT)
+def _insert_sql(rows: int) -> str:
+    # Many rows per statement, not executemany: Python's sqlite3 takes and releases the GIL around every
+    # executed statement, and on serve's busy event loop each hand-off delays requests a little.
+    return (
+        "INSERT INTO events (ts, kind, function, worker, request, task, level, message, fields) VALUES "
+        + ", ".join([_ROW_SQL] * rows)
+    )
+
+
 Row = tuple[Any, ...]
 
 FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
@@ -139,6 +151,14 @@ def event_to_row(event: Event) -> Row:
         event.level,
         event.message,
         extra,
+    )
+
+
+def _sanitized_row(event: Event) -> Row:
+    """`event_to_row` with text made storable: characters UTF-8 cannot encode become "?"."""
+    return tuple(
+        value.encode(errors="replace").decode() if isinstance(value, str) else value
+        for value in event_to_row(event)
     )
 
 
@@ -207,7 +227,7 @@ class StoreWriter:
         self.emitted = 0  # events handed to `emit`
         self.written = 0  # events committed so far
         self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
-        self.last_error: sqlite3.Error | None = None
+        self.last_error: Exception | None = None
         self._conn = connect_store(path, create=True)
         self._queue: deque[Event] = deque()
         self._wake = threading.Event()
@@ -260,17 +280,37 @@ class StoreWriter:
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), MAX_TRANSACTION))]
             try:
-                with self._conn:
-                    self._conn.executemany(_INSERT, map(event_to_row, batch))
+                self._insert(batch, event_to_row)
+            except (ValueError, TypeError):
+                # An odd value (a lone surrogate from undecodable output...) must not cost the whole batch.
+                self._insert_each(batch)
             except sqlite3.Error as exc:
-                # Disk full or the file removed under us: serving must go on; the host may report it.
+                # Disk full, the file removed under us: serving goes on; the host may report `last_error`.
                 self.last_error = exc
                 self.failed += len(batch)
                 continue
-            self.written += len(batch)
+            else:
+                self.written += len(batch)
             self._since_trim += len(batch)
             if self._since_trim >= self._trim_every:
                 self._trim()
+
+    def _insert(self, events: list[Event], to_row: Callable[[Event], Row]) -> None:
+        with self._conn:
+            for start in range(0, len(events), ROWS_PER_STATEMENT):
+                rows = events[start : start + ROWS_PER_STATEMENT]
+                params = list(itertools.chain.from_iterable(map(to_row, rows)))
+                self._conn.execute(_insert_sql(len(rows)), params)
+
+    def _insert_each(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self._insert([event], _sanitized_row)
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                self.last_error = exc
+                self.failed += 1
+            else:
+                self.written += 1
 
     def _trim(self) -> None:
         self._since_trim = 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,19 @@ def test_retention_applies_to_a_store_left_by_an_earlier_run(tmp_path: Path) -> 
     second.close()
     messages = [e.message for e in _stored(path)]
     assert len(messages) == 100 and messages[-1] == "new" and messages[0] == "301"
+
+
+def test_an_unstorable_value_costs_only_its_own_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=100)
+    writer.emit(Event("log", "before"))
+    writer.emit(Event("log", "bad \udcff byte"))  # a lone surrogate cannot be encoded as UTF-8
+    writer.emit(Event("log", "after", fields={"when": datetime(2024, 1, 1, tzinfo=UTC)}))
+    writer.close()
+    stored = _stored(path)
+    assert [e.message for e in stored] == ["before", "bad ? byte", "after"]
+    assert stored[2].fields == {"when": "2024-01-01 00:00:00+00:00"}  # not JSON: stored as text
+    assert writer.written == 3 and writer.failed == 0
 
 
 def test_emit_after_close_is_ignored(tmp_path: Path) -> None:
