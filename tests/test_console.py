@@ -91,7 +91,7 @@ def test_plain_lines_are_aligned_one_per_event_and_flushed_each() -> None:
     assert "POST /hello → 200  3.2 ms" in headline_lines[3]
     assert "WARN  careful now" in headline_lines[4]
     assert "ERROR task notify failed after 1.50 s: ValueError: boom" in headline_lines[5]
-    assert "worker exited (memory)" in headline_lines[6]
+    assert "worker stopped (memory)" in headline_lines[6]
 
 
 def test_a_traceback_prints_once_indented_under_its_line() -> None:

@@ -138,8 +138,8 @@ def _shutdown(event: Event) -> Described:
         usage.append(f"cpu {fmt_duration(f['cpu_ms'])}")
     if f.get("memory_mb") is not None:
         usage.append(f"mem {float(f['memory_mb']):.0f} MB")
-    tone = "dim" if reason in _CALM_EXITS else "warn"
-    headline = [("worker exited", tone), (f" ({reason})", tone)]
+    tone = "bad" if event.level == "error" else "dim" if reason in _CALM_EXITS else "warn"
+    headline = [("worker stopped", tone), (f" ({reason})", tone)]
     if usage:
         headline.append(("  " + ", ".join(usage), "dim"))
     return Described(headline)
@@ -165,21 +165,32 @@ _DESCRIBERS: dict[str, Callable[[Event], Described]] = {
 }
 
 
+# The field each describer needs; without it (an older or foreign event) the runtime's message is shown.
+_KEY_FIELD = {
+    "request": "status",
+    "task_start": "name",
+    "task_end": "status",
+    "boot": "boot_ms",
+    "boot_error": "error",
+    "beforeunload": "reason",
+    "shutdown": "reason",
+}
+
+
 def describe(event: Event) -> Described:
-    """The headline (and traceback, if any) for `event`; the runtime's own message is kept when it adds."""
-    describer = _DESCRIBERS.get(event.kind)
-    if describer is None:
-        first, rest = _split(event.message)
-        return Described([(f"{event.kind}", "accent"), (f" {first}" if first else "", "")], rest)
-    described = describer(event)
-    if event.kind == "log" or not event.message:
-        return described
-    if described.detail and event.message.strip() in described.detail:
-        return described  # the message is the traceback already shown
+    """The headline (and traceback, if any) for `event`.
+
+    Kinds with fields are described from them (the runtime's message restates the same facts); a log
+    line, a reload and anything unknown show the message itself.
+    """
+    key = _KEY_FIELD.get(event.kind)
+    if event.kind == "log":
+        return _log(event)
+    if key is not None and event.fields.get(key) is not None:
+        return _DESCRIBERS[event.kind](event)
+    if event.kind == "reload" and not event.message:
+        return _reload(event)
     first, rest = _split(event.message)
-    said = "".join(text for text, _ in described.headline)
-    if first and first not in said:
-        described.headline.append((f" — {first}", "dim"))
-    if rest and described.detail is None:
-        return Described(described.headline, rest)
-    return described
+    tone = {"warning": "warn", "error": "bad", "debug": "dim"}.get(event.level, "")
+    label = [] if event.kind in ("reload", "log") else [(f"{event.kind} ", "accent")]
+    return Described([*label, (first, tone)] if first else label, rest)
