@@ -1,0 +1,127 @@
+"""The host's end of one worker socket: opens request channels, routes response frames back to them.
+
+Everything arriving from a worker lands here first: READY/BOOT_ERROR resolve `ready`, response frames go
+to the channel's `ResponseStream`, events and retire requests go to the supervisor's callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from edgecli import ipc
+from edgecli.ipc import MORE, Kind
+
+
+class BootError(Exception):
+    """The function failed to boot: import error, no handler, or the worker died while booting."""
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error or message
+
+
+class Lost:
+    """Marker put on every open stream when the worker goes away."""
+
+
+LOST = Lost()
+# What a stream yields: ("start", status, headers) | ("body", bytes, more) | ("failed", message) | LOST
+StreamItem = Any
+
+
+class ResponseStream:
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[StreamItem] = asyncio.Queue()
+
+
+class WorkerConnection:
+    def __init__(
+        self,
+        on_event: Callable[[dict[str, Any]], None],
+        on_retire: Callable[[str], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost)
+        self.streams: dict[int, ResponseStream] = {}
+        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.bye: dict[str, Any] | None = None
+        self._channels = itertools.count(1)
+        self._on_event = on_event
+        self._on_retire = on_retire
+        self._on_lost_cb = on_lost
+
+    @property
+    def closed(self) -> bool:
+        return self.proto.closed
+
+    # -- host -> worker --------------------------------------------------------------------------------
+
+    def open(self, scope_payload: bytes, first_body: bytes, more: bool) -> tuple[int, ResponseStream]:
+        """Start a request; the first body chunk goes in the same write."""
+        channel = next(self._channels)
+        stream = ResponseStream()
+        self.streams[channel] = stream
+        frames = ipc.pack(Kind.REQUEST, channel, scope_payload) + ipc.pack(
+            Kind.BODY, channel, first_body, MORE if more else 0
+        )
+        self.proto.write(frames)
+        return channel, stream
+
+    async def send_body(self, channel: int, body: bytes, more: bool) -> None:
+        self.proto.write(ipc.pack(Kind.BODY, channel, body, MORE if more else 0))
+        await self.proto.drain()
+
+    def disconnect(self, channel: int) -> None:
+        self.proto.write(ipc.pack(Kind.DISCONNECT, channel))
+
+    def close_channel(self, channel: int) -> None:
+        self.streams.pop(channel, None)
+
+    def notice(self, reason: str) -> None:
+        self.proto.write(ipc.pack_json(Kind.NOTICE, 0, {"reason": reason}))
+
+    def stop(self, grace: float, reason: str) -> None:
+        self.proto.write(ipc.pack_json(Kind.STOP, 0, {"grace": grace, "reason": reason}))
+
+    # -- worker -> host --------------------------------------------------------------------------------
+
+    def _on_frame(self, kind: int, flags: int, channel: int, payload: bytes) -> None:
+        if kind == Kind.RESPONSE:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                stream.items.put_nowait(("body", payload, bool(flags & MORE)))
+        elif kind == Kind.START:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                msg = ipc.loads(payload)
+                stream.items.put_nowait(("start", msg["status"], ipc.decode_headers(msg["headers"])))
+        elif kind == Kind.EVENT:
+            self._on_event(ipc.loads(payload))
+        elif kind == Kind.FAILED:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                stream.items.put_nowait(("failed", ipc.loads(payload)["message"]))
+        elif kind == Kind.READY:
+            if not self.ready.done():
+                self.ready.set_result(ipc.loads(payload))
+        elif kind == Kind.BOOT_ERROR:
+            msg = ipc.loads(payload)
+            if not self.ready.done():
+                self.ready.set_exception(BootError(msg["message"], msg["error"]))
+        elif kind == Kind.RETIRE:
+            self._on_retire(ipc.loads(payload)["reason"])
+        elif kind == Kind.BYE:
+            self.bye = ipc.loads(payload)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(BootError("the worker exited while booting"))
+        for stream in self.streams.values():
+            stream.items.put_nowait(LOST)
+        self._on_lost_cb()

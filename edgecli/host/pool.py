@@ -1,0 +1,275 @@
+"""Per-function worker pools, one class per policy (DESIGN §5).
+
+A pool hands the relay a worker that may take one more request (`acquire`), hears back when the
+response is done (`release`), and is told by the supervisor when a worker retires or is gone. Requests
+wait for a worker up to `request_wait_timeout_ms` (then 504). A function that failed to boot stays
+`broken` (503) until it is reloaded, instead of being respawned in a loop.
+
+- PerWorkerPool: warm workers reused by many concurrent requests; more are started (up to
+  max_parallelism) only when the warm ones are saturated or retired.
+- PerRequestPool: one request at a time per worker; an idle worker is reused, and leaves once it has
+  had neither requests nor background tasks for a moment.
+- OneshotPool: every request gets a fresh, already-booted spare; after the response it is terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from edgecli.config import FunctionConfig
+from edgecli.events import Event
+from edgecli.host.connection import BootError
+from edgecli.host.supervisor import State, Supervisor, Worker
+
+PER_WORKER_CONCURRENCY = 64  # requests one per_worker worker takes at once before another is started
+PER_REQUEST_LINGER = 2.0  # seconds an idle per_request worker with no tasks stays for reuse
+
+
+class NoWorkerAvailable(Exception):
+    """No worker became free within request_wait_timeout_ms (504)."""
+
+
+class Pool:
+    concurrency = PER_WORKER_CONCURRENCY
+
+    def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
+        self.function = function
+        self.supervisor = supervisor
+        self.generation = 0
+        self.workers: list[Worker] = []  # ready and accepting requests
+        self.booting = 0
+        self.broken: BootError | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._spawns: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    # -- the relay's side ------------------------------------------------------------------------------
+
+    async def acquire(self) -> Worker:
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            if self.broken is not None:
+                raise self.broken
+            worker = self.pick()
+            if worker is not None:
+                return worker
+            if self.can_spawn():
+                self.spawn()
+            if deadline is None:
+                deadline = loop.time() + self.function.limits.request_wait_timeout_ms / 1000
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NoWorkerAvailable(self.name)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def pick(self) -> Worker | None:
+        best: Worker | None = None
+        for worker in self.workers:
+            load = len(worker.inflight)
+            if load < self.concurrency and (best is None or load < len(best.inflight)):
+                best = worker
+        return best
+
+    def release(self, worker: Worker) -> None:
+        self.wake()
+
+    # -- spawning --------------------------------------------------------------------------------------
+
+    def live_count(self) -> int:
+        return len(self.workers) + self.booting
+
+    def can_spawn(self) -> bool:
+        return self.booting == 0 and self.live_count() < self.function.limits.parallelism
+
+    def spawn(self) -> None:
+        self.booting += 1
+        task = asyncio.get_running_loop().create_task(self._spawn(self.generation))
+        self._spawns.add(task)
+        task.add_done_callback(self._spawns.discard)
+
+    async def _spawn(self, generation: int) -> None:
+        try:
+            worker = await self.supervisor.spawn(self.function, generation, self)
+        except BootError as exc:
+            if generation == self.generation:
+                self.broken = exc
+            return
+        finally:
+            self.booting -= 1
+            self.wake()
+        if generation != self.generation or worker.state is not State.READY:
+            self.supervisor.retire(worker, "reload")  # booted old code: a reload happened meanwhile
+            return
+        self.add(worker)
+        self.wake()
+
+    def add(self, worker: Worker) -> None:
+        self.workers.append(worker)
+
+    async def warm(self) -> None:
+        """Boot the first worker now, so the first request is fast and boot errors show at startup."""
+        if self.can_spawn():
+            self.spawn()
+        await self.settle()
+
+    async def settle(self) -> None:
+        if self._spawns:
+            await asyncio.wait(list(self._spawns))
+
+    def wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the supervisor's side -------------------------------------------------------------------------
+
+    def on_retired(self, worker: Worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        self.wake()
+
+    def on_gone(self, worker: Worker) -> None:
+        self.on_retired(worker)
+
+    # -- reload and close ------------------------------------------------------------------------------
+
+    def reload(self, function: FunctionConfig) -> None:
+        """New code or config: old workers drain and leave, new requests get workers of the new code."""
+        self.generation += 1
+        self.function = function
+        self.broken = None
+        for worker in list(self.workers):
+            self.supervisor.retire(worker, "reload")
+        self.workers.clear()
+        self.wake()
+
+    def close(self) -> None:
+        self.generation += 1
+        self.broken = BootError(f"function {self.name} is no longer served")
+        for task in self._spawns:
+            task.cancel()
+        self.wake()
+
+
+class PerWorkerPool(Pool):
+    pass
+
+
+class PerRequestPool(Pool):
+    concurrency = 1
+
+    def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
+        super().__init__(function, supervisor)
+        self.idle_since: dict[Worker, float] = {}
+        self._sweeper = asyncio.get_running_loop().create_task(self.sweep())
+
+    def can_spawn(self) -> bool:
+        # Each request has its own worker: boot in parallel, up to max_parallelism.
+        return self.live_count() < self.function.limits.parallelism
+
+    async def sweep(self) -> None:
+        while True:
+            await asyncio.sleep(PER_REQUEST_LINGER / 4)
+            now = time.monotonic()
+            for worker in list(self.workers):
+                if worker.inflight or worker.tasks:
+                    self.idle_since.pop(worker, None)
+                elif now - self.idle_since.setdefault(worker, now) >= PER_REQUEST_LINGER:
+                    self.idle_since.pop(worker, None)
+                    self.supervisor.retire(worker, "idle")
+
+    def on_gone(self, worker: Worker) -> None:
+        self.idle_since.pop(worker, None)
+        super().on_gone(worker)
+
+    def close(self) -> None:
+        self._sweeper.cancel()
+        super().close()
+
+
+class OneshotPool(Pool):
+    """Spares are booted ahead with the current code; each serves one request, then is terminated."""
+
+    concurrency = 1
+
+    def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
+        super().__init__(function, supervisor)
+        self.busy = 0  # workers handed out whose response is not done yet
+
+    def pick(self) -> Worker | None:
+        if self.busy >= self.function.limits.parallelism:
+            return None
+        for worker in self.workers:
+            if worker.state is State.READY and not worker.inflight:
+                self.workers.remove(worker)
+                self.busy += 1
+                self.refill()
+                return worker
+        return None
+
+    def can_spawn(self) -> bool:
+        return self.live_count() < self.function.limits.parallelism
+
+    def refill(self) -> None:
+        while self.broken is None and self.live_count() < self.function.limits.parallelism:
+            self.spawn()
+
+    def release(self, worker: Worker) -> None:
+        self.busy -= 1
+        self.supervisor.terminate(worker)
+        self.refill()
+        self.wake()
+
+    async def warm(self) -> None:
+        self.refill()
+        await self.settle()
+
+    def reload(self, function: FunctionConfig) -> None:
+        super().reload(function)
+        self.refill()
+
+    def on_gone(self, worker: Worker) -> None:
+        super().on_gone(worker)
+        if worker.cancelled_tasks:
+            n = worker.cancelled_tasks
+            self.supervisor.emit(
+                Event(
+                    kind="log",
+                    level="warning",
+                    function=self.name,
+                    worker=worker.id,
+                    message=(
+                        f"{n} background task{'s' if n != 1 else ''} of {self.name} cut off: policy "
+                        '"oneshot" ends the worker after the response. Set policy = "per_worker" in '
+                        "[edge_runtime] to let them finish."
+                    ),
+                )
+            )
+        if self.broken is None:
+            self.refill()
+
+
+POOLS: dict[str, type[Pool]] = {
+    "per_worker": PerWorkerPool,
+    "per_request": PerRequestPool,
+    "oneshot": OneshotPool,
+}
+
+
+def make_pool(policy: str, function: FunctionConfig, supervisor: Supervisor) -> Pool:
+    return POOLS[policy](function, supervisor)

@@ -1,0 +1,226 @@
+"""The relay: the ASGI app uvicorn serves. Routing, auth, x-request-id, proxying, error mapping (DESIGN §4).
+
+`/functions/v1/<name>[/<path>]` goes to a worker of <name> as `/<name>[/<path>]`; request and response
+bodies stream both ways over the worker's socket. Whatever goes wrong maps to the status codes Supabase
+returns, and every response carries `x-request-id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edgecli import ipc
+from edgecli.events import Event
+from edgecli.host.auth import AuthFailure, Verifier, claims_header
+from edgecli.host.connection import LOST, BootError
+from edgecli.host.pool import NoWorkerAvailable, Pool
+from edgecli.host.supervisor import Worker
+
+PREFIX = "/functions/v1/"
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+REQUEST_ID = b"x-request-id"
+CLAIMS = b"x-edgecli-jwt-claims"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+class WorkerGone(Exception):
+    """The worker went away after the response started: the connection is aborted."""
+
+
+def _json_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+class Relay:
+    def __init__(
+        self,
+        pools: Mapping[str, Pool],
+        verifier: Verifier,
+        emit: Callable[[Event], None],
+        verify_jwt: bool = True,
+    ) -> None:
+        self.pools = pools
+        self.verifier = verifier
+        self.emit = emit
+        self.verify_jwt = verify_jwt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request_id = self.request_id(scope)
+        name, subpath = self.route(scope["path"])
+        pool = self.pools.get(name) if name else None
+        status, worker = 500, None
+        try:
+            if pool is None:
+                status = await self.plain(send, 404, b"Function not found", request_id)
+            else:
+                status, worker = await self.dispatch(pool, scope, receive, send, request_id, name, subpath)
+        finally:
+            self.log_request(scope, name if pool else None, worker, request_id, status, started)
+
+    # -- routing ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def route(path: str) -> tuple[str, str]:
+        if not path.startswith(PREFIX):
+            return "", ""
+        name, slash, rest = path[len(PREFIX) :].partition("/")
+        if not NAME.match(name):
+            return "", ""
+        return name, slash + rest
+
+    @staticmethod
+    def request_id(scope: Scope) -> str:
+        for key, value in scope["headers"]:
+            if key == REQUEST_ID and value:
+                return value.decode("latin-1")
+        return str(uuid.uuid4())
+
+    # -- one request -----------------------------------------------------------------------------------
+
+    async def dispatch(
+        self, pool: Pool, scope: Scope, receive: Receive, send: Send, request_id: str, name: str, subpath: str
+    ) -> tuple[int, Worker | None]:
+        headers = list(scope["headers"])
+        if self.verify_jwt and pool.function.verify_jwt and scope["method"] != "OPTIONS":
+            try:
+                claims = self.verifier.verify(self.header(headers, b"authorization"))
+            except AuthFailure as exc:
+                return await self.plain(send, exc.status, exc.body, request_id, "application/json"), None
+            headers = [(k, v) for k, v in headers if k != CLAIMS]
+            headers.append((CLAIMS, claims_header(claims)))
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            return 499, None
+        try:
+            worker = await pool.acquire()
+        except BootError as exc:
+            body = _json_body("BOOT_ERROR", f"Function failed to boot: {exc.message}")
+            return await self.plain(send, 503, body, request_id, "application/json"), None
+        except NoWorkerAvailable:
+            body = _json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
+            return await self.plain(send, 504, body, request_id, "application/json"), None
+        inner = dict(scope, path=f"/{name}{subpath}", raw_path=f"/{name}{subpath}".encode(), headers=headers)
+        channel, stream = worker.conn.open(
+            ipc.encode_scope(inner, request_id), first.get("body", b""), first.get("more_body", False)
+        )
+        worker.inflight[channel] = request_id
+        pump = asyncio.ensure_future(self.pump(receive, worker, channel, first.get("more_body", False)))
+        try:
+            return await self.respond(worker, stream, send, request_id), worker
+        finally:
+            pump.cancel()
+            worker.conn.close_channel(channel)
+            worker.inflight.pop(channel, None)
+            pool.release(worker)
+
+    async def pump(self, receive: Receive, worker: Worker, channel: int, more: bool) -> None:
+        """Request body → worker, with back-pressure; then watch for the client going away."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                worker.conn.disconnect(channel)
+                return
+            if more:
+                more = message.get("more_body", False)
+                await worker.conn.send_body(channel, message.get("body", b""), more)
+
+    async def respond(self, worker: Worker, stream: Any, send: Send, request_id: str) -> int:
+        item = await stream.items.get()
+        if item is LOST or item[0] == "failed":
+            return await self.worker_failed(worker, item, send, request_id)
+        _, status, headers = item
+        headers = [(k, v) for k, v in headers if k.lower() != REQUEST_ID]
+        headers.append((REQUEST_ID, request_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        while True:
+            item = await stream.items.get()
+            if item is LOST or item[0] == "failed":
+                raise WorkerGone(worker.id)  # uvicorn aborts the connection: the body is incomplete
+            if item[0] == "body":
+                await send({"type": "http.response.body", "body": item[1], "more_body": item[2]})
+                if not item[2]:
+                    return int(status)
+
+    async def worker_failed(self, worker: Worker, item: Any, send: Send, request_id: str) -> int:
+        if item is LOST:
+            reason = worker.kill_reason
+            if reason in ("wall_clock", "cpu", "memory"):
+                limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
+                body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
+                return await self.plain(send, 546, body, request_id, "application/json")
+            message = "the worker exited before sending a response"
+        else:
+            message = item[1]
+        body = _json_body("WORKER_ERROR", f"Function exited with an error: {message}")
+        return await self.plain(send, 500, body, request_id, "application/json")
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+        for key, value in headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    @staticmethod
+    async def plain(
+        send: Send, status: int, body: bytes, request_id: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> int:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (REQUEST_ID, request_id.encode("latin-1")),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    def log_request(
+        self,
+        scope: Scope,
+        function: str | None,
+        worker: Worker | None,
+        request_id: str,
+        status: int,
+        started: float,
+    ) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        level = "error" if status >= 500 else "warning" if status >= 400 else "info"
+        method, path = scope["method"], scope["path"]
+        self.emit(
+            Event(
+                kind="request",
+                message=f"{method} {path} {status} {duration_ms} ms",
+                level=level,
+                function=function,
+                worker=worker.id if worker else None,
+                request=request_id,
+                fields={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
+            )
+        )
+
+    @staticmethod
+    async def lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,165 @@
+"""`edgecli serve`: one class owns the run — startup → serve until a signal → drain → exit.
+
+Signal handlers only set a flag (uvicorn's `should_exit`); the drain happens in `run()`, in order: stop
+accepting, let in-flight responses finish, let background tasks finish within graceful_exit_timeout_sec,
+stop the fork server (its workers die with it), flush the event store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import uvicorn
+
+from edgecli.config import Config, FunctionConfig
+from edgecli.console import EventPrinter, Output, print_banner
+from edgecli.errors import EdgecliError
+from edgecli.events import Event, EventSink, StoreWriter
+from edgecli.host.auth import Verifier, make_key
+from edgecli.host.env import build_function_env
+from edgecli.host.pool import Pool, make_pool
+from edgecli.host.relay import Relay
+from edgecli.host.supervisor import Supervisor
+
+WARM_WAIT = 5.0
+
+
+class Hub:
+    """Fans every event out to the sinks (terminal, store). A failing sink never stops serving."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception as exc:  # pragma: no cover - a broken terminal must not break requests
+                print(f"edgecli: cannot record an event: {exc}", file=sys.__stderr__)
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # ServeCommand installs its own handlers; uvicorn's would re-raise the signal after shutdown.
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EdgecliError(
+            f"cannot listen on {host}:{port}: {exc.strerror}. Another server (maybe another `edgecli serve` "
+            "or `supabase start`) uses that port: stop it, or pick another with `edgecli serve --port N`."
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServeCommand:
+    def __init__(self, config: Config, output: Output, sock: socket.socket) -> None:
+        self.config = config
+        self.output = output
+        self.sock = sock
+        self.store = StoreWriter(config.events_db, config.event_retention)
+        self.hub = Hub([EventPrinter(output, json_output=config.json_output), self.store])
+        self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
+        self.pools: dict[str, Pool] = {}
+        self.server: _Uvicorn | None = None
+        self.stopping = False
+        self._warming: asyncio.Future[Any] | None = None
+
+    def env_for(self, function: FunctionConfig) -> dict[str, str]:
+        return build_function_env(self.config, function).env
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        try:
+            await self.startup()
+            if not self.stopping:
+                assert self.server is not None
+                await self.server.serve(sockets=[self.sock])
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def startup(self) -> None:
+        config = self.config
+        await self.supervisor.start()
+        for name, function in config.functions.items():
+            self.pools[name] = make_pool(config.policy, function, self.supervisor)
+        relay = Relay(self.pools, Verifier(config.jwt_secret), self.hub.emit, verify_jwt=config.verify_jwt)
+        self.banner()
+        uv_config = uvicorn.Config(
+            relay,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=max(config.limits.graceful_exit_timeout_sec, 1),
+        )
+        self.server = _Uvicorn(uv_config)
+        # Boot one worker per function now: the first request is fast and boot errors show at once.
+        # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
+        self._warming = asyncio.ensure_future(asyncio.gather(*(pool.warm() for pool in self.pools.values())))
+        await asyncio.wait([self._warming], timeout=WARM_WAIT)
+
+    def banner(self) -> None:
+        config = self.config
+        notes: list[str] = list(config.warnings) + list(config.skipped)
+        for function in config.functions.values():
+            notes.extend(build_function_env(config, function).warnings)
+        print_banner(
+            self.output,
+            project=str(config.project_dir.name or config.project_dir),
+            policy=config.policy,
+            functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
+            anon_key=make_key(config.jwt_secret, "anon"),
+            service_role_key=make_key(config.jwt_secret, "service_role"),
+            notes=list(dict.fromkeys(notes)),
+        )
+
+    def request_stop(self, sig: int) -> None:
+        if self.stopping and sig == signal.SIGINT and self.server is not None:
+            self.server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        self.stopping = True
+        if self._warming is not None:
+            self._warming.cancel()
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
+        self.sock.close()
+        self.store.close()
+
+
+def serve(config: Config, output: Output) -> int:
+    sock = bind(config.host, config.port)
+    return run(ServeCommand(config, output, sock).run())
+
+
+def run(coro: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux/macOS
+        return asyncio.run(coro)
+    return int(uvloop.run(coro))

@@ -1,0 +1,414 @@
+"""Every worker's lifecycle, in one place: spawn, retire, terminate, kill, reap — and resource limits.
+
+Verbs (after gunicorn's arbiter): `spawn` boots a worker through the fork server; `retire` stops it taking
+requests and lets it drain (it leaves with `early_drop` once settled); `terminate` ends a oneshot worker
+right after its response; `kill` is the limit enforcer's SIGKILL; `reap` turns an exit into a readable
+reason and a `shutdown` event. A monitor samples CPU and memory with psutil and applies DESIGN §5's
+thresholds: 50 % wall clock or the CPU soft limit → retire, 90 % → beforeunload, 100 % → kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import psutil
+
+from edgecli.config import Config, FunctionConfig, Limits
+from edgecli.events import Event
+from edgecli.host.connection import BootError, WorkerConnection
+from edgecli.host.forkserver import ForkServer, ForkServerGone
+from edgecli.host.output import PipeLines
+
+MONITOR_INTERVAL = 0.05
+KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
+LIMIT_REASONS = ("wall_clock", "cpu", "memory")
+
+
+class State(Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    RETIRING = "retiring"  # takes no new requests; draining
+    DEAD = "dead"
+
+
+class PoolHooks(Protocol):
+    def on_retired(self, worker: Worker) -> None: ...
+    def on_gone(self, worker: Worker) -> None: ...
+
+
+@dataclass(eq=False)
+class Worker:
+    id: str
+    function: FunctionConfig
+    generation: int
+    conn: WorkerConnection
+    pool: PoolHooks
+    spawned_at: float = field(default_factory=time.monotonic)
+    state: State = State.BOOTING
+    pid: int | None = None
+    process: psutil.Process | None = None
+    cpu_base_ms: float = 0.0
+    cpu_ms: float = 0.0
+    memory_mb: float = 0.0
+    inflight: dict[int, str] = field(default_factory=dict)  # channel -> request id
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> task_start record
+    cancelled_tasks: int = 0
+    notice_sent: bool = False
+    unload_reason: str | None = None
+    kill_reason: str | None = None
+    exit_code: int | None = None
+    kill_timer: asyncio.TimerHandle | None = None
+    outputs: list[PipeLines] = field(default_factory=list)
+
+    @property
+    def limits(self) -> Limits:
+        return self.function.limits
+
+    @property
+    def live(self) -> bool:
+        return self.state is not State.DEAD
+
+    def sole_request(self) -> str | None:
+        """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
+        return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
+
+
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        emit: Callable[[Event], None],
+        env_for: Callable[[FunctionConfig], dict[str, str]],
+    ) -> None:
+        self.config = config
+        self.emit = emit
+        self.env_for = env_for
+        self.workers: dict[str, Worker] = {}
+        self.by_pid: dict[int, Worker] = {}
+        self.forkserver = ForkServer(self.reap)
+        self._monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.forkserver.start()
+        self._monitor = asyncio.get_running_loop().create_task(self.monitor())
+
+    # -- spawn -----------------------------------------------------------------------------------------
+
+    async def spawn(self, function: FunctionConfig, generation: int, pool: PoolHooks) -> Worker:
+        """Start a worker and wait for it to boot. Raises BootError when the function cannot boot."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        worker_id = secrets.token_hex(3)
+        conn = WorkerConnection(  # the lambdas see `worker`, bound on the next line
+            lambda record: self.on_event(worker, record),
+            lambda reason: self.retire(worker, reason),
+            lambda: self.on_lost(worker),
+        )
+        worker = Worker(id=worker_id, function=function, generation=generation, conn=conn, pool=pool)
+        self.workers[worker_id] = worker
+        await loop.connect_accepted_socket(lambda: conn.proto, ours)
+        worker.outputs = [
+            await PipeLines.attach(out_r, "info", lambda text, lvl: self.raw_output(worker, text, lvl)),
+            await PipeLines.attach(err_r, "error", lambda text, lvl: self.raw_output(worker, text, lvl)),
+        ]
+        spec = {
+            "worker": worker_id,
+            "function": function.name,
+            "entrypoint": str(function.entrypoint),
+            "directory": str(function.directory),
+            "functions_dir": str(self.config.functions_dir),
+            "env": self.env_for(function),
+        }
+        try:
+            worker.pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
+        except ForkServerGone as exc:
+            conn.proto.close()
+            raise BootError(f"cannot start a worker: {exc}; restart `edgecli serve`") from None
+        self.by_pid[worker.pid] = worker
+        try:
+            ready = await conn.ready
+        except BootError as exc:
+            self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
+            self.kill(worker, "boot_error")
+            raise
+        worker.cpu_base_ms = float(ready.get("cpu_ms", 0.0))
+        if worker.state is State.BOOTING:
+            worker.state = State.READY
+        self.emit(self.event(worker, "boot", f"booted in {ready['boot_ms']} ms", boot_ms=ready["boot_ms"]))
+        return worker
+
+    # -- retire / terminate / kill ---------------------------------------------------------------------
+
+    def retire(self, worker: Worker, reason: str) -> None:
+        """No new requests; drain for up to graceful_exit_timeout_sec, then leave (`early_drop`)."""
+        if worker.state not in (State.BOOTING, State.READY):
+            return
+        worker.state = State.RETIRING
+        worker.pool.on_retired(worker)
+        self.emit(self.event(worker, "log", f"worker retired ({reason}); draining", "debug"))
+        grace = worker.limits.graceful_exit_timeout_sec
+        worker.conn.stop(grace, "early_drop")
+        self._kill_after(worker, grace + KILL_MARGIN, "termination")
+
+    def terminate(self, worker: Worker) -> None:
+        """Leave now: beforeunload(termination), pending tasks cancelled (oneshot after its response)."""
+        if worker.state is State.DEAD:
+            return
+        if worker.state is not State.RETIRING:
+            worker.state = State.RETIRING
+            worker.pool.on_retired(worker)
+        worker.conn.stop(0, "termination")
+        self._kill_after(worker, KILL_MARGIN, "termination")
+
+    def drain(self, worker: Worker, grace: float) -> None:
+        """Shutdown path: finish requests and tasks within `grace`, then beforeunload(termination)."""
+        if worker.state is State.DEAD:
+            return
+        if worker.state is not State.RETIRING:
+            worker.state = State.RETIRING
+            worker.pool.on_retired(worker)
+        worker.conn.stop(grace, "termination")
+        self._kill_after(worker, grace + KILL_MARGIN, "termination")
+
+    def kill(self, worker: Worker, reason: str) -> None:
+        if worker.state is State.DEAD or worker.pid is None:
+            return
+        if worker.kill_reason is None:
+            worker.kill_reason = reason
+        if worker.state is not State.RETIRING:
+            worker.state = State.RETIRING
+            worker.pool.on_retired(worker)
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _kill_after(self, worker: Worker, delay: float, reason: str) -> None:
+        if worker.kill_timer is None:
+            loop = asyncio.get_running_loop()
+            worker.kill_timer = loop.call_later(delay, self.kill, worker, reason)
+
+    # -- events from workers ---------------------------------------------------------------------------
+
+    def on_event(self, worker: Worker, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        if kind == "task_start":
+            worker.tasks[record["task"]] = record
+        elif kind == "task_end":
+            worker.tasks.pop(record["task"], None)
+            if record.get("status") == "cancelled":
+                worker.cancelled_tasks += 1
+        elif kind == "beforeunload":
+            worker.unload_reason = record.get("reason")
+        self.emit(Event.from_record(record))
+
+    def raw_output(self, worker: Worker, text: str, level: str) -> None:
+        self.emit(self.event(worker, "log", text, level, request=worker.sole_request(), stream="fd"))
+
+    def event(
+        self,
+        worker: Worker,
+        kind: str,
+        message: str,
+        level: str = "info",
+        request: str | None = None,
+        **fields: Any,
+    ) -> Event:
+        return Event(
+            kind=kind,
+            message=message,
+            level=level,
+            function=worker.function.name,
+            worker=worker.id,
+            request=request,
+            fields=fields,
+        )
+
+    # -- reap ------------------------------------------------------------------------------------------
+
+    def on_lost(self, worker: Worker) -> None:
+        """The worker's socket closed: it is gone (or going). Fail what it held, tell its pool."""
+        if worker.state is State.DEAD:
+            return
+        worker.state = State.DEAD
+        if worker.kill_timer is not None:
+            worker.kill_timer.cancel()
+        worker.pool.on_gone(worker)
+        if worker.exit_code is not None or worker.pid is None:
+            self.finish(worker)
+        else:
+            # The fork server reports the exit status a moment later; don't wait for it forever.
+            asyncio.get_running_loop().call_later(1.0, self.finish, worker)
+
+    def reap(self, pid: int, code: int) -> None:
+        """Called by the fork server for every worker exit."""
+        worker = self.by_pid.pop(pid, None)
+        if worker is None:
+            return
+        worker.exit_code = code
+        if worker.state is State.DEAD:
+            self.finish(worker)
+        else:
+            worker.conn.proto.close()  # a child process may hold the socket open; the worker is gone
+
+    def finish(self, worker: Worker) -> None:
+        if self.workers.pop(worker.id, None) is None:
+            return
+        for output in worker.outputs:
+            output.close()
+        reason = self.shutdown_reason(worker)
+        for task_id, start in list(worker.tasks.items()):
+            # A task_end always follows its task_start, even when the worker was killed under it.
+            self.emit(
+                Event(
+                    kind="task_end",
+                    message=f"task {start.get('name')} cancelled ({reason})",
+                    level="warning",
+                    function=worker.function.name,
+                    worker=worker.id,
+                    request=start.get("request"),
+                    task=task_id,
+                    fields={
+                        "name": start.get("name"),
+                        "status": "cancelled",
+                        "duration_ms": round((time.time() - float(start["ts"])) * 1000, 3),
+                        "error": None,
+                        "reason": reason,
+                    },
+                )
+            )
+            worker.cancelled_tasks += 1
+        worker.tasks.clear()
+        bye = worker.conn.bye or {}
+        cpu_ms = float(bye.get("cpu_ms", worker.cpu_ms + worker.cpu_base_ms)) - worker.cpu_base_ms
+        memory_mb = float(bye.get("memory_mb", worker.memory_mb))
+        level = "error" if reason in LIMIT_REASONS or reason.startswith(("killed", "exited")) else "info"
+        message = f"worker stopped ({reason}): {round(cpu_ms)} ms CPU, {memory_mb:.0f} MB"
+        self.emit(
+            self.event(
+                worker,
+                "shutdown",
+                message,
+                level,
+                reason=reason,
+                cpu_ms=round(cpu_ms, 1),
+                memory_mb=memory_mb,
+            )
+        )
+
+    @staticmethod
+    def shutdown_reason(worker: Worker) -> str:
+        if worker.kill_reason is not None:
+            return worker.kill_reason
+        if worker.conn.bye is not None and worker.unload_reason is not None:
+            return worker.unload_reason
+        if worker.conn.bye is not None:
+            return "termination"
+        return exit_reason(worker.exit_code)
+
+    # -- limits ----------------------------------------------------------------------------------------
+
+    async def monitor(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                if worker.live and worker.pid is not None and worker.kill_reason is None:
+                    self.check_limits(worker, now)
+
+    def check_limits(self, worker: Worker, now: float) -> None:
+        limits = worker.limits
+        if worker.process is None:
+            try:
+                worker.process = psutil.Process(worker.pid)
+            except psutil.Error:
+                return
+        try:
+            with worker.process.oneshot():
+                times = worker.process.cpu_times()
+                rss = worker.process.memory_info().rss
+        except psutil.Error:
+            return
+        worker.cpu_ms = (times.user + times.system) * 1000
+        worker.memory_mb = rss / (1024 * 1024)
+        booted = worker.state is not State.BOOTING
+        cpu_used = worker.cpu_ms - worker.cpu_base_ms if booted else 0.0
+        checks = (
+            (
+                "wall_clock",
+                now - worker.spawned_at,
+                limits.wall_clock_limit_sec,
+                0.5 * limits.wall_clock_limit_sec,
+            ),
+            ("cpu", cpu_used, limits.cpu_time_hard_limit_ms, limits.cpu_time_soft_limit_ms),
+            ("memory", worker.memory_mb, limits.memory_limit_mb, 0),
+        )
+        for reason, used, hard, soft in checks:
+            if not hard:
+                if soft and used >= soft:
+                    self.retire(worker, reason)
+                continue
+            if used >= hard:
+                self.kill_for_limit(worker, reason, used, hard)
+                return
+            if used >= 0.9 * hard and not worker.notice_sent:
+                worker.notice_sent = True
+                worker.conn.notice(reason)
+            if soft and used >= soft:
+                self.retire(worker, reason)
+
+    def kill_for_limit(self, worker: Worker, reason: str, used: float, limit: float) -> None:
+        unit = {"wall_clock": "s", "cpu": "ms", "memory": "MB"}[reason]
+        self.emit(
+            self.event(
+                worker,
+                "log",
+                f"{reason} limit reached ({used:.0f} {unit} of {limit:g} {unit}): killing the worker; "
+                f"it used {worker.cpu_ms - worker.cpu_base_ms:.0f} ms CPU and {worker.memory_mb:.0f} MB",
+                "error",
+                request=worker.sole_request(),
+            )
+        )
+        self.kill(worker, reason)
+
+    # -- shutdown --------------------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Drain every worker for up to `grace` s, kill what is left, stop the fork server."""
+        for worker in list(self.workers.values()):
+            self.drain(worker, grace)
+        deadline = time.monotonic() + grace + KILL_MARGIN + 1
+        while self.workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for worker in list(self.workers.values()):
+            self.kill(worker, "termination")
+        deadline = time.monotonic() + 2
+        while self.workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._monitor is not None:
+            self._monitor.cancel()
+        await self.forkserver.stop()
+        for worker in list(self.workers.values()):
+            self.finish(worker)

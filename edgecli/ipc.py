@@ -1,0 +1,180 @@
+"""The one wire protocol between the host (serve process) and a worker, used by both sides.
+
+A worker and the host share one Unix stream socket. Everything on it is a frame:
+
+    header = kind (1 byte) | flags (1 byte) | channel (uint32) | length (uint32), then `length` bytes
+
+`channel` multiplexes concurrent requests (0 = the worker itself). Bodies travel as raw bytes, so a 20 MB
+upload is never JSON-encoded; control messages carry compact JSON. ASGI messages map one-to-one:
+the request scope, `http.request` body chunks, `http.response.start`, `http.response.body`.
+
+The transport side (`FrameProtocol`) is an asyncio.Protocol with write back-pressure, shared by the
+host's connection to each worker and by the worker's connection to the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+HEADER = struct.Struct("!BBII")
+MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)
+# Above this many unsent bytes a writer waits; keeps a fast sender from buffering a whole upload in memory.
+HIGH_WATER = 1 << 20
+LOW_WATER = 1 << 18
+
+
+class Kind(IntEnum):
+    # host -> worker
+    REQUEST = 1  # JSON scope (+ request id) opens channel
+    BODY = 2  # raw request body chunk; MORE flag
+    DISCONNECT = 3  # the client went away
+    NOTICE = 4  # JSON {"reason"}: fire beforeunload now (a limit is near), keep running
+    STOP = 5  # JSON {"grace": s, "reason": r}: drain then leave; grace 0 = cancel everything now
+    # worker -> host
+    READY = 10  # JSON {"boot_ms", "pid"}
+    BOOT_ERROR = 11  # JSON {"message", "error"}
+    START = 12  # JSON {"status", "headers"}
+    RESPONSE = 13  # raw response body chunk; MORE flag
+    FAILED = 14  # JSON {"message"}: the app raised or returned a non-response
+    EVENT = 15  # JSON event record (see edgecli.events.Event.to_record)
+    RETIRE = 16  # JSON {"reason"}: the worker asks to take no new requests (unhandled rejection)
+    BYE = 17  # JSON {"reason", "cpu_ms", "memory_mb"}: the worker is leaving on its own
+
+
+def pack(kind: Kind, channel: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
+    return HEADER.pack(kind, flags, channel, len(payload)) + payload
+
+
+def pack_json(kind: Kind, channel: int, obj: Any) -> bytes:
+    return pack(kind, channel, dumps(obj))
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def loads(payload: bytes) -> Any:
+    return json.loads(payload)
+
+
+class FrameParser:
+    """Turns a byte stream into (kind, flags, channel, payload) frames; feed it whatever recv returned."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        buf = self._buf
+        buf += data
+        frames: list[tuple[int, int, int, bytes]] = []
+        pos = 0
+        size = HEADER.size
+        end = len(buf)
+        while end - pos >= size:
+            kind, flags, channel, length = HEADER.unpack_from(buf, pos)
+            if end - pos - size < length:
+                break
+            start = pos + size
+            frames.append((kind, flags, channel, bytes(buf[start : start + length])))
+            pos = start + length
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+FrameHandler = Callable[[int, int, int, bytes], None]
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Frames over a stream transport, with `drain()` for back-pressure. One per worker socket."""
+
+    def __init__(self, on_frame: FrameHandler, on_lost: Callable[[Exception | None], None]) -> None:
+        self._parser = FrameParser()
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self._parser.feed(data):
+            self._on_frame(*frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._can_write.set()  # wake writers; their next write is dropped
+        self._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(frame)
+
+    async def drain(self) -> None:
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def encode_scope(scope: dict[str, Any], request_id: str) -> bytes:
+    """The parts of an ASGI http scope a worker needs, JSON-safe (bytes as latin-1, as HTTP allows)."""
+    return dumps(
+        {
+            "request_id": request_id,
+            "http_version": scope.get("http_version", "1.1"),
+            "method": scope["method"],
+            "scheme": scope.get("scheme", "http"),
+            "path": scope["path"],
+            "raw_path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+            "query_string": scope.get("query_string", b"").decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "client": list(scope["client"]) if scope.get("client") else None,
+            "server": list(scope["server"]) if scope.get("server") else None,
+        }
+    )
+
+
+def decode_scope(payload: bytes) -> tuple[dict[str, Any], str]:
+    data = loads(payload)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": data["http_version"],
+        "method": data["method"],
+        "scheme": data["scheme"],
+        "path": data["path"],
+        "raw_path": data["raw_path"].encode("latin-1"),
+        "root_path": "",
+        "query_string": data["query_string"].encode("latin-1"),
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in data["headers"]],
+        "client": tuple(data["client"]) if data["client"] else None,
+        "server": tuple(data["server"]) if data["server"] else None,
+        "state": {},
+    }
+    return scope, data["request_id"]
+
+
+def encode_headers(headers: list[tuple[bytes, bytes]] | Any) -> list[list[str]]:
+    return [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")] for k, v in headers]
+
+
+def decode_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]

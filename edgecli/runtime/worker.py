@@ -1,0 +1,312 @@
+"""The worker: one process per function instance, forked from the fork server.
+
+It boots the user module, then serves requests the host multiplexes over one socket (ipc.py), tracks
+background tasks, reports events, and leaves when the host says so (STOP) or the host goes away (EOF).
+
+Lifecycle: boot → READY | BOOT_ERROR → serve … → STOP(grace, reason) → drain → beforeunload → BYE → exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecli import ipc
+from edgecli.ipc import MORE, Kind
+from edgecli.runtime import capture, report
+from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
+from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
+from edgecli.runtime.tasks import format_exception, tracker
+
+_DISCONNECT = object()
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+@dataclass
+class WorkerSpec:
+    """What the host tells the fork server about a worker to create (JSON over the control socket)."""
+
+    worker: str
+    function: str
+    entrypoint: str
+    directory: str
+    functions_dir: str
+    env: dict[str, str] = field(default_factory=dict)
+    lifespan: bool = True
+
+
+class Channel:
+    """One request in flight on this worker."""
+
+    __slots__ = ("body", "disconnected", "pending_start", "started", "task")
+
+    def __init__(self) -> None:
+        self.body: asyncio.Queue[Any] = asyncio.Queue()
+        self.started = False
+        self.pending_start: bytes | None = None
+        self.disconnected = False
+        self.task: asyncio.Task[None] | None = None
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm", "rb") as f:
+        return round(int(f.read().split()[1]) * PAGE_MB, 1)
+
+
+def cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round((usage.ru_utime + usage.ru_stime) * 1000, 1)
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, sock: socket.socket) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.proto: ipc.FrameProtocol | None = None
+        self.app: ASGIApp | None = None
+        self.lifespan: Lifespan | None = None
+        self.channels: dict[int, Channel] = {}
+        self.unloaded = False  # beforeunload fired (it fires once)
+        self.stopping = False
+        self.done: asyncio.Future[None] | None = None
+        self.writers: tuple[capture.LineWriter, ...] = ()
+        self._housekeeping: set[asyncio.Task[Any]] = set()
+
+    # -- startup ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        _, proto = await loop.connect_accepted_socket(
+            lambda: ipc.FrameProtocol(self.on_frame, self.on_lost), self.sock
+        )
+        self.proto = proto
+        report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
+        tracker.prefix = f"{self.spec.worker}.t"
+        tracker.on_failure = self.on_task_failure
+        self.writers = capture.install(loop)
+        if await self.boot():
+            await self.done
+        await self.leave()
+
+    async def boot(self) -> bool:
+        started = time.perf_counter()
+        entry = Path(self.spec.entrypoint)
+        try:
+            module = import_entrypoint(entry)
+            self.app, is_asgi = resolve_app(module, entry)
+            if self.spec.lifespan and is_asgi:
+                self.lifespan = Lifespan(self.app)
+                await self.lifespan.startup()
+        except BaseException as exc:  # SystemExit / KeyboardInterrupt at import are boot errors too
+            message = str(exc) if isinstance(exc, BootFailure) else f"{type(exc).__name__}: {exc}"
+            error = message if isinstance(exc, BootFailure) else format_exception(exc)
+            capture.flush_all(*self.writers)
+            self.write(ipc.pack_json(Kind.BOOT_ERROR, 0, {"message": message, "error": error}))
+            return False
+        boot_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.write(ipc.pack_json(Kind.READY, 0, {"boot_ms": boot_ms, "pid": os.getpid(), "cpu_ms": cpu_ms()}))
+        return True
+
+    # -- wire ------------------------------------------------------------------------------------------
+
+    def write(self, frame: bytes) -> None:
+        if self.proto is not None:
+            self.proto.write(frame)
+
+    def send_event(self, record: dict[str, Any]) -> None:
+        self.write(ipc.pack_json(Kind.EVENT, 0, record))
+
+    def on_lost(self, exc: Exception | None) -> None:
+        # The host is gone (or closed us): nobody is left to report to. Leave at once.
+        os._exit(0)
+
+    def on_frame(self, kind: int, flags: int, channel: int, payload: bytes) -> None:
+        if kind == Kind.BODY:
+            chan = self.channels.get(channel)
+            if chan is not None:
+                chan.body.put_nowait((payload, bool(flags & MORE)))
+        elif kind == Kind.REQUEST:
+            self.open_channel(channel, payload)
+        elif kind == Kind.DISCONNECT:
+            chan = self.channels.get(channel)
+            if chan is not None:
+                chan.disconnected = True
+                chan.body.put_nowait(_DISCONNECT)
+        elif kind == Kind.NOTICE:
+            self.background(self.fire_beforeunload(ipc.loads(payload)["reason"]))
+        elif kind == Kind.STOP:
+            msg = ipc.loads(payload)
+            self.background(self.stop(float(msg["grace"]), msg["reason"]))
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def open_channel(self, channel: int, payload: bytes) -> None:
+        scope, request_id = ipc.decode_scope(payload)
+        if self.lifespan is not None:
+            scope["state"] = dict(self.lifespan.state)
+        chan = Channel()
+        self.channels[channel] = chan
+        token = report.current_request.set(request_id)
+        try:  # the handler task copies the context: its prints and tasks carry the request id
+            chan.task = asyncio.get_running_loop().create_task(self.handle(channel, chan, scope))
+        finally:
+            report.current_request.reset(token)
+
+    async def handle(self, channel: int, chan: Channel, scope: dict[str, Any]) -> None:
+        assert self.app is not None and self.proto is not None
+        proto = self.proto
+
+        async def receive() -> dict[str, Any]:
+            item = await chan.body.get()
+            if item is _DISCONNECT:
+                chan.body.put_nowait(_DISCONNECT)  # every later receive() also sees the disconnect
+                return {"type": "http.disconnect"}
+            body, more = item
+            return {"type": "http.request", "body": body, "more_body": more}
+
+        async def send(message: Any) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                headers = ipc.encode_headers(message.get("headers") or [])
+                # Held back and written with the first body chunk: one write, one syscall.
+                chan.pending_start = ipc.pack_json(
+                    Kind.START, channel, {"status": message["status"], "headers": headers}
+                )
+                chan.started = True
+            elif kind == "http.response.body":
+                if chan.disconnected:
+                    return
+                more = bool(message.get("more_body", False))
+                frame = ipc.pack(Kind.RESPONSE, channel, bytes(message.get("body", b"")), MORE if more else 0)
+                if chan.pending_start is not None:
+                    frame, chan.pending_start = chan.pending_start + frame, None
+                proto.write(frame)
+                if more:
+                    await proto.drain()
+
+        try:
+            await self.app(scope, receive, send)
+            if not chan.started:
+                self.fail(channel, "the app finished without sending a response")
+            elif chan.pending_start is not None:
+                proto.write(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
+        except asyncio.CancelledError:
+            self.fail(channel, "the worker stopped before the response was complete")
+        except Exception as exc:
+            report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
+            self.fail(channel, f"{type(exc).__name__}: {exc}")
+        finally:
+            del self.channels[channel]
+
+    def fail(self, channel: int, message: str) -> None:
+        self.write(ipc.pack_json(Kind.FAILED, channel, {"message": message}))
+
+    # -- background tasks and lifecycle ----------------------------------------------------------------
+
+    def on_task_failure(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
+        self.background(self.reject(exc, task))
+
+    def background(self, coro: Any) -> None:
+        """Run our own housekeeping coroutine, keeping a reference so it is not garbage-collected."""
+        task = asyncio.ensure_future(coro)
+        self._housekeeping.add(task)
+        task.add_done_callback(self._housekeeping.discard)
+
+    async def reject(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
+        event = UnhandledRejectionEvent(exc, task)
+        await listeners.dispatch("unhandledrejection", event, self.listener_failed)
+        if event.default_prevented:
+            return
+        name = getattr(task.get_coro(), "__qualname__", "task")
+        report.reporter.log(
+            f"Unhandled exception in background task {name}:\n{format_exception(exc)}", "error"
+        )
+        self.write(ipc.pack_json(Kind.RETIRE, 0, {"reason": "unhandledrejection"}))
+
+    def listener_failed(self, exc: BaseException) -> None:
+        report.reporter.log(f"An event listener raised:\n{format_exception(exc)}", "error")
+
+    async def fire_beforeunload(self, reason: str) -> None:
+        if self.unloaded:
+            return
+        self.unloaded = True
+        report.reporter.emit("beforeunload", f"beforeunload ({reason})", reason=reason)
+        await listeners.dispatch("beforeunload", BeforeUnloadEvent(reason), self.listener_failed)
+
+    async def stop(self, grace: float, reason: str) -> None:
+        """Drain requests and tasks for up to `grace` s; leave with `reason` if all settled, else cut off."""
+        if self.stopping:
+            return
+        self.stopping = True
+        settled = await self.wait_settled(grace) if grace > 0 else not (self.channels or tracker.pending)
+        await self.fire_beforeunload(reason if settled else "termination")
+        if tracker.pending:
+            await tracker.cancel_all("termination" if reason == "early_drop" else reason)
+        for chan in list(self.channels.values()):
+            if chan.task is not None:
+                chan.task.cancel()
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def wait_settled(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.channels or tracker.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            waiting = [c.task for c in self.channels.values() if c.task is not None] + list(tracker.pending)
+            await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        return True
+
+    async def leave(self) -> None:
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()
+        await asyncio.sleep(0)  # let cancelled handlers report their FAILED frames
+        capture.flush_all(*self.writers)
+        self.write(ipc.pack_json(Kind.BYE, 0, {"cpu_ms": cpu_ms(), "memory_mb": rss_mb()}))
+        if self.proto is not None:
+            # close() flushes what is buffered, then connection_lost exits the process.
+            self.proto.close()
+            await asyncio.sleep(2)
+
+
+def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> None:
+    """Entry point in the freshly forked child. Never returns."""
+    code = 0
+    try:
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        os.environ.clear()
+        os.environ.update(spec.env)
+        os.chdir(spec.directory)
+        # The function's own folder first, then functions/ so that `from _shared import x` works.
+        sys.path[:0] = [spec.directory, spec.functions_dir]
+        sock = socket.socket(fileno=sock_fd)
+        sock.setblocking(False)
+        run_loop(Worker(spec, sock).run())
+    except BaseException:
+        code = 70
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def run_loop(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (it ships with uvicorn[standard] on Linux and macOS)
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
