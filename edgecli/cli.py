@@ -110,14 +110,10 @@ def new(
 def serve(
     ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Serve only these functions.")] = None,
-    policy: Annotated[
-        str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")
-    ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[api] port or 54321).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
-    env_file: Annotated[
-        Path | None, typer.Option("--env-file", help="Env file for every function.")
-    ] = None,
+    env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
     no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
     json_output: JsonOpt = False,
@@ -159,9 +155,7 @@ def invoke(
     headers: Annotated[list[str] | None, typer.Option("-H", "--header", help="'Key: Value'")] = None,
     path: Annotated[str, typer.Option("--path", help="Sub-path inside the function.")] = "",
     url: Annotated[str | None, typer.Option("--url", help="Server base URL.")] = None,
-    service_role: Annotated[
-        bool, typer.Option("--service-role", help="Use the service_role key.")
-    ] = False,
+    service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
     json_output: JsonOpt = False,

@@ -19,7 +19,7 @@ import json
 import struct
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 
 HEADER = struct.Struct("!BBII")
 MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)
@@ -103,8 +103,9 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        # uvloop's transports are not asyncio.Transport subclasses, but they have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         for frame in self._parser.feed(data):

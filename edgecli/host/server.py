@@ -112,7 +112,7 @@ class ServeCommand:
             proxy_headers=False,
             server_header=False,
             date_header=False,
-            timeout_graceful_shutdown=max(config.limits.graceful_exit_timeout_sec, 1),
+            timeout_graceful_shutdown=max(int(config.limits.graceful_exit_timeout_sec), 1),
         )
         self.server = _Uvicorn(uv_config)
         # Boot one worker per function now: the first request is fast and boot errors show at once.

@@ -115,8 +115,8 @@ class EventHandler(logging.Handler):
 def install(loop: asyncio.AbstractEventLoop) -> tuple[LineWriter, LineWriter]:
     out = LineWriter("info", 1, loop)
     err = LineWriter("error", 2, loop)
-    sys.stdout = out  # type: ignore[assignment]
-    sys.stderr = err  # type: ignore[assignment]
+    sys.stdout = out
+    sys.stderr = err
     root = logging.getLogger()
     root.handlers[:] = [EventHandler()]
     # Like console.log on Supabase, info is shown by default; debug only when the function asks for it.

@@ -88,11 +88,11 @@ def serve(ctl: socket.socket) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
     while True:
-        readable, _, _ = select.select([ctl, wake_r], [], [])
+        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             reap(ctl)
-        if ctl in readable:
+        if ctl.fileno() in readable:
             payload, fds = receive(ctl)
             if not payload:
                 return  # the host is gone

@@ -1,0 +1,248 @@
+"""Real-process test support: a project on disk and a real `edgecli serve` on a free port.
+
+    with Served(make_project(tmp_path, {"hello": HELLO})) as srv:
+        r = srv.post("hello", json={"name": "x"})
+        srv.wait_event(lambda e: e["kind"] == "task_end")
+
+`Served` runs serve with `--json`, so every event is a JSON line in its output file; `events()` parses
+them. On exit it stops serve (SIGINT) and asserts that serve and every process it started are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+DEFAULT_CONFIG = """\
+[api]
+port = 54321
+
+[edge_runtime]
+policy = "per_worker"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_project(root: Path, functions: dict[str, str], config: str = DEFAULT_CONFIG) -> Path:
+    """Write supabase/config.toml and supabase/functions/<name>/index.py; returns the project dir."""
+    supabase = root / "supabase"
+    (supabase / "functions").mkdir(parents=True, exist_ok=True)
+    (supabase / "config.toml").write_text(textwrap.dedent(config))
+    for name, code in functions.items():
+        write_function(root, name, code)
+    return root
+
+
+def write_function(root: Path, name: str, code: str) -> Path:
+    path = root / "supabase" / "functions" / name / "index.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class Served:
+    def __init__(
+        self,
+        project: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        verify_jwt: bool = False,
+        json_output: bool = True,
+    ) -> None:
+        self.project = project
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.out_path = project / f"serve-{self.port}.out"
+        cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(project), "--port", str(self.port)]
+        if json_output:
+            cmd.append("--json")
+        if not verify_jwt:
+            cmd.append("--no-verify-jwt")
+        cmd.extend(args)
+        self.cmd = cmd
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.known_pids: set[int] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self, ready: bool = True) -> Served:
+        self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=subprocess.STDOUT, env=self.env)
+        if ready:
+            wait_until(self._listening, 20, what=f"serve to listen on {self.port}\n{self.output()}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def __enter__(self) -> Served:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def family(self) -> list[psutil.Process]:
+        """serve and every process under it (fork server, workers) that is alive now."""
+        assert self.proc is not None
+        try:
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.known_pids.update(p.pid for p in procs)
+        return procs
+
+    def worker_pids(self) -> set[int]:
+        return {p.pid for p in self.family() if "edgecli.runtime.forkserver" not in " ".join(_cmdline(p))} - {
+            self.proc.pid if self.proc else -1
+        }
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        """Stop serve with `sig`, wait for it, and assert nothing it started is left running."""
+        assert self.proc is not None
+        self.family()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+                raise AssertionError(
+                    f"serve did not exit within {timeout} s after {sig}:\n{self.output()}"
+                ) from None
+        self.client.close()
+        self._out.close()
+        self.assert_no_leftovers()
+        return self.proc.returncode
+
+    def kill_all(self) -> None:
+        for proc in self.family():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        assert self.proc is not None
+        self.proc.wait(5)
+
+    def assert_no_leftovers(self, timeout: float = 5.0) -> None:
+        def gone() -> bool:
+            return not [p for p in _alive(self.known_pids)]
+
+        try:
+            wait_until(gone, timeout, what="every process of serve to exit")
+        except AssertionError:
+            left = [(p.pid, _cmdline(p)) for p in _alive(self.known_pids)]
+            for pid, _ in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            raise AssertionError(f"processes left behind: {left}") from None
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"/functions/v1/{name}{path}"
+
+    def get(self, name: str, path: str = "", **kw: Any) -> httpx.Response:
+        return self.client.get(self.url(name, path), **kw)
+
+    def post(self, name: str, path: str = "", **kw: Any) -> httpx.Response:
+        return self.client.post(self.url(name, path), **kw)
+
+    def request(self, method: str, name: str, path: str = "", **kw: Any) -> httpx.Response:
+        return self.client.request(method, self.url(name, path), **kw)
+
+    # -- output ----------------------------------------------------------------------------------------
+
+    def output(self) -> str:
+        try:
+            return self.out_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def events(self, **match: Any) -> list[dict[str, Any]]:
+        """Every JSON event serve printed so far, optionally only those whose fields equal `match`."""
+        found = []
+        for line in self.output().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if all(record.get(k) == v for k, v in match.items()):
+                found.append(record)
+        return found
+
+    def wait_event(
+        self, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 10.0, **match: Any
+    ) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for record in self.events(**match):
+                if predicate is None or predicate(record):
+                    return record
+            return None
+
+        return wait_until(
+            find, timeout, what=f"an event {match}\n--- serve output ---\n{self.output()[-4000:]}"
+        )
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(pids: Iterable[int]) -> list[psutil.Process]:
+    alive = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
