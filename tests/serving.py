@@ -10,6 +10,7 @@ them. On exit it stops serve (SIGINT) and asserts that serve and every process i
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -95,6 +96,7 @@ class Served:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
         self.known_pids: set[int] = set()
+        _started.append(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -133,9 +135,15 @@ class Served:
         return procs
 
     def worker_pids(self) -> set[int]:
-        return {p.pid for p in self.family() if "edgecli.runtime.forkserver" not in " ".join(_cmdline(p))} - {
-            self.proc.pid if self.proc else -1
-        }
+        """Pids of the live workers: the fork server's children (forked, so same command line)."""
+        pids: set[int] = set()
+        for proc in self.family():
+            if "edgecli.runtime.forkserver" in " ".join(_cmdline(proc)) and proc.ppid() == self.proc.pid:
+                try:
+                    pids.update(c.pid for c in proc.children() if c.status() != psutil.STATUS_ZOMBIE)
+                except psutil.Error:
+                    pass
+        return pids
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Stop serve with `sig`, wait for it, and assert nothing it started is left running."""
@@ -227,6 +235,17 @@ class Served:
         return wait_until(
             find, timeout, what=f"an event {match}\n--- serve output ---\n{self.output()[-4000:]}"
         )
+
+
+_started: list[Served] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test that failed before stop() must not leave serve running after pytest exits."""
+    for srv in _started:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill_all()
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

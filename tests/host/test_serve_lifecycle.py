@@ -1,0 +1,149 @@
+"""Real-process tests: streaming both ways, and how serve stops (no process is ever left behind)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving import Served, make_project, wait_until
+
+STREAMS = """
+import asyncio, hashlib
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+async def upload(req):
+    digest, size = hashlib.sha256(), 0
+    async for chunk in req.stream():
+        digest.update(chunk)
+        size += len(chunk)
+    return JSONResponse({"size": size, "sha256": digest.hexdigest()})
+
+async def events(req):
+    async def gen():
+        for i in range(5):
+            yield f"data: {i}\\n\\n".encode()
+            await asyncio.sleep(0.5)
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+app = Starlette(routes=[Route("/streams/upload", upload, methods=["POST"]), Route("/streams/sse", events)])
+"""
+
+BACKGROUND = """
+import asyncio
+from starlette.responses import PlainTextResponse
+from edgecli import EdgeRuntime
+
+async def slow():
+    await asyncio.sleep(float(__import__("os").environ.get("SLOW", "1")))
+    print("slow task finished")
+
+@EdgeRuntime.on("beforeunload")
+async def bye(ev):
+    print("beforeunload", ev.detail["reason"])
+
+async def handler(req):
+    EdgeRuntime.wait_until(slow())
+    return PlainTextResponse("ok")
+"""
+
+CONFIG = '[edge_runtime]\npolicy = "per_worker"\ngraceful_exit_timeout_sec = 5\n'
+SLOW = '\n[edge_runtime.secrets]\nSLOW = "30"\n'  # workers see secrets, never the host's whole env
+
+
+@pytest.mark.timeout(60)
+def test_twenty_megabyte_upload_streams_to_the_function(tmp_path: Path) -> None:
+    body = os.urandom(20 * 1024 * 1024)
+    with Served(make_project(tmp_path, {"streams": STREAMS}, CONFIG)) as srv:
+
+        def chunks():  # a streamed (chunked) upload, not one buffer
+            for i in range(0, len(body), 1 << 20):
+                yield body[i : i + (1 << 20)]
+
+        r = srv.post("streams", "/upload", content=chunks())
+        assert r.status_code == 200
+        assert r.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+@pytest.mark.timeout(60)
+def test_server_sent_events_arrive_as_they_are_produced(tmp_path: Path) -> None:
+    with Served(make_project(tmp_path, {"streams": STREAMS}, CONFIG)) as srv:
+        arrivals = []
+        started = time.monotonic()
+        with srv.client.stream("GET", srv.url("streams", "/sse")) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    arrivals.append(time.monotonic() - started)
+        assert len(arrivals) == 5
+        assert arrivals[0] < 1.0 and arrivals[-1] >= 1.9  # the first came long before the last
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_drains_background_tasks_then_exits_zero(tmp_path: Path, sig: int) -> None:
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, CONFIG)).start()
+    try:
+        assert srv.get("bg").text == "ok"
+        srv.wait_event(kind="task_start")
+    finally:
+        code = srv.stop(sig)  # asserts no process is left
+    assert code == 0
+    assert srv.events(kind="log", message="slow task finished")
+    assert srv.events(kind="task_end", status="completed")
+    assert srv.events(kind="log", message="beforeunload termination")
+
+
+@pytest.mark.timeout(60)
+def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(tmp_path: Path) -> None:
+    cfg = CONFIG.replace("graceful_exit_timeout_sec = 5", "graceful_exit_timeout_sec = 1") + SLOW
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
+    try:
+        srv.get("bg")
+        srv.wait_event(kind="task_start")
+        started = time.monotonic()
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 6
+    end = srv.events(kind="task_end")[0]
+    assert end["status"] == "cancelled" and end["reason"] == "termination"
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_of_serve_leaves_no_worker_behind(tmp_path: Path) -> None:
+    cfg = CONFIG + "max_parallelism = 3\n" + SLOW
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND, "bg2": BACKGROUND}, cfg)).start()
+    try:
+        srv.get("bg")
+        srv.get("bg2")
+        wait_until(lambda: len(srv.worker_pids()) >= 2, what="two workers")
+    finally:
+        srv.stop(signal.SIGKILL)  # asserts every worker and the fork server are gone
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    with Served(make_project(tmp_path, {"bg": BACKGROUND}, CONFIG)) as srv:
+        assert srv.get("bg").status_code == 200
+        (pid,) = wait_until(srv.worker_pids, what="a worker")
+        os.kill(pid, signal.SIGKILL)
+        shutdown = srv.wait_event(kind="shutdown")
+        assert shutdown["reason"] == "killed by SIGKILL"
+        end = srv.wait_event(kind="task_end")
+        assert end["status"] == "cancelled"  # a task_end follows its task_start even for a killed worker
+        assert srv.get("bg").status_code == 200
+        assert srv.worker_pids() and pid not in srv.worker_pids()
+
+
+@pytest.mark.timeout(30)
+def test_httpx_is_what_the_helper_uses() -> None:
+    # Guard for the helper itself: a connection to a closed port is refused, not hung.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get("http://127.0.0.1:9/", timeout=2)
