@@ -1,0 +1,81 @@
+"""Unit tests of the wire protocol shared by host and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from edgecli import ipc
+from edgecli.ipc import MORE, FrameParser, FrameProtocol, Kind
+
+
+def test_frames_survive_any_split_of_the_byte_stream() -> None:
+    stream = (
+        ipc.pack(Kind.REQUEST, 1, b'{"a":1}')
+        + ipc.pack(Kind.BODY, 1, b"x" * 1000, MORE)
+        + ipc.pack(Kind.BODY, 1, b"")
+        + ipc.pack_json(Kind.EVENT, 0, {"kind": "log"})
+    )
+    expected = FrameParser().feed(stream)
+    assert [f[0] for f in expected] == [Kind.REQUEST, Kind.BODY, Kind.BODY, Kind.EVENT]
+    assert expected[1][1] == MORE and expected[2][1] == 0
+    for size in (1, 3, 7, 64, 1001):
+        parser = FrameParser()
+        frames = []
+        for i in range(0, len(stream), size):
+            frames += parser.feed(stream[i : i + size])
+        assert frames == expected, size
+
+
+def test_scope_round_trip_keeps_bytes_exact() -> None:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/hello/ä b",
+        "raw_path": b"/hello/%C3%A4%20b",
+        "query_string": b"x=1&y=%FF",
+        "headers": [(b"content-type", b"application/json"), (b"x-bin", bytes(range(128, 140)))],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 54321),
+    }
+    decoded, request_id = ipc.decode_scope(ipc.encode_scope(scope, "req-1"))
+    assert request_id == "req-1"
+    for key in ("method", "path", "raw_path", "query_string", "headers", "client", "server"):
+        assert decoded[key] == scope[key], key
+    assert decoded["root_path"] == "" and decoded["type"] == "http"
+
+
+def test_headers_round_trip() -> None:
+    headers = [(b"a", b"1"), (b"set-cookie", b"x=\xe9")]
+    assert ipc.decode_headers(ipc.encode_headers(headers)) == headers
+
+
+@pytest.mark.timeout(10)
+def test_protocol_delivers_frames_and_reports_loss() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got: list[tuple[int, int, int, bytes]] = []
+        lost = loop.create_future()
+        _, left = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(lambda *f: None, lambda e: None), a
+        )
+        await loop.connect_accepted_socket(
+            lambda: FrameProtocol(lambda *f: got.append(f), lambda e: lost.set_result(True)), b
+        )
+        big = b"z" * (3 << 20)  # larger than the high-water mark: drain() must wait, then pass
+        left.write(ipc.pack(Kind.RESPONSE, 9, big, MORE))
+        await left.drain()
+        left.write(ipc.pack(Kind.RESPONSE, 9, b"end"))
+        left.close()
+        await asyncio.wait_for(lost, 5)
+        assert [(k, fl, ch, len(p)) for k, fl, ch, p in got] == [
+            (Kind.RESPONSE, MORE, 9, len(big)),
+            (Kind.RESPONSE, 0, 9, 3),
+        ]
+
+    asyncio.run(main())
