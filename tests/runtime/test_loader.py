@@ -43,7 +43,8 @@ async def call(app: Any, path: str = "/f") -> tuple[int, bytes]:
 def test_module_level_handler_and_sync_handler(tmp_path: Path) -> None:
     app, is_asgi = load(
         tmp_path,
-        "from starlette.responses import PlainTextResponse\ndef handler(req):\n    return PlainTextResponse('hi')\n",
+        "from starlette.responses import PlainTextResponse\n"
+        "def handler(req):\n    return PlainTextResponse('hi')\n",
     )
     assert not is_asgi
     assert asyncio.run(call(app)) == (200, b"hi")
