@@ -1,0 +1,259 @@
+"""HTTP load generators for the serving benchmark: wrk when installed, else a Python one.
+
+Both keep `connections` HTTP/1.1 keep-alive connections busy for `seconds`, each with one request in
+flight at a time (closed loop, like wrk), and report requests/s, p50/p99 latency and errors.
+
+The Python generator exists so the benchmark runs where wrk is not installed. It runs its connections
+in several processes (one asyncio loop each, uvloop when available, raw protocol callbacks and a
+minimal response parser) so that it is not the bottleneck; bench/README.md records its ceiling
+against wrk on the same server.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import functools
+import multiprocessing
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int  # completed with a 2xx status
+    errors: int  # non-2xx responses and socket errors
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_load(tool: str, url: str, connections: int, seconds: float, procs: int) -> LoadResult:
+    if tool == "wrk":
+        return run_wrk(url, connections, seconds)
+    return run_python(url, connections, seconds, procs)
+
+
+# -- wrk ---------------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def run_wrk(url: str, connections: int, seconds: float) -> LoadResult:
+    threads = min(2, connections)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def parse_wrk(out: str) -> LoadResult:
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if total is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    count = int(total.group(1))
+    seconds = float(total.group(2)) * _UNITS_MS[total.group(3)] / 1e3
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return LoadResult(
+        requests=count - (int(non_2xx.group(1)) if non_2xx else 0),
+        errors=errors,
+        seconds=seconds,
+        p50_ms=_wrk_percentile(out, "50"),
+        p99_ms=_wrk_percentile(out, "99"),
+    )
+
+
+def _wrk_percentile(out: str, pct: str) -> float:
+    found = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no {pct}% latency in wrk's output:\n{out}")
+    return float(found.group(1)) * _UNITS_MS[found.group(2)]
+
+
+# -- the Python generator ----------------------------------------------------------------------------
+
+
+def run_python(url: str, connections: int, seconds: float, procs: int) -> LoadResult:
+    """Split the connections over `procs` processes; all start together and stop at the same instant."""
+    procs = max(1, min(procs, connections))
+    parts = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+    # Fork, not spawn: the children need nothing but this module, and forking is fast.
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.monotonic() + 0.5  # time for every process to connect before the clock starts
+    stop_at = start_at + seconds
+    pipes: list[Connection] = []
+    workers = []
+    for part in parts:
+        ours, theirs = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_generator_main, args=(url, part, start_at, stop_at, theirs), daemon=True)
+        proc.start()
+        theirs.close()
+        pipes.append(ours)
+        workers.append(proc)
+    try:
+        results = [pipe.recv() for pipe in pipes]
+    finally:
+        for proc in workers:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    latencies = array.array("q")
+    ok = errors = 0
+    for n_ok, n_err, raw in results:
+        ok += n_ok
+        errors += n_err
+        latencies.frombytes(raw)
+    return LoadResult(ok, errors, seconds, *_percentiles_ms(latencies))
+
+
+def _percentiles_ms(latencies_ns: array.array[int]) -> tuple[float, float]:
+    if len(latencies_ns) < 2:
+        return (float("nan"), float("nan"))
+    cuts = statistics.quantiles(latencies_ns, n=100, method="inclusive")
+    return cuts[49] / 1e6, cuts[98] / 1e6
+
+
+def _generator_main(url: str, connections: int, start_at: float, stop_at: float, out: Connection) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        pass
+    stats = _Stats(start_at, stop_at)
+    asyncio.run(_generate(url, connections, stats))
+    out.send((stats.ok, stats.errors, stats.latencies.tobytes()))
+    out.close()
+
+
+class _Stats:
+    def __init__(self, start_at: float, stop_at: float) -> None:
+        # monotonic() is one clock for every process on the machine, so all generators share the window.
+        self.start_ns = int(start_at * 1e9)
+        self.stop_ns = int(stop_at * 1e9)
+        self.ok = 0
+        self.errors = 0
+        self.latencies = array.array("q")
+
+    def record(self, started: int, ended: int, status: int) -> None:
+        if started < self.start_ns or ended > self.stop_ns:
+            return  # only requests wholly inside the window count, as with a fixed-length run
+        if 200 <= status < 300:
+            self.ok += 1
+            self.latencies.append(ended - started)
+        else:
+            self.errors += 1
+
+
+async def _generate(url: str, connections: int, stats: _Stats) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: edgecli-bench\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
+    clients = []
+    for _ in range(connections):
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(functools.partial(_Client, request, stats, done), host, port)
+        clients.append(done)
+    await asyncio.gather(*clients)
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection: send, read one whole response, record it, send the next."""
+
+    def __init__(self, request: bytes, stats: _Stats, done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.stats = stats
+        self.done = done
+        self.buf = b""
+        self.started = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        # Hold the first request until the window opens, so every connection starts at once.
+        delay = max(0.0, self.stats.start_ns / 1e9 - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self.send)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.started = time.monotonic_ns()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        parsed = _parse_response(self.buf)
+        if parsed is None:
+            return  # incomplete: wait for more
+        status, used = parsed
+        self.buf = self.buf[used:]
+        now = time.monotonic_ns()
+        self.stats.record(self.started, now, status)
+        if now < self.stats.stop_ns:
+            self.send()
+        else:
+            self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.stats.errors += 1  # the server closed a connection we still wanted
+            self.done.set_result(None)
+
+    def _finish(self) -> None:
+        assert self.transport is not None
+        if not self.done.done():
+            self.done.set_result(None)
+        self.transport.close()
+
+
+def _parse_response(buf: bytes) -> tuple[int, int] | None:
+    """(status, bytes used) for one complete response at the start of `buf`, or None if incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buf[:end].lower()
+    status = int(head[9:12])
+    body_at = end + 4
+    length = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
+    if length is not None:
+        used = body_at + int(length.group(1))
+        return (status, used) if len(buf) >= used else None
+    if b"\r\ntransfer-encoding: chunked" in head:
+        return _parse_chunked(buf, body_at, status)
+    return status, body_at  # no body (e.g. 204)
+
+
+def _parse_chunked(buf: bytes, pos: int, status: int) -> tuple[int, int] | None:
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(buf[pos:line_end].split(b";")[0], 16)
+        pos = line_end + 2 + size + 2
+        if len(buf) < pos:
+            return None
+        if size == 0:
+            return status, pos
