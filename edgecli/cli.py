@@ -139,7 +139,7 @@ def serve(
         # Imported after the config is loaded: bad config is reported before any server code is loaded.
         from edgecli.host.server import serve as run_server
 
-        return run_server(config, _output())
+        return run_server(config, _output(), overrides)
 
     raise typer.Exit(_run(go))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from edgecli.config import Config, FunctionConfig
+from edgecli.config import Config, FunctionConfig, Overrides
 from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink, StoreWriter
@@ -25,6 +25,7 @@ from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
+from edgecli.host.reloader import Reloader
 from edgecli.host.supervisor import Supervisor
 
 WARM_WAIT = 5.0
@@ -69,8 +70,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class ServeCommand:
-    def __init__(self, config: Config, output: Output, sock: socket.socket) -> None:
+    def __init__(
+        self, config: Config, output: Output, sock: socket.socket, overrides: Overrides | None = None
+    ) -> None:
         self.config = config
+        self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
         self.store = StoreWriter(config.events_db, config.event_retention)
@@ -80,6 +84,7 @@ class ServeCommand:
         self.server: _Uvicorn | None = None
         self.stopping = False
         self._warming: asyncio.Future[Any] | None = None
+        self.reloader: Reloader | None = None
 
     def env_for(self, function: FunctionConfig) -> dict[str, str]:
         return build_function_env(self.config, function).env
@@ -115,6 +120,9 @@ class ServeCommand:
             timeout_graceful_shutdown=max(int(config.limits.graceful_exit_timeout_sec), 1),
         )
         self.server = _Uvicorn(uv_config)
+        if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
+            self.reloader = Reloader(self)
+            self.reloader.start()
         # Boot one worker per function now: the first request is fast and boot errors show at once.
         # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
         self._warming = asyncio.ensure_future(asyncio.gather(*(pool.warm() for pool in self.pools.values())))
@@ -145,6 +153,8 @@ class ServeCommand:
             self.server.should_exit = True
 
     async def shutdown(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         for pool in self.pools.values():
             pool.close()
         await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
@@ -152,9 +162,9 @@ class ServeCommand:
         self.store.close()
 
 
-def serve(config: Config, output: Output) -> int:
+def serve(config: Config, output: Output, overrides: Overrides | None = None) -> int:
     sock = bind(config.host, config.port)
-    return run(ServeCommand(config, output, sock).run())
+    return run(ServeCommand(config, output, sock, overrides).run())
 
 
 def run(coro: Any) -> int:
