@@ -80,6 +80,7 @@ class Served:
         env: dict[str, str] | None = None,
         verify_jwt: bool = False,
         json_output: bool = True,
+        new_session: bool = False,
     ) -> None:
         self.project = project
         self.port = free_port()
@@ -96,13 +97,20 @@ class Served:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
         self.known_pids: set[int] = set()
+        self.new_session = new_session  # own process group, so a test can signal the whole group
         _started.append(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self, ready: bool = True) -> Served:
         self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=self.new_session,
+        )
         if ready:
             wait_until(self._listening, 20, what=f"serve to listen on {self.port}\n{self.output()}")
         return self
@@ -145,12 +153,16 @@ class Served:
                     pass
         return pids
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
-        """Stop serve with `sig`, wait for it, and assert nothing it started is left running."""
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0, group: bool = False) -> int:
+        """Stop serve with `sig` (to its whole process group with `group`), wait, assert nothing is left."""
         assert self.proc is not None
         self.family()
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if group:
+                assert self.new_session, "group signals need Served(..., new_session=True)"
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

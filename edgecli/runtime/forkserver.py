@@ -59,7 +59,6 @@ def spawn(ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list
             os.close(fd)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         die_with_parent(server_pid)
         worker_mod.child_main(spec, *fds)
     for fd in fds:
@@ -83,9 +82,11 @@ def serve(ctl: socket.socket) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd sees SIGCHLD
-    # Ctrl-C reaches the whole process group; the host decides how workers stop, not the terminal.
+    # Ctrl-C, and the SIGTERM that `timeout`, systemd or docker send, reach the whole process group. The
+    # host decides how workers stop (drain, then beforeunload); the server and its workers (which
+    # inherit these) ignore both and die with the host through the parent-death signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
     while True:
         readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])

@@ -102,6 +102,20 @@ def test_stop_signal_drains_background_tasks_then_exits_zero(tmp_path: Path, sig
 
 
 @pytest.mark.timeout(60)
+def test_sigterm_to_the_whole_process_group_still_drains(tmp_path: Path) -> None:
+    # `timeout`, systemd and docker signal every process of the group, workers included.
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, CONFIG), new_session=True).start()
+    try:
+        assert srv.get("bg").text == "ok"
+        srv.wait_event(kind="task_start")
+    finally:
+        code = srv.stop(signal.SIGTERM, group=True)
+    assert code == 0
+    assert srv.events(kind="task_end", status="completed")
+    assert srv.events(kind="shutdown", reason="termination")
+
+
+@pytest.mark.timeout(60)
 def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(tmp_path: Path) -> None:
     cfg = CONFIG.replace("graceful_exit_timeout_sec = 5", "graceful_exit_timeout_sec = 1") + SLOW
     srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
