@@ -107,6 +107,10 @@ class Supervisor:
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
         self._monitor: asyncio.Task[None] | None = None
+        # Per function, the boot failure last reported (pool, traceback): workers booting the same broken
+        # code (oneshot's spares boot in parallel, and may race a reload) log its traceback once, not once
+        # per worker. A successful boot forgets it.
+        self._boot_failures: dict[str, tuple[int, str]] = {}
 
     async def start(self) -> None:
         self.forkserver.start()
@@ -150,9 +154,13 @@ class Supervisor:
         try:
             ready = await conn.ready
         except BootError as exc:
-            self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
+            failure = (id(pool), exc.error)
+            if self._boot_failures.get(function.name) != failure:
+                self._boot_failures[function.name] = failure
+                self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
             self.kill(worker, "boot_error")
             raise
+        self._boot_failures.pop(function.name, None)
         worker.cpu_base_ms = float(ready.get("cpu_ms", 0.0))
         if worker.state is State.BOOTING:
             worker.state = State.READY
