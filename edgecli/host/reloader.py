@@ -289,6 +289,8 @@ Emit = Callable[[Event], None]
 
 
 class Watcher:
+    """Runs watchfiles over a WatchSet until stopped; restarted whenever the set to watch changes."""
+
     def __init__(self, queue: asyncio.Queue[Batch], emit: Emit) -> None:
         self.queue = queue
         self.emit = emit
@@ -302,7 +304,7 @@ class Watcher:
         loop = asyncio.get_running_loop()
         for roots, recursive in ((watch.recursive, True), (watch.flat, False)):
             if roots:
-                self._pumps.append(loop.create_task(self._pump(watch, roots, recursive)))
+                self._pumps.append(loop.create_task(self._pump(watch, roots, recursive, self._stop)))
 
     async def stop(self) -> None:
         self._stop.set()  # watchfiles' thread sees it within one step and returns
@@ -317,7 +319,9 @@ class Watcher:
             return True
         return any(path in watch.recursive for path in paths)
 
-    async def _pump(self, watch: WatchSet, roots: tuple[Path, ...], recursive: bool) -> None:
+    async def _pump(
+        self, watch: WatchSet, roots: tuple[Path, ...], recursive: bool, stop: asyncio.Event
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             async for changes in watchfiles.awatch(
@@ -325,7 +329,7 @@ class Watcher:
                 watch_filter=watch.watch_filter,
                 step=WATCH_STEP_MS,
                 debounce=WATCH_DEBOUNCE_MS,
-                stop_event=self._stop,
+                stop_event=stop,
                 recursive=recursive,
                 ignore_permission_denied=True,
             ):

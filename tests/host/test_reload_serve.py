@@ -287,3 +287,16 @@ def test_no_reload_turns_watching_off(tmp_path: Path) -> None:
             assert srv.get("hello").json()["version"] == 1
             assert srv.get("marker").status_code == 404
         assert reloads(srv) == []
+
+
+def test_a_functions_folder_deleted_and_restored_is_watched_again(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {"hello": versioned(1)}, config())
+    functions = root / "supabase" / "functions"
+    with Served(root) as srv:
+        assert srv.get("hello").json()["version"] == 1
+        shutil.rmtree(functions)  # e.g. a branch switch
+        status_becomes(srv, "hello", 404)
+        write_function(root, "hello", versioned(2))
+        serves(srv, "hello", "version", 2)
+        write_function(root, "hello", versioned(3))  # the new folder is watched, not just noticed
+        serves(srv, "hello", "version", 3)
