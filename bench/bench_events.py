@@ -1,6 +1,7 @@
 """Event store benchmark: how many events/s StoreWriter absorbs, and what it costs the serve loop.
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
+                                 [--serve-seconds 5] [--serve-rounds 3] [--lines 19] [--no-serve]
 
 1. burst    — emit N events as fast as one thread can; report the emit cost, how long the writer thread
               takes to commit them all, and check that every one is in the store (none dropped).
@@ -8,6 +9,11 @@
               request-sized unit of work; compare each unit's time against the same loop with no store,
               in alternating rounds so both see the same machine load. That is the latency the store
               adds to work done on serve's loop (the writer thread competes for the GIL and a core).
+3. serve    — two `edgecli serve --policy per_worker` processes with a function that prints `lines`
+              lines per request (each its own log event, plus the request event): one as shipped, one
+              with the store replaced by a null sink. Both are loaded in alternating rounds (wrk when
+              installed, else bench/_load.py); the difference in latency is what the store adds to
+              real per_worker requests, at the events/s the store then absorbs.
 
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
@@ -20,9 +26,13 @@ import asyncio
 import json
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _load import have_wrk, run_load
+from _servers import Server, free_port, settle, stop_all
 
 from edgecli.config import DEFAULT_EVENT_RETENTION
 from edgecli.events import Event, EventSink, StoreWriter
@@ -133,6 +143,86 @@ def _p99(values: list[float]) -> float:
     return sorted(values)[int(len(values) * 0.99)]
 
 
+NOISY_FUNCTION = """\
+import asyncio
+from starlette.responses import JSONResponse
+
+async def handler(req):
+    for i in range({lines}):
+        print("working on step", i)
+        await asyncio.sleep(0)  # the runtime groups a burst of writes into one event: one line per burst
+    return JSONResponse({{"ok": True}})
+"""
+# serve with the store swapped for a sink that drops everything: the same process minus the store.
+WITHOUT_STORE = """\
+import sys
+import edgecli.host.server as server
+
+class NullStore:
+    def __init__(self, *args, **kwargs): pass
+    def emit(self, event): pass
+    def close(self): pass
+
+server.StoreWriter = NullStore
+from edgecli.cli import main
+main()
+"""
+
+
+def serve_scenario(tmp: Path, name: str, lines: int, store: bool) -> Server:
+    root = tmp / name
+    (root / "supabase" / "functions" / "noisy").mkdir(parents=True)
+    (root / "supabase" / "config.toml").write_text('[edge_runtime]\npolicy = "per_worker"\n')
+    (root / "supabase" / "functions" / "noisy" / "index.py").write_text(NOISY_FUNCTION.format(lines=lines))
+    port = free_port()
+    launcher = ["-m", "edgecli"] if store else ["-c", WITHOUT_STORE]
+    cmd = [sys.executable, *launcher, "serve", "--workdir", str(root), "--port", str(port), "--no-verify-jwt"]
+    return Server(name, cmd, f"http://127.0.0.1:{port}/functions/v1/noisy", tmp / f"{name}.log")
+
+
+def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
+    name = f"{lines}-lines"
+    with_store = serve_scenario(workdir, f"with-store-{name}", lines, store=True)
+    without = serve_scenario(workdir, f"without-store-{name}", lines, store=False)
+    servers = [with_store, without]
+    tool = "wrk" if have_wrk() else "python"
+    db = workdir / f"with-store-{name}" / "supabase" / ".temp" / "edgecli" / "events.db"
+    print(f"serve: per_worker, {lines} printed lines + 1 request event per request")
+    print(f"  load: {tool}, {args.connections} connections, {args.serve_rounds} rounds of "
+          f"{args.serve_seconds:g} s each way")  # fmt: skip
+    results: dict[str, list[tuple[float, float, float]]] = {"without": [], "with": []}
+    stored_rates = []
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        for _ in range(args.serve_rounds):
+            for label, server in (("without", without), ("with", with_store)):
+                settle(servers)
+                before = last_id(db)
+                load = run_load(tool, server.url, args.connections, args.serve_seconds, 2)
+                results[label].append((load.rps, load.p50_ms, load.p99_ms))
+                print(f"    {label + ' store':<13} {load.rps:8,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
+                      f"p99 {load.p99_ms:6.2f} ms", flush=True)  # fmt: skip
+                if label == "with":
+                    settle(servers)
+                    stored_rates.append((last_id(db) - before) / load.seconds)
+    finally:
+        stop_all(servers)
+    for index, metric in ((0, "req/s"), (1, "p50 ms"), (2, "p99 ms")):
+        base = statistics.median(r[index] for r in results["without"])
+        load = statistics.median(r[index] for r in results["with"])
+        print(f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with ({(load / base - 1) * 100:+.1f} %)")
+    print(f"  the store absorbed {statistics.median(stored_rates):,.0f} events/s in the loaded rounds")
+
+
+def last_id(path: Path) -> int:
+    """Events ever stored (ids only grow; a count would stop at the retention)."""
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,10 +231,18 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000, help="events/s in the sustained run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the sustained run, each way")
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds in the sustained run")
+    parser.add_argument("--serve-seconds", type=float, default=5.0, help="length of each serve round")
+    parser.add_argument("--serve-rounds", type=int, default=3, help="alternating rounds against serve")
+    parser.add_argument("--lines", type=int, default=19, help="lines the served function prints per request")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections against serve")
+    parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
         burst(args.events, Path(tmp))
         sustained(args.rate, args.seconds, args.rounds, Path(tmp))
+        if not args.no_serve:
+            for lines in (0, args.lines):
+                serve(args, Path(tmp), lines)
 
 
 if __name__ == "__main__":

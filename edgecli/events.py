@@ -113,9 +113,10 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     fields TEXT  -- the kind's extra fields as a JSON object; NULL when there are none
 );
--- Partial indexes: most events carry no task, and `invoke --wait` / `tasks show` look up by id.
-CREATE INDEX IF NOT EXISTS events_request ON events(request) WHERE request IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_task ON events(task) WHERE task IS NOT NULL;
+-- No secondary index, on purpose: each one costs the writer about half as much again per event, while
+-- readers either follow new rows by id or scan the whole store (200,000 rows: ~20 ms).
+DROP INDEX IF EXISTS events_request;
+DROP INDEX IF EXISTS events_task;
 """
 COLUMNS = "id, ts, kind, function, worker, request, task, level, message, fields"
 _ROW_SQL = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -135,7 +136,7 @@ def _insert_sql(rows: int) -> str:
 Row = tuple[Any, ...]
 
 FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
-BATCH_WAKE = 500  # ...or sooner, once this many events are waiting
+BATCH_WAKE = 2000  # ...or sooner, once this many events are waiting (bursts)
 MAX_TRANSACTION = 5000  # keeps one transaction (and the time a reader's snapshot lags) short
 
 
