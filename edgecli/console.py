@@ -87,23 +87,32 @@ def function_colour(name: str) -> str:
 
 
 class _Painter:
-    """Wraps text in the ANSI codes of a Rich style, or returns it untouched when there is no colour."""
+    """Wraps text in the ANSI codes of a Rich style, or returns it untouched when there is no colour.
+
+    Each style's opening and closing codes are computed once, so painting is one string concatenation.
+    """
 
     def __init__(self, console: Console) -> None:
         self._system = COLOR_SYSTEMS.get(console.color_system or "")
         self._no_color = console.no_color
-        self._styles: dict[str, Style] = {}
+        self._codes: dict[str, tuple[str, str]] = {}
+
+    def codes(self, style: str) -> tuple[str, str]:
+        codes = self._codes.get(style)
+        if codes is None:
+            codes = ("", "")
+            if self._system is not None and style:
+                parsed = Style.parse(style)
+                if self._no_color:
+                    parsed = parsed.without_color
+                opening, _, closing = parsed.render("\x00", color_system=self._system).partition("\x00")
+                codes = (opening, closing)
+            self._codes[style] = codes
+        return codes
 
     def __call__(self, text: str, style: str) -> str:
-        if self._system is None or not style or not text:
-            return text
-        parsed = self._styles.get(style)
-        if parsed is None:
-            parsed = Style.parse(style)
-            if self._no_color:
-                parsed = parsed.without_color
-            self._styles[style] = parsed
-        return parsed.render(text, color_system=self._system)
+        opening, closing = self.codes(style)
+        return f"{opening}{text}{closing}" if opening and text else text
 
 
 class EventPrinter:
@@ -125,9 +134,14 @@ class EventPrinter:
         self._file = output.out.file
         self._json = json_output
         self._paint = _Painter(output.out)
+        self._dim = self._paint.codes("dim")
+        self._levels = {
+            level: self._paint(label, _LEVEL_STYLE[level]) for level, label in _LEVEL_LABEL.items()
+        }
         self._with_date = with_date
         self._fn_width = min(24, max([10, *(len(f) for f in functions)]))
         self._ref_width = 18  # "task " + a typical "<worker>.t-<n>" id; grows for longer ones
+        self._who: dict[tuple[str, str | None], str] = {}  # painted function + worker columns
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._clock: tuple[int, str] = (-1, "")
 
@@ -139,9 +153,6 @@ class EventPrinter:
     def format(self, event: Event) -> str:
         paint = self._paint
         described = describe(event)
-        function = event.function or ""
-        if len(function) > self._fn_width:
-            self._fn_width = min(24, len(function))
         # Task ids print whole (they are short, and `tasks show ID` wants them); request ids are often
         # uuids and print as a prefix, which the --request filters accept.
         ref = (
@@ -149,21 +160,31 @@ class EventPrinter:
         )
         if len(ref) > self._ref_width:
             self._ref_width = min(32, len(ref))
-        parts = [
-            paint(self._time(event.ts), "dim"),
-            paint(function[: self._fn_width].ljust(self._fn_width), function_colour(function)),
-            paint(_short_worker(event.worker, function).ljust(8), "dim"),
-            paint(ref.ljust(self._ref_width), "dim"),
-            paint(
-                _LEVEL_LABEL.get(event.level, event.level[:5].upper().ljust(5)),
-                _LEVEL_STYLE.get(event.level, ""),
-            ),
-            "".join(paint(text, _TONE_STYLE.get(tone, "")) for text, tone in described.headline),
-        ]
-        line = " ".join(parts)
+        level = self._levels.get(event.level) or paint(event.level[:5].upper().ljust(5), "")
+        opening, closing = self._dim
+        message = "".join(paint(text, _TONE_STYLE.get(tone, "")) for text, tone in described.headline)
+        line = (
+            f"{opening}{self._time(event.ts)}{closing} {self._columns(event.function or '', event.worker)} "
+            f"{opening}{ref.ljust(self._ref_width)}{closing} {level} {message}"
+        )
         if described.detail:
             line += "\n" + self._detail(event, described.detail)
         return line
+
+    def _columns(self, function: str, worker: str | None) -> str:
+        """The painted function and worker columns; the same pair recurs on every line, so it is cached."""
+        if len(function) > self._fn_width:
+            self._fn_width = min(24, len(function))
+            self._who.clear()
+        key = (function, worker)
+        columns = self._who.get(key)
+        if columns is None:
+            if len(self._who) > 4096:
+                self._who.clear()  # workers come and go over a long session
+            name = self._paint(function[: self._fn_width].ljust(self._fn_width), function_colour(function))
+            columns = f"{name} {self._paint(_short_worker(worker, function).ljust(8), 'dim')}"
+            self._who[key] = columns
+        return columns
 
     def _detail(self, event: Event, text: str) -> str:
         gutter = self._paint(_GUTTER, "dim")
