@@ -252,6 +252,13 @@ def lasting(changes: Changes) -> set[Path]:
     return {path for path, kinds in changes.items() if not (transient <= kinds and not path.exists())}
 
 
+def shown_changes(paths: Iterable[Path], project_dir: Path) -> list[str]:
+    """Changed paths relative to the project, without folders whose changed files are listed too."""
+    paths = set(paths)
+    parents = {parent for path in paths for parent in path.parents}
+    return sorted(os.path.relpath(path, project_dir) for path in paths if path not in parents)
+
+
 def describe(
     plan: ReloadPlan, changes: list[str], ready_ms: float | None, failed: list[str], slow: list[str]
 ) -> str:
@@ -370,6 +377,7 @@ class Reloader:
         # The notes last shown per function (None: config-level), so that a reload prints only new ones.
         self.notes = self.current_notes(serve.config, tuple(serve.config.functions))
         self.config_error: str | None = None
+        self.restart_notes: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def emit(self, event: Event) -> None:
@@ -412,8 +420,9 @@ class Reloader:
     async def reload(self, paths: set[Path], started: float) -> None:
         old = self.serve.config
         plan = plan_reload(old, self.load(old, paths), paths)
-        for note in plan.restart:
+        for note in sorted(set(plan.restart) - self.restart_notes):  # once, not on every later reload
             self.emit(Event(kind="log", level="warning", message=note))
+        self.restart_notes = set(plan.restart)
         self.show_notes(plan)
         forget_bytecode(paths)
         watch = watch_set(plan.config)
@@ -421,7 +430,7 @@ class Reloader:
             await self.watcher.stop()
             self.watcher.start(watch)
         self.adopt(plan.config)
-        changes = sorted(os.path.relpath(path, old.project_dir) for path in paths)
+        changes = shown_changes(paths, old.project_dir)
         if plan.empty:
             shown = ", ".join(changes[:LISTED_FILES])
             self.emit(Event(kind="log", level="debug", message=f"changed {shown}: no function affected"))
@@ -513,7 +522,7 @@ class Reloader:
                 Event(
                     kind="log",
                     function=name,
-                    message=f"{name} is no longer served ({reason}); requests to it get 404.",
+                    message=f"{name} is no longer served: {reason}. Requests to it get 404.",
                 )
             )
 

@@ -166,6 +166,12 @@ def test_config_block_changes_apply_and_restart_only_settings_say_so(tmp_path: P
         note = srv.wait_event(lambda e: "restart serve to apply" in e["message"], kind="log")
         assert note["level"] == "warning" and "[auth] jwt_secret changed" in note["message"]
         assert "a-new-secret" not in srv.output()
+        write_function(root, "hello", versioned(2))  # a later reload does not repeat the note
+        serves(srv, "hello", "version", 2)
+        srv.wait_event(
+            lambda e: "reloaded hello" in e["message"] and "index.py" in e["message"], kind="reload"
+        )
+        assert len([e for e in srv.events(kind="log") if "restart serve" in e["message"]]) == 1
 
 
 def test_a_broken_config_is_reported_and_the_old_one_kept_until_fixed(tmp_path: Path) -> None:

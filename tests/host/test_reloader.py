@@ -21,6 +21,7 @@ from edgecli.host.reloader import (
     is_ignored,
     lasting,
     plan_reload,
+    shown_changes,
     watch_set,
 )
 
@@ -275,3 +276,9 @@ def test_changed_modules_lose_their_cached_bytecode(tmp_path: Path) -> None:
     py_compile.compile(str(untouched), cfile=str(other_cached))
     forget_bytecode([source, tmp_path / "gone.py", tmp_path / "data.json"])
     assert not cached.exists() and other_cached.exists()
+
+
+def test_changes_are_shown_relative_without_folders_whose_files_are_listed(tmp_path: Path) -> None:
+    shared = tmp_path / "supabase" / "functions" / "_shared"
+    paths = [shared, shared / "m.py", tmp_path / "supabase" / "functions" / "gone"]
+    assert shown_changes(paths, tmp_path) == ["supabase/functions/_shared/m.py", "supabase/functions/gone"]
