@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,13 @@ import asyncio, os
 from starlette.responses import JSONResponse
 from edgecli import EdgeRuntime
 
-async def job():
-    await asyncio.sleep(1.0)
+async def job(seconds):
+    await asyncio.sleep(seconds)
     print("job done")
 
 async def handler(req):
-    task = EdgeRuntime.wait_until(job())
+    EdgeRuntime.wait_until(job(float(req.query_params.get("job", "1"))))
+    await asyncio.sleep(float(req.query_params.get("sleep", "0")))
     return JSONResponse({"version": VERSION, "pid": os.getpid()})
 """
 CONFIG = """\
@@ -223,18 +225,39 @@ def test_a_syntax_error_gives_503_once_logged_until_fixed(tmp_path: Path, policy
         assert srv.proc is not None and srv.proc.poll() is None
 
 
-def test_an_old_worker_finishes_its_background_task_after_a_reload(tmp_path: Path) -> None:
+def test_an_old_worker_finishes_its_request_and_background_task_after_a_reload(tmp_path: Path) -> None:
     root = make_project(tmp_path, {"bg": BACKGROUND.replace("VERSION", "1")}, config())
-    with Served(root) as srv:
+    with Served(root) as srv, ThreadPoolExecutor(1) as pool:
         old_pid = srv.get("bg").json()["pid"]
         old_worker = srv.wait_event(kind="task_start")["worker"]
+        in_flight = pool.submit(srv.get, "bg", params={"sleep": "1"})
+        wait_until(lambda: len(srv.events(kind="task_start")) == 2, what="the slow request to start")
         write_function(root, "bg", BACKGROUND.replace("VERSION", "2"))
-        body = serves(srv, "bg", "version", 2)  # new requests: new code, while the old task still runs
+        body = serves(srv, "bg", "version", 2)  # new requests: new code, while the old worker drains
         assert body["pid"] != old_pid
-        ended = srv.wait_event(lambda e: e["worker"] == old_worker, kind="task_end")
-        assert ended["status"] == "completed"
+        slow = in_flight.result(10)
+        assert slow.status_code == 200 and slow.json() == {"version": 1, "pid": old_pid}
         gone = srv.wait_event(lambda e: e["worker"] == old_worker, kind="shutdown")
         assert gone["reason"] == "early_drop"
+        started = [e["task"] for e in srv.events(kind="task_start") if e["worker"] == old_worker]
+        ended = {e["task"]: e["status"] for e in srv.events(kind="task_end") if e["worker"] == old_worker}
+        assert len(started) >= 2 and ended == dict.fromkeys(started, "completed")
+
+
+def test_an_old_worker_past_graceful_exit_timeout_is_terminated(tmp_path: Path) -> None:
+    code = BACKGROUND.replace("VERSION", "1")
+    root = make_project(tmp_path, {"bg": code}, config().replace("= 3", "= 0.5"))
+    with Served(root) as srv:
+        assert srv.get("bg", params={"job": "30"}).status_code == 200
+        long_task = srv.wait_event(kind="task_start")
+        write_function(root, "bg", BACKGROUND.replace("VERSION", "2"))
+        serves(srv, "bg", "version", 2)
+        ended = srv.wait_event(lambda e: e["task"] == long_task["task"], kind="task_end")
+        assert ended["status"] == "cancelled"
+        unload = srv.wait_event(lambda e: e["worker"] == long_task["worker"], kind="beforeunload")
+        assert unload["reason"] == "termination"
+        gone = srv.wait_event(lambda e: e["worker"] == long_task["worker"], kind="shutdown")
+        assert gone["reason"] == "termination"
 
 
 def test_a_burst_of_saves_is_one_or_two_reloads(tmp_path: Path) -> None:
