@@ -158,11 +158,16 @@ class Pool:
         self.workers.clear()
         self.wake()
 
-    def close(self) -> None:
+    def close(self, retire: bool = True) -> None:
+        """Serve no more; with `retire`, idle workers drain and leave (serve's own shutdown drains them
+        itself). Workers still booting are not cancelled mid-boot: `_spawn` retires them once they are
+        up (their generation is stale), so none lingers unowned."""
         self.generation += 1
         self.broken = BootError(f"function {self.name} is no longer served")
-        for task in self._spawns:
-            task.cancel()
+        if retire:
+            for worker in list(self.workers):
+                self.supervisor.retire(worker, "removed")
+            self.workers.clear()
         self.wake()
 
 
@@ -197,9 +202,9 @@ class PerRequestPool(Pool):
         self.idle_since.pop(worker, None)
         super().on_gone(worker)
 
-    def close(self) -> None:
+    def close(self, retire: bool = True) -> None:
         self._sweeper.cancel()
-        super().close()
+        super().close(retire)
 
 
 class OneshotPool(Pool):

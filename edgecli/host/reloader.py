@@ -31,8 +31,7 @@ from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.errors import EdgecliError
 from edgecli.events import Event
 from edgecli.host.env import build_function_env
-from edgecli.host.pool import Pool, make_pool
-from edgecli.host.supervisor import Supervisor
+from edgecli.host.pool import make_pool
 
 if TYPE_CHECKING:
     from edgecli.host.server import ServeCommand
@@ -360,13 +359,6 @@ class Watcher:
 # 4. The reloader: gathers changes, plans, applies to the running serve.
 
 
-def retire_pool(pool: Pool, supervisor: Supervisor) -> None:
-    """A pool that is no longer routed to: its workers drain like reloaded ones, then leave."""
-    pool.close()
-    for worker in list(pool.workers):
-        supervisor.retire(worker, "reload")
-
-
 class Reloader:
     """Owned by ServeCommand: `start()` after the pools exist, `await stop()` first thing at shutdown."""
 
@@ -476,7 +468,7 @@ class Reloader:
     def apply(self, plan: ReloadPlan) -> None:
         config, pools, supervisor = plan.config, self.serve.pools, self.serve.supervisor
         for name in plan.removed:
-            retire_pool(pools.pop(name), supervisor)
+            pools.pop(name).close()  # its workers drain, then leave
         for name in plan.reloaded:
             function = config.functions[name]
             pool = pools.get(name)
@@ -486,7 +478,7 @@ class Reloader:
             # A new pool is in the dict before the old one is retired: requests never see a gap.
             pools[name] = make_pool(config.policy, function, supervisor)
             if pool is not None:
-                retire_pool(pool, supervisor)
+                pool.close()
         for name in plan.added:
             pools[name] = make_pool(config.policy, config.functions[name], supervisor)
 

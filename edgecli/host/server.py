@@ -156,7 +156,7 @@ class ServeCommand:
         if self.reloader is not None:
             await self.reloader.stop()
         for pool in self.pools.values():
-            pool.close()
+            pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
         await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
         self.sock.close()
         self.store.close()

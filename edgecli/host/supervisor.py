@@ -29,6 +29,7 @@ from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
 
 MONITOR_INTERVAL = 0.05
+NOTICE_GRACE = 0.1  # seconds between a late beforeunload notice and the limit kill
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
 
@@ -399,7 +400,15 @@ class Supervisor:
                 request=worker.sole_request(),
             )
         )
-        self.kill(worker, reason)
+        worker.kill_reason = reason
+        if worker.notice_sent:
+            self.kill(worker, reason)
+            return
+        # The limit was crossed between two samples, 90 % unseen: the function still hears
+        # beforeunload (if its loop is free), and is killed a moment later.
+        worker.notice_sent = True
+        worker.conn.notice(reason)
+        asyncio.get_running_loop().call_later(NOTICE_GRACE, self.kill, worker, reason)
 
     # -- shutdown --------------------------------------------------------------------------------------
 
