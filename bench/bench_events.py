@@ -1,7 +1,8 @@
 """Event store benchmark: how many events/s StoreWriter absorbs, and what it costs the serve loop.
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
-                                 [--serve-seconds 5] [--serve-rounds 3] [--lines 19] [--no-serve]
+                                 [--serve-seconds 5] [--serve-rounds 3] [--lines 19] [--connections 2,16]
+                                 [--no-serve]
 
 1. burst    — emit N events as fast as one thread can; report the emit cost, how long the writer thread
               takes to commit them all, and check that every one is in the store (none dropped).
@@ -12,8 +13,9 @@
 3. serve    — two `edgecli serve --policy per_worker` processes with a function that prints `lines`
               lines per request (each its own log event, plus the request event): one as shipped, one
               with the store replaced by a null sink. Both are loaded in alternating rounds (wrk when
-              installed, else bench/_load.py); the difference in latency is what the store adds to
-              real per_worker requests, at the events/s the store then absorbs.
+              installed, else bench/_load.py) at each connection count; the difference is what the
+              store adds to real per_worker requests, at the events/s the store then absorbs. The same
+              again with a function that prints nothing (one event per request: the usual case).
 
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
@@ -180,36 +182,53 @@ def serve_scenario(tmp: Path, name: str, lines: int, store: bool) -> Server:
     return Server(name, cmd, f"http://127.0.0.1:{port}/functions/v1/noisy", tmp / f"{name}.log")
 
 
+Rounds = dict[str, list[tuple[float, float, float]]]  # "with"/"without" -> (req/s, p50 ms, p99 ms) per round
+
+
 def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
+    """Both servers for `lines`, compared at each connection count in turn."""
     name = f"{lines}-lines"
     with_store = serve_scenario(workdir, f"with-store-{name}", lines, store=True)
     without = serve_scenario(workdir, f"without-store-{name}", lines, store=False)
     servers = [with_store, without]
-    tool = "wrk" if have_wrk() else "python"
     db = workdir / f"with-store-{name}" / "supabase" / ".temp" / "edgecli" / "events.db"
-    print(f"serve: per_worker, {lines} printed lines + 1 request event per request")
-    print(f"  load: {tool}, {args.connections} connections, {args.serve_rounds} rounds of "
-          f"{args.serve_seconds:g} s each way")  # fmt: skip
-    results: dict[str, list[tuple[float, float, float]]] = {"without": [], "with": []}
-    stored_rates = []
+    tool = "wrk" if have_wrk() else "python"
     try:
         for server in servers:
             server.start()
         for server in servers:
             server.wait_ready()
-        for _ in range(args.serve_rounds):
-            for label, server in (("without", without), ("with", with_store)):
-                settle(servers)
-                before = last_id(db)
-                load = run_load(tool, server.url, args.connections, args.serve_seconds, 2)
-                results[label].append((load.rps, load.p50_ms, load.p99_ms))
-                print(f"    {label + ' store':<13} {load.rps:8,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
-                      f"p99 {load.p99_ms:6.2f} ms", flush=True)  # fmt: skip
-                if label == "with":
-                    settle(servers)
-                    stored_rates.append((last_id(db) - before) / load.seconds)
+        for connections in args.connections:
+            rounds = f"{tool}, {args.serve_rounds} rounds of {args.serve_seconds:g} s each way"
+            print(f"serve: per_worker, {lines} printed lines + 1 request event per request, "
+                  f"{connections} connections ({rounds})")  # fmt: skip
+            results, stored_rates = compare(servers, db, tool, connections, args)
+            report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
+
+
+def compare(
+    servers: list[Server], db: Path, tool: str, connections: int, args: argparse.Namespace
+) -> tuple[Rounds, list[float]]:
+    with_store, without = servers
+    results: Rounds = {"without": [], "with": []}
+    stored_rates = []
+    for _ in range(args.serve_rounds):
+        for label, server in (("without", without), ("with", with_store)):
+            settle(servers)
+            before = last_id(db)
+            load = run_load(tool, server.url, connections, args.serve_seconds, 2)
+            results[label].append((load.rps, load.p50_ms, load.p99_ms))
+            print(f"    {label + ' store':<13} {load.rps:8,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
+                  f"p99 {load.p99_ms:6.2f} ms", flush=True)  # fmt: skip
+            if label == "with":
+                settle(servers)
+                stored_rates.append((last_id(db) - before) / load.seconds)
+    return results, stored_rates
+
+
+def report_comparison(results: Rounds, stored_rates: list[float]) -> None:
     for index, metric in ((0, "req/s"), (1, "p50 ms"), (2, "p99 ms")):
         base = statistics.median(r[index] for r in results["without"])
         load = statistics.median(r[index] for r in results["with"])
@@ -223,6 +242,10 @@ def last_id(path: Path) -> int:
         return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
 
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,7 +257,9 @@ def main() -> None:
     parser.add_argument("--serve-seconds", type=float, default=5.0, help="length of each serve round")
     parser.add_argument("--serve-rounds", type=int, default=3, help="alternating rounds against serve")
     parser.add_argument("--lines", type=int, default=19, help="lines the served function prints per request")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections against serve")
+    parser.add_argument(
+        "--connections", type=_ints, default=[2, 16], help="connection counts against serve (e.g. 2,16)"
+    )
     parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
