@@ -120,13 +120,13 @@ DROP INDEX IF EXISTS events_task;
 """
 COLUMNS = "id, ts, kind, function, worker, request, task, level, message, fields"
 _ROW_SQL = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-ROWS_PER_STATEMENT = 100  # 900 parameters: under SQLite's oldest limit (999)
+# Many rows per statement, not executemany: Python's sqlite3 releases and re-takes the GIL a few times
+# around every executed statement, and on serve's busy event loop each hand-off delays requests.
+ROWS_PER_STATEMENT = 500
 
 
-@functools.lru_cache(maxsize=ROWS_PER_STATEMENT)
+@functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
-    # Many rows per statement, not executemany: Python's sqlite3 takes and releases the GIL around every
-    # executed statement, and on serve's busy event loop each hand-off delays requests a little.
     return (
         "INSERT INTO events (ts, kind, function, worker, request, task, level, message, fields) VALUES "
         + ", ".join([_ROW_SQL] * rows)
@@ -230,6 +230,8 @@ class StoreWriter:
         self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
         self.last_error: Exception | None = None
         self._conn = connect_store(path, create=True)
+        # SQLite before 3.32 allows only 999 parameters per statement.
+        self._rows = min(ROWS_PER_STATEMENT, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 9)
         self._queue: deque[Event] = deque()
         self._wake = threading.Event()
         self._closing = False
@@ -273,13 +275,19 @@ class StoreWriter:
         while not self._closing:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
-            self._write_pending()
+            self._write_pending(whole=True)
         self._write_pending()
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, *, whole: bool = False) -> None:
+        """Write the queue. `whole`: under load, only whole statements' worth; the few events left over
+        go first in the next round (FIFO), so none waits more than two rounds, and the statements stay
+        the same size (compiled once) however the traffic comes in."""
         queue = self._queue
         while queue:
-            batch = [queue.popleft() for _ in range(min(len(queue), MAX_TRANSACTION))]
+            count = min(len(queue), MAX_TRANSACTION)
+            if whole and count >= self._rows:
+                count -= count % self._rows
+            batch = [queue.popleft() for _ in range(count)]
             try:
                 self._insert(batch, event_to_row)
             except (ValueError, TypeError):
@@ -295,11 +303,13 @@ class StoreWriter:
             self._since_trim += len(batch)
             if self._since_trim >= self._trim_every:
                 self._trim()
+            if whole and len(queue) < self._rows:
+                break
 
     def _insert(self, events: list[Event], to_row: Callable[[Event], Row]) -> None:
         with self._conn:
-            for start in range(0, len(events), ROWS_PER_STATEMENT):
-                rows = events[start : start + ROWS_PER_STATEMENT]
+            for start in range(0, len(events), self._rows):
+                rows = events[start : start + self._rows]
                 params = list(itertools.chain.from_iterable(map(to_row, rows)))
                 self._conn.execute(_insert_sql(len(rows)), params)
 
