@@ -1,7 +1,7 @@
 """Event store benchmark: how many events/s StoreWriter absorbs, and what it costs the serve loop.
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
-                                 [--serve-seconds 5] [--serve-rounds 3] [--lines 19] [--connections 2,16]
+                                 [--serve-seconds 2] [--serve-rounds 10] [--lines 19] [--connections 2,16]
                                  [--no-serve]
 
 1. burst    — emit N events as fast as one thread can; report the emit cost, how long the writer thread
@@ -229,10 +229,14 @@ def compare(
 
 
 def report_comparison(results: Rounds, stored_rates: list[float]) -> None:
+    """Medians, and the median of each round's with/without ratio (a round's pair ran back to back, so
+    the ratio is the figure least moved by whatever else the machine is doing)."""
     for index, metric in ((0, "req/s"), (1, "p50 ms"), (2, "p99 ms")):
         base = statistics.median(r[index] for r in results["without"])
         load = statistics.median(r[index] for r in results["with"])
-        print(f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with ({(load / base - 1) * 100:+.1f} %)")
+        pairs = zip(results["with"], results["without"], strict=True)
+        change = (statistics.median(w[index] / wo[index] for w, wo in pairs) - 1) * 100
+        print(f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with (paired rounds: {change:+.1f} %)")
     print(f"  the store absorbed {statistics.median(stored_rates):,.0f} events/s in the loaded rounds")
 
 
@@ -254,8 +258,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000, help="events/s in the sustained run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the sustained run, each way")
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds in the sustained run")
-    parser.add_argument("--serve-seconds", type=float, default=5.0, help="length of each serve round")
-    parser.add_argument("--serve-rounds", type=int, default=3, help="alternating rounds against serve")
+    parser.add_argument("--serve-seconds", type=float, default=2.0, help="length of each serve round")
+    parser.add_argument("--serve-rounds", type=int, default=10, help="alternating rounds against serve")
     parser.add_argument("--lines", type=int, default=19, help="lines the served function prints per request")
     parser.add_argument(
         "--connections", type=_ints, default=[2, 16], help="connection counts against serve (e.g. 2,16)"
