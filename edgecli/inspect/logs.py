@@ -87,6 +87,7 @@ def run(workdir: Path | None, args: LogsArgs, output: Output) -> int:
         if not _wait_for(path.is_file):
             return 0
     with EventReader(path) as reader:
+        query = reader.resolve_ids(query)
         # Everything up to `top` is the backlog; following resumes right after it.
         top = reader.last_id()
         backlog = reader.newest(query, args.lines, upto_id=top) if args.lines else []

@@ -7,7 +7,7 @@ readers and the one writer proceed side by side) and after it stopped or was kil
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,23 @@ class EventReader:
     def all(self, query: EventQuery) -> list[StoredEvent]:
         where, params = query.where()
         return self._select(f"WHERE {where} ORDER BY id", params)
+
+    def resolve_ids(self, query: EventQuery) -> EventQuery:
+        """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):
+        `--task w1.t-1` must not also match w1.t-10."""
+        given = [
+            (column, value) for column, value in (("request", query.request), ("task", query.task)) if value
+        ]
+        if query.exact_ids or not given:
+            return query
+        if all(self._has(column, value) for column, value in given):
+            return replace(query, exact_ids=True)
+        return query
+
+    def _has(self, column: str, value: str) -> bool:
+        return (
+            self._execute(f"SELECT 1 FROM events WHERE {column} = ? LIMIT 1", [value]).fetchone() is not None
+        )
 
     def last_id(self) -> int:
         row = self._execute("SELECT max(id) FROM events", []).fetchone()

@@ -79,7 +79,7 @@ def run(workdir: Path | None, args: TasksArgs, output: Output) -> int:
         raise UsageError(f"--status {args.status!r} is not a task status. Use one of: {', '.join(STATUSES)}.")
     query = EventQuery(function=args.function, request=args.request, kinds=("task_start", "task_end"))
     with EventReader(store_path(workdir)) as reader:
-        tasks = summarize(event for _, event in reader.all(query))
+        tasks = summarize(event for _, event in reader.all(reader.resolve_ids(query)))
     tasks = [t for t in tasks if args.status is None or t.status == args.status]
     if args.json_output:
         for task in tasks:

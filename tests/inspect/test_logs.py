@@ -71,6 +71,22 @@ def test_function_request_and_task_filters_combine(cli: CliRunner, write_events:
     assert _messages(cli("logs", "--function", "nope").stdout) == []
 
 
+def test_a_full_id_matches_exactly_and_a_shortened_one_as_a_prefix(
+    cli: CliRunner, write_events: EventWriter
+) -> None:
+    write_events(
+        [
+            log("one", task="w1.t-1", request="req-1"),
+            log("ten", task="w1.t-10", request="req-10"),
+            log("eleven", task="w1.t-11", request="req-10"),
+        ]
+    )
+    assert _messages(cli("logs", "--task", "w1.t-1").stdout) == ["one"]
+    assert _messages(cli("logs", "--request", "req-1").stdout) == ["one"]
+    assert _messages(cli("logs", "--task", "w1.t").stdout) == ["one", "ten", "eleven"]
+    assert _messages(cli("logs", "--task", "w1.t-1", "--request", "req-1").stdout) == ["one"]
+
+
 def test_level_shows_that_level_and_more_severe(cli: CliRunner, write_events: EventWriter) -> None:
     write_events(log(level, level=level, function="hello") for level in ("debug", "info", "warning", "error"))
     assert _messages(cli("logs", "--level", "warning").stdout) == ["warning", "error"]
