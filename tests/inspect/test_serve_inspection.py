@@ -138,14 +138,14 @@ def test_the_store_stays_readable_after_serve_is_killed(tmp_path: Path) -> None:
     try:
         assert srv.post("work", json={"mode": "hang"}).status_code == 200
 
-        def stored() -> bool:  # serve's writer commits every 50 ms: wait until the tasks are on disk
-            return len(_tasks(project)) == 2
+        def stored() -> dict[object, object]:
+            return {t["name"]: t["status"] for t in _tasks(project)}
 
-        wait_until(stored, timeout=15, what="the tasks to reach the store")
+        expected = {"ok": "completed", "forever": "running"}
+        wait_until(lambda: stored() == expected, timeout=15, what="one task ended, one running, on disk")
     finally:
         srv.stop(signal.SIGKILL)
-    tasks = {t["name"]: t["status"] for t in _tasks(project)}
-    assert tasks == {"ok": "completed", "forever": "running"}  # nobody was left to end it
+    assert stored() == {"ok": "completed", "forever": "running"}  # nobody was left to end the second
     logs = _cli(project, "logs", "--function", "work")
     assert logs.returncode == 0 and "handling hang" in logs.stdout
 
