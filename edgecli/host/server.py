@@ -78,7 +78,8 @@ class ServeCommand:
         self.output = output
         self.sock = sock
         self.store = StoreWriter(config.events_db, config.event_retention)
-        self.hub = Hub([EventPrinter(output, json_output=config.json_output), self.store])
+        printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
+        self.hub = Hub([printer, self.store])
         self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
         self.pools: dict[str, Pool] = {}
         self.server: _Uvicorn | None = None
@@ -133,8 +134,12 @@ class ServeCommand:
         notes: list[str] = list(config.warnings) + list(config.skipped)
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
+        # With --json, stdout carries only event records (for piping); the banner goes to stderr.
+        banner_output = (
+            Output(out=self.output.err, err=self.output.err) if config.json_output else self.output
+        )
         print_banner(
-            self.output,
+            banner_output,
             project=str(config.project_dir.name or config.project_dir),
             policy=config.policy,
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
