@@ -3,6 +3,12 @@
 Both keep `connections` HTTP/1.1 keep-alive connections busy for `seconds`, each with one request in
 flight at a time (closed loop, like wrk), and report requests/s, p50/p99 latency and errors.
 
+The Python generator can also pace its requests (`rate` requests/s in total, spread evenly over the
+connections): an open-loop load, under which latency shows what one request costs when the server keeps
+up, rather than how long requests queue when it is saturated. Latency is then counted from the moment a
+request was due, not from when it was sent, so a server that falls behind is not flattered (the
+"coordinated omission" wrk's closed loop suffers from).
+
 The Python generator exists so the benchmark runs where wrk is not installed. It runs its connections
 in several processes (one asyncio loop each, uvloop when available, raw protocol callbacks and a
 minimal response parser) so that it is not the bottleneck; bench/README.md records its ceiling
@@ -22,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import cast
 from urllib.parse import urlsplit
 
 
@@ -42,10 +49,13 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_load(tool: str, url: str, connections: int, seconds: float, procs: int) -> LoadResult:
-    if tool == "wrk":
+def run_load(
+    tool: str, url: str, connections: int, seconds: float, procs: int, rate: float = 0
+) -> LoadResult:
+    """Closed loop with `tool`; a paced (`rate` > 0) load always uses the Python generator."""
+    if tool == "wrk" and not rate:
         return run_wrk(url, connections, seconds)
-    return run_python(url, connections, seconds, procs)
+    return run_python(url, connections, seconds, procs, rate)
 
 
 # -- wrk ---------------------------------------------------------------------------------------------
@@ -92,7 +102,7 @@ def _wrk_percentile(out: str, pct: str) -> float:
 # -- the Python generator ----------------------------------------------------------------------------
 
 
-def run_python(url: str, connections: int, seconds: float, procs: int) -> LoadResult:
+def run_python(url: str, connections: int, seconds: float, procs: int, rate: float = 0) -> LoadResult:
     """Split the connections over `procs` processes; all start together and stop at the same instant."""
     procs = max(1, min(procs, connections))
     parts = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
@@ -102,15 +112,19 @@ def run_python(url: str, connections: int, seconds: float, procs: int) -> LoadRe
     stop_at = start_at + seconds
     pipes: list[Connection] = []
     workers = []
+    pacing = _Pacing(connections, rate)
+    first = 0
     for part in parts:
         ours, theirs = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_generator_main, args=(url, part, start_at, stop_at, theirs), daemon=True)
+        args = (url, range(first, first + part), pacing, start_at, stop_at, theirs)
+        first += part
+        proc = ctx.Process(target=_generator_main, args=args, daemon=True)
         proc.start()
         theirs.close()
         pipes.append(ours)
         workers.append(proc)
     try:
-        results = [pipe.recv() for pipe in pipes]
+        results = [_receive(pipe, stop_at + 30) for pipe in pipes]
     finally:
         for proc in workers:
             proc.join(5)
@@ -126,6 +140,15 @@ def run_python(url: str, connections: int, seconds: float, procs: int) -> LoadRe
     return LoadResult(ok, errors, seconds, *_percentiles_ms(latencies))
 
 
+def _receive(pipe: Connection, deadline: float) -> tuple[int, int, bytes]:
+    if not pipe.poll(max(0.0, deadline - time.monotonic())):
+        raise RuntimeError("the Python load generator did not finish (see its traceback above)")
+    try:
+        return cast(tuple[int, int, bytes], pipe.recv())
+    except EOFError:
+        raise RuntimeError("a Python load generator process failed (see its traceback above)") from None
+
+
 def _percentiles_ms(latencies_ns: array.array[int]) -> tuple[float, float]:
     if len(latencies_ns) < 2:
         return (float("nan"), float("nan"))
@@ -133,7 +156,23 @@ def _percentiles_ms(latencies_ns: array.array[int]) -> tuple[float, float]:
     return cuts[49] / 1e6, cuts[98] / 1e6
 
 
-def _generator_main(url: str, connections: int, start_at: float, stop_at: float, out: Connection) -> None:
+@dataclass(frozen=True)
+class _Pacing:
+    connections: int
+    rate: float  # requests/s over all connections; 0 = closed loop
+
+    def interval_ns(self) -> int:
+        """Time between two requests on one connection."""
+        return int(self.connections / self.rate * 1e9) if self.rate else 0
+
+    def offset_ns(self, index: int) -> int:
+        """Connections are staggered so that the requests are evenly spread, not sent in bursts."""
+        return index * self.interval_ns() // self.connections
+
+
+def _generator_main(
+    url: str, indexes: range, pacing: _Pacing, start_at: float, stop_at: float, out: Connection
+) -> None:
     try:
         import uvloop
 
@@ -141,7 +180,7 @@ def _generator_main(url: str, connections: int, start_at: float, stop_at: float,
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
     stats = _Stats(start_at, stop_at)
-    asyncio.run(_generate(url, connections, stats))
+    asyncio.run(_generate(url, indexes, pacing, stats))
     out.send((stats.ok, stats.errors, stats.latencies.tobytes()))
     out.close()
 
@@ -165,7 +204,7 @@ class _Stats:
             self.errors += 1
 
 
-async def _generate(url: str, connections: int, stats: _Stats) -> None:
+async def _generate(url: str, indexes: range, pacing: _Pacing, stats: _Stats) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = (
@@ -173,34 +212,54 @@ async def _generate(url: str, connections: int, stats: _Stats) -> None:
     ).encode()
     loop = asyncio.get_running_loop()
     clients = []
-    for _ in range(connections):
+    for index in indexes:
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(functools.partial(_Client, request, stats, done), host, port)
+        first_ns = stats.start_ns + pacing.offset_ns(index)
+        client = functools.partial(_Client, request, stats, done, first_ns, pacing.interval_ns())
+        await loop.create_connection(client, host, port)
         clients.append(done)
-    await asyncio.gather(*clients)
+    # A response that never completes must not hang the benchmark: give up 10 s after the window.
+    await asyncio.wait_for(asyncio.gather(*clients), stats.stop_ns / 1e9 - time.monotonic() + 10)
 
 
 class _Client(asyncio.Protocol):
-    """One keep-alive connection: send, read one whole response, record it, send the next."""
+    """One keep-alive connection: send, read one whole response, record it, send the next.
 
-    def __init__(self, request: bytes, stats: _Stats, done: asyncio.Future[None]) -> None:
+    Closed loop (interval 0): the next request leaves as soon as a response is complete. Paced: requests
+    are due every `interval_ns`; one that is already overdue leaves at once.
+    """
+
+    def __init__(
+        self, request: bytes, stats: _Stats, done: asyncio.Future[None], first_ns: int, interval_ns: int
+    ) -> None:
         self.request = request
         self.stats = stats
         self.done = done
         self.buf = b""
         self.started = 0
+        self.due_ns = first_ns
+        self.interval_ns = interval_ns
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        # Hold the first request until the window opens, so every connection starts at once.
-        delay = max(0.0, self.stats.start_ns / 1e9 - time.monotonic())
-        asyncio.get_running_loop().call_later(delay, self.send)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+        # Hold the first request until the window opens (plus this connection's stagger when paced).
+        self._send_when_due()
+
+    def _send_when_due(self) -> None:
+        delay = (self.due_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.send)
+        else:
+            self.send()
 
     def send(self) -> None:
         assert self.transport is not None
-        self.started = time.monotonic_ns()
+        if self.interval_ns:
+            self.started = self.due_ns  # latency counts from when the request was due
+            self.due_ns += self.interval_ns
+        else:
+            self.started = time.monotonic_ns()
         self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -212,10 +271,12 @@ class _Client(asyncio.Protocol):
         self.buf = self.buf[used:]
         now = time.monotonic_ns()
         self.stats.record(self.started, now, status)
-        if now < self.stats.stop_ns:
-            self.send()
-        else:
+        if now >= self.stats.stop_ns:
             self._finish()
+        elif self.interval_ns:
+            self._send_when_due()
+        else:
+            self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():

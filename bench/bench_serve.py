@@ -1,6 +1,6 @@
 """Serving benchmark: `edgecli serve` (per_worker, oneshot) against bare uvicorn + Starlette.
 
-    python bench/bench_serve.py [--quick] [--rounds 3] [--seconds 5] [--load auto|wrk|python]
+    python bench/bench_serve.py [--quick] [--rounds 3] [--seconds 5] [--load auto|wrk|python] [--also SRC]
 
 Every server serves the same hello-world JSON handler. Bare uvicorn is one process with httptools, uvloop
 and no access log; edgecli serve runs with its defaults (terminal log to a file, event store on). All
@@ -14,17 +14,22 @@ Scenarios:
   oneshot       8 connections   target >= 0.02x the baseline, p50 <= 10 ms (a fresh worker per request)
 
 Reported: requests/s, p50/p99 latency and the ratio to the baseline (medians across rounds), the workers
-booted (oneshot: one per request), the CPU each request costs in serve's own process and in its workers,
-and the RSS/USS of idle workers (target RSS <= 30 MB) after boot and again after the load.
+booted (oneshot: one per request), the CPU each request costs in serve's own process and in its workers
+(fork server included), and the RSS/USS of idle workers (target RSS <= 30 MB) after boot and after load.
 The load comes from wrk when installed, else from bench/_load.py's Python generator.
+
+`--also SRC` adds per_worker and oneshot servers that import edgecli from another checkout (SRC is its
+root, holding edgecli/), loaded in the same rounds: an A/B comparison of a change under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -51,6 +56,7 @@ BASELINE = (
     + '\napp = Starlette(routes=[Route("/functions/v1/hello", handler)])\n'
 )
 PATH = "/functions/v1/hello"
+POLICIES = ("per_worker", "oneshot")
 
 TARGET_PER_WORKER = 0.5
 TARGET_ONESHOT = 0.02
@@ -63,6 +69,7 @@ class Scenario:
     label: str
     server: Server
     connections: int
+    rate: float = 0  # paced at this many requests/s in total; 0 = closed loop
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,18 @@ class Measured:
 # -- setup ---------------------------------------------------------------------------------------------
 
 
-def edgecli_server(tmp: Path, policy: str) -> Server:
-    root = tmp / policy
+def edgecli_server(tmp: Path, policy: str, src: Path | None = None) -> Server:
+    name = policy if src is None else f"{policy}[{src.name}]"
+    root = tmp / name
     (root / "supabase" / "functions" / "hello").mkdir(parents=True)
     (root / "supabase" / "config.toml").write_text(f'[edge_runtime]\npolicy = "{policy}"\n')
     (root / "supabase" / "functions" / "hello" / "index.py").write_text(FUNCTION)
     port = free_port()
     cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(root), "--port", str(port)]
     cmd += ["--no-verify-jwt", "--policy", policy]
-    return Server(policy, cmd, f"http://127.0.0.1:{port}{PATH}", tmp / f"{policy}.log")
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    db = root / "supabase" / ".temp" / "edgecli" / "events.db"
+    return Server(name, cmd, f"http://127.0.0.1:{port}{PATH}", tmp / f"{name}.log", env=env, events_db=db)
 
 
 def uvicorn_server(tmp: Path) -> Server:
@@ -98,20 +108,46 @@ def uvicorn_server(tmp: Path) -> Server:
     return Server("uvicorn", cmd, f"http://127.0.0.1:{port}{PATH}", tmp / "uvicorn.log")
 
 
-def events_db(server: Server) -> Path | None:
-    if "edgecli" not in server.cmd:
-        return None
-    workdir = Path(server.cmd[server.cmd.index("--workdir") + 1])
-    return workdir / "supabase" / ".temp" / "edgecli" / "events.db"
+def check_source(src: Path, cwd: Path) -> None:
+    """Make sure a server started with PYTHONPATH=src really imports edgecli from src."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    code = "import edgecli; print(edgecli.__file__)"
+    found = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
+    if not found.stdout.strip().startswith(str(src)):
+        raise RuntimeError(f"--also {src}: edgecli is imported from {found.stdout.strip() or found.stderr}")
+
+
+def make_servers(tmp: Path, also: list[Path], policies: list[str]) -> dict[str, Server]:
+    servers = {"uvicorn": uvicorn_server(tmp)}
+    for checkout in also:
+        check_source(checkout, tmp)
+    sources: list[Path | None] = [None, *also]
+    for src in sources:
+        for policy in policies:
+            server = edgecli_server(tmp, policy, src)
+            servers[server.name] = server
+    return servers
+
+
+def make_scenarios(servers: dict[str, Server], args: argparse.Namespace) -> list[Scenario]:
+    """The baseline first (ratios are taken against it), then each concurrency's servers."""
+    scenarios = [Scenario("uvicorn", servers["uvicorn"], args.connections)]
+    of = {policy: [s for s in servers.values() if s.name.startswith(policy)] for policy in args.policies}
+    scenarios += [Scenario(s.name, s, args.connections) for s in of.get("per_worker", [])]
+    if "oneshot" in of:
+        conns, rate = args.oneshot_clients, args.oneshot_rate
+        scenarios.append(Scenario(f"uvicorn@{conns}", servers["uvicorn"], conns))
+        scenarios += [Scenario(s.name, s, conns) for s in of["oneshot"]]
+        scenarios += [Scenario(f"{s.name}@{rate:g}/s", s, conns, rate) for s in of["oneshot"] if rate]
+    return scenarios
 
 
 def boots(server: Server) -> int | None:
-    path = events_db(server)
-    if path is None:
+    if server.events_db is None:
         return None
-    if not path.exists():
+    if not server.events_db.exists():
         return 0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+    with sqlite3.connect(f"file:{server.events_db}?mode=ro", uri=True, timeout=5) as conn:
         return int(conn.execute("SELECT count(*) FROM events WHERE kind = 'boot'").fetchone()[0])
 
 
@@ -122,7 +158,7 @@ def measure(scenario: Scenario, servers: list[Server], args: argparse.Namespace,
     settle(servers)
     server = scenario.server
     cpu0, boots0 = server.cpu(), boots(server)
-    load = run_load(args.tool, server.url, scenario.connections, seconds, args.procs)
+    load = run_load(args.tool, server.url, scenario.connections, seconds, args.procs, scenario.rate)
     settle(servers)  # the round's log lines, store writes and worker exits belong to the round
     cpu1, boots1 = server.cpu(), boots(server)
     per_request = 1e6 / max(load.requests, 1)
@@ -134,94 +170,101 @@ def _workers(after: CpuSample, before: CpuSample) -> float:
     return max(0.0, after.workers - before.workers)
 
 
-def run(args: argparse.Namespace, servers: list[Server]) -> None:
-    baseline, per_worker, oneshot = servers
-    scenarios = [
-        Scenario("uvicorn", baseline, args.connections),
-        Scenario("per_worker", per_worker, args.connections),
-        Scenario(f"uvicorn@{args.oneshot_clients}", baseline, args.oneshot_clients),
-        Scenario("oneshot", oneshot, args.oneshot_clients),
-    ]
-    for server in servers:
+def run(args: argparse.Namespace, servers: dict[str, Server]) -> None:
+    everyone = list(servers.values())
+    scenarios = make_scenarios(servers, args)
+    for server in everyone:
         server.start()
-    for server in servers:
+    for server in everyone:
         server.wait_ready()
-    settle(servers)
-    memory_boot = {s.name: s.memory() for s in (per_worker, oneshot)}
+    settle(everyone)
+    edgecli = [s for s in everyone if s.events_db is not None]
+    memory_boot = {s.name: s.memory() for s in edgecli}
+    paced = " (paced: python)" if any(s.rate for s in scenarios) else ""
     print(
-        f"load: {args.tool}; {args.rounds} round(s) x {len(scenarios)} scenarios x {args.seconds:g} s",
-        flush=True,
+        f"load: {args.tool}{paced}; {args.rounds} round(s) x {len(scenarios)} scenarios x {args.seconds:g} s"
     )
-    if args.warmup > 0:
-        for scenario in scenarios:
-            measure(scenario, servers, args, args.warmup)
+    for scenario in scenarios if args.warmup > 0 else []:
+        measure(scenario, everyone, args, args.warmup)
     results: dict[str, list[Measured]] = {s.label: [] for s in scenarios}
     for round_ in range(args.rounds):
         for scenario in scenarios:
-            got = measure(scenario, servers, args, args.seconds)
+            got = measure(scenario, everyone, args, args.seconds)
             results[scenario.label].append(got)
-            print(f"  round {round_ + 1} {scenario.label:<12} {got.load.rps:9,.0f} req/s  "
-                  f"p50 {got.load.p50_ms:6.2f} ms  p99 {got.load.p99_ms:6.2f} ms  "
+            print(f"  round {round_ + 1} {scenario.label:<22} {got.load.rps:9,.0f} req/s  "
+                  f"p50 {got.load.p50_ms:7.2f} ms  p99 {got.load.p99_ms:7.2f} ms  "
                   f"errors {got.load.errors}", flush=True)  # fmt: skip
-    settle(servers)
-    memory_load = {s.name: s.memory() for s in (per_worker, oneshot)}
-    report(scenarios, results, memory_boot, memory_load)
+    settle(everyone)
+    memory_load = {s.name: s.memory() for s in edgecli}
+    report(scenarios, results)
+    report_memory(memory_boot, memory_load)
+    verdicts(results, memory_load)
 
 
 # -- report --------------------------------------------------------------------------------------------
 
 
-def report(
-    scenarios: list[Scenario],
-    results: dict[str, list[Measured]],
-    memory_boot: dict[str, list[MemorySample]],
-    memory_load: dict[str, list[MemorySample]],
-) -> None:
-    base = results[scenarios[0].label]
+def ratio(results: dict[str, list[Measured]], label: str) -> float:
+    """Median over rounds of (this scenario's req/s / the baseline's req/s in the same round)."""
+    base = results["uvicorn"]
+    return statistics.median(r.load.rps / b.load.rps for r, b in zip(results[label], base, strict=True))
+
+
+def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> None:
     print()
-    print(f"{'scenario':<12} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'x uvicorn':>9} "
+    print(f"{'scenario':<22} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'x uvicorn':>9} "
           f"{'errors':>6} {'boots':>6} {'host µs/req':>11} {'workers µs/req':>14}")  # fmt: skip
     for scenario in scenarios:
         rounds = results[scenario.label]
-        ratio = statistics.median(r.load.rps / b.load.rps for r, b in zip(rounds, base, strict=True))
         booted = [r.boots for r in rounds if r.boots is not None]
-        print(f"{scenario.label:<12} {scenario.connections:>5} {_med(r.load.rps for r in rounds):>9,.0f} "
+        times = "-" if scenario.rate else f"{ratio(results, scenario.label):.3f}x"
+        print(f"{scenario.label:<22} {scenario.connections:>5} {_med(r.load.rps for r in rounds):>9,.0f} "
               f"{_med(r.load.p50_ms for r in rounds):>7.2f} {_med(r.load.p99_ms for r in rounds):>7.2f} "
-              f"{ratio:>8.3f}x {sum(r.load.errors for r in rounds):>6} "
+              f"{times:>9} {sum(r.load.errors for r in rounds):>6} "
               f"{sum(booted) if booted else '-':>6} {_med(r.cpu_host_us for r in rounds):>11.0f} "
               f"{_med(r.cpu_workers_us for r in rounds):>14.0f}")  # fmt: skip
+
+
+def report_memory(boot: dict[str, list[MemorySample]], load: dict[str, list[MemorySample]]) -> None:
     print()
-    print("memory (MB)            after boot: RSS   USS    after load: RSS   USS")
-    for name in memory_boot:
+    head = f"{'after boot: RSS':>16} {'USS':>5}"
+    print(f"{'memory (MB, largest)':<34} {head}   {head.replace('boot', 'load')}")
+    for name in boot:
         for role in ("server", "fork server", "worker"):
-            before = [m for m in memory_boot[name] if m.role == role]
-            after = [m for m in memory_load[name] if m.role == role]
-            print(f"  {name:<10} {role:<11} {_mem(before):>17}    {_mem(after):>17}")
-    print()
-    verdicts(scenarios, results, memory_load)
+            before = [m for m in boot[name] if m.role == role]
+            after = [m for m in load[name] if m.role == role]
+            print(f"  {name:<20} {role:<11} {_mem(before):>22}   {_mem(after):>22}")
 
 
-def verdicts(
-    scenarios: list[Scenario], results: dict[str, list[Measured]], memory: dict[str, list[MemorySample]]
-) -> None:
-    base = results[scenarios[0].label]
+def verdicts(results: dict[str, list[Measured]], memory: dict[str, list[MemorySample]]) -> None:
+    def p50(label: str) -> float:
+        return _med(r.load.p50_ms for r in results[label])
 
-    def ratio(label: str) -> float:
-        return statistics.median(r.load.rps / b.load.rps for r, b in zip(results[label], base, strict=True))
-
-    oneshot_p50 = _med(r.load.p50_ms for r in results["oneshot"])
-    idle_rss = max(
-        (m.rss_mb for samples in memory.values() for m in samples if m.role == "worker"), default=0.0
+    checks: list[tuple[str, bool]] = []
+    if "per_worker" in results:
+        checks.append(
+            (f"per_worker >= {TARGET_PER_WORKER}x uvicorn", ratio(results, "per_worker") >= TARGET_PER_WORKER)
+        )
+    if "oneshot" in results:
+        checks.append((f"oneshot >= {TARGET_ONESHOT}x uvicorn", ratio(results, "oneshot") >= TARGET_ONESHOT))
+        checks.append(
+            (
+                f"oneshot p50 <= {TARGET_ONESHOT_P50_MS:g} ms (closed loop)",
+                p50("oneshot") <= TARGET_ONESHOT_P50_MS,
+            )
+        )
+    for label in [label for label in results if label.startswith("oneshot@")]:
+        checks.append(
+            (f"{label} p50 <= {TARGET_ONESHOT_P50_MS:g} ms (paced)", p50(label) <= TARGET_ONESHOT_P50_MS)
+        )
+    rss = max(
+        (m.rss_mb for name in POLICIES for m in memory.get(name, []) if m.role == "worker"), default=0.0
     )
-    checks = [
-        (f"per_worker >= {TARGET_PER_WORKER}x uvicorn", ratio("per_worker") >= TARGET_PER_WORKER),
-        (f"oneshot >= {TARGET_ONESHOT}x uvicorn", ratio("oneshot") >= TARGET_ONESHOT),
-        (f"oneshot p50 <= {TARGET_ONESHOT_P50_MS:g} ms", oneshot_p50 <= TARGET_ONESHOT_P50_MS),
-        (f"idle worker RSS <= {TARGET_IDLE_RSS_MB:g} MB", 0 < idle_rss <= TARGET_IDLE_RSS_MB),
-        ("no errors", all(r.load.errors == 0 for rounds in results.values() for r in rounds)),
-    ]
+    checks.append((f"idle worker RSS <= {TARGET_IDLE_RSS_MB:g} MB", 0 < rss <= TARGET_IDLE_RSS_MB))
+    checks.append(("no errors", all(r.load.errors == 0 for rounds in results.values() for r in rounds)))
+    print()
     for what, ok in checks:
-        print(f"  {'ok  ' if ok else 'MISS'} {what}")
+        print(f"  {'ok  ' if ok else 'MISS'} {what}")  # fmt: skip
 
 
 def _med(values: Iterable[float]) -> float:
@@ -244,23 +287,28 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="one short round (a smoke run, not a measurement)"
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over every scenario (default 3)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="load per scenario per round (default 5)")
-    parser.add_argument(
-        "--warmup", type=float, default=1.0, help="unrecorded load per scenario first (default 1)"
-    )
-    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
-    parser.add_argument("--procs", type=int, default=2, help="processes of the Python load generator")
-    parser.add_argument("--connections", type=int, default=64, help="connections for uvicorn and per_worker")
-    parser.add_argument("--oneshot-clients", type=int, default=8, help="connections for oneshot (default 8)")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="one short round (a smoke run, not a measurement)")
+    add("--rounds", type=int, default=3, help="rounds over every scenario (default 3)")
+    add("--seconds", type=float, default=5.0, help="load per scenario per round (default 5)")
+    add("--warmup", type=float, default=1.0, help="unrecorded load per scenario first (default 1)")
+    add("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator (default auto)")
+    add("--procs", type=int, default=2, help="processes of the Python load generator (default 2)")
+    add("--connections", type=int, default=64, help="connections for uvicorn and per_worker (default 64)")
+    add("--oneshot-clients", type=int, default=8, help="connections for oneshot (default 8)")
+    add("--oneshot-rate", type=float, default=50, help="oneshot paced at this req/s too; 0: not (default 50)")
+    add("--only", choices=POLICIES, action="append", dest="policies", help="bench only this policy")
+    add("--also", type=Path, action="append", default=[], metavar="SRC", help="also serve edgecli from SRC")
     args = parser.parse_args()
+    args.policies = args.policies or list(POLICIES)
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 2.0, 0.5
     if args.load == "wrk" and not have_wrk():
         parser.error("--load wrk: wrk is not installed (e.g. `apt-get install wrk`); or use --load python")
+    for src in args.also:
+        if not (src / "edgecli" / "__init__.py").is_file():
+            parser.error(f"--also {src}: no edgecli/__init__.py there; give the root of an edgecli checkout")
+    args.also = [src.resolve() for src in args.also]
     args.tool = "wrk" if args.load == "wrk" or (args.load == "auto" and have_wrk()) else "python"
     return args
 
@@ -272,10 +320,10 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _terminate)
-    with tempfile.TemporaryDirectory(prefix="edgecli-bench-serve-") as tmp_name:
-        tmp = Path(tmp_name)
-        servers = [uvicorn_server(tmp), edgecli_server(tmp, "per_worker"), edgecli_server(tmp, "oneshot")]
+    with tempfile.TemporaryDirectory(prefix="edgecli-bench-serve-") as tmp:
+        servers: dict[str, Server] = {}
         try:
+            servers.update(make_servers(Path(tmp), args.also, args.policies))
             run(args, servers)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the servers", file=sys.stderr)
@@ -284,7 +332,7 @@ def main() -> int:
             print(f"bench_serve: {exc}", file=sys.stderr)
             return 1
         finally:
-            killed = stop_all(servers)
+            killed = stop_all(servers.values())
             if killed:
                 print("had to kill:\n  " + "\n  ".join(killed), file=sys.stderr)
     return 0
