@@ -1,7 +1,8 @@
 """Turn what a function prints or logs into `log` events tagged with its request or task.
 
-`sys.stdout`/`sys.stderr` are replaced by writers that group complete lines per request/task and send
-them as one event per burst of writes (so a traceback printed line by line is one event, rendered once).
+`sys.stdout`/`sys.stderr` are replaced by writers that send one event per printed line, tagged with the
+request/task that printed it; continuation lines (a traceback printed line by line, indented output)
+stay with the line they continue, so a traceback is one event, rendered once.
 `logging` gets a root handler doing the same with the record's level. Raw writes to fd 1/2 do not come
 here: the host reads those from pipes (see host/supervisor.py).
 """
@@ -92,8 +93,43 @@ class LineWriter(io.TextIOBase):
     def _send_now(self) -> None:
         with self._lock:
             batches, self._lines = self._lines, {}
-        for (request, task), lines in batches.items():
-            report.reporter.emit("log", "\n".join(lines), self.level, request=request, task=task)
+        for (request, task), chunks in batches.items():
+            for message in group_lines("\n".join(chunks).split("\n")):
+                report.reporter.emit("log", message, self.level, request=request, task=task)
+
+
+TRACEBACK = "Traceback (most recent call last):"
+CLOSERS = ("}", "]", ")")  # the last line of indented JSON or a pretty-printed structure
+CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def group_lines(lines: list[str]) -> list[str]:
+    """One message per printed line, except that continuation lines join the line they continue.
+
+    Continuations are indented lines (a traceback's frames, pretty-printed data) with their closing
+    bracket, and everything up to
+    the closing `Error: message` line of a traceback, chained tracebacks included.
+    """
+    groups: list[list[str]] = []
+    in_traceback = False  # inside a traceback, before its final unindented line
+    for line in lines:
+        indented = line[:1] in (" ", "\t") or line.rstrip(",") in CLOSERS
+        after_traceback = bool(groups) and groups[-1][0].startswith(TRACEBACK)
+        joins = bool(groups) and (
+            indented
+            or in_traceback
+            or (after_traceback and (not line or line.startswith(CHAINED) or line.startswith(TRACEBACK)))
+        )
+        if joins:
+            groups[-1].append(line)
+            if in_traceback and not indented:
+                in_traceback = False
+            elif line.startswith(TRACEBACK):
+                in_traceback = True
+        else:
+            groups.append([line])
+            in_traceback = line.startswith(TRACEBACK)
+    return ["\n".join(group) for group in groups]
 
 
 class EventHandler(logging.Handler):

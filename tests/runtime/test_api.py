@@ -120,3 +120,23 @@ def test_serve_records_the_target_and_rejects_non_callables() -> None:
             serve(42)
     finally:
         served.target = old
+
+
+def test_printed_lines_are_one_event_each_but_a_traceback_stays_whole() -> None:
+    import traceback
+
+    from edgecli.runtime.capture import group_lines
+
+    try:
+        try:
+            raise KeyError("a")
+        except KeyError as exc:
+            raise ValueError("b") from exc
+    except ValueError as exc:
+        tb = "".join(traceback.format_exception(exc)).rstrip("\n").split("\n")
+    lines = ["step 1 done", "step 2 done", *tb, "after", "{", "  'nested': 1", "}"]
+    groups = group_lines(lines)
+    assert groups[:2] == ["step 1 done", "step 2 done"]
+    assert groups[2].startswith("Traceback") and groups[2].endswith("ValueError: b")
+    assert "KeyError: 'a'" in groups[2] and "direct cause" in groups[2]
+    assert groups[3:] == ["after", "{\n  'nested': 1\n}"]
