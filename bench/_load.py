@@ -180,7 +180,10 @@ def _generator_main(
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
     stats = _Stats(start_at, stop_at)
-    asyncio.run(_generate(url, indexes, pacing, stats))
+    try:
+        asyncio.run(_generate(url, indexes, pacing, stats))
+    except KeyboardInterrupt:
+        return  # Ctrl-C reached the whole process group: the benchmark itself reports it
     out.send((stats.ok, stats.errors, stats.latencies.tobytes()))
     out.close()
 

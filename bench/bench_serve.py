@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, servers: dict[str, Server]) -> None:
         for scenario in scenarios:
             got = measure(scenario, everyone, args, args.seconds)
             results[scenario.label].append(got)
-            print(f"  round {round_ + 1} {scenario.label:<22} {got.load.rps:9,.0f} req/s  "
+            print(f"  round {round_ + 1} {scenario.label:<24} {got.load.rps:9,.0f} req/s  "
                   f"p50 {got.load.p50_ms:7.2f} ms  p99 {got.load.p99_ms:7.2f} ms  "
                   f"errors {got.load.errors}", flush=True)  # fmt: skip
     settle(everyone)
@@ -211,14 +211,15 @@ def ratio(results: dict[str, list[Measured]], label: str) -> float:
 
 
 def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> None:
+    w = max(22, *(len(s.label) for s in scenarios))
     print()
-    print(f"{'scenario':<22} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'x uvicorn':>9} "
+    print(f"{'scenario':<{w}} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'x uvicorn':>9} "
           f"{'errors':>6} {'boots':>6} {'host µs/req':>11} {'workers µs/req':>14}")  # fmt: skip
     for scenario in scenarios:
         rounds = results[scenario.label]
         booted = [r.boots for r in rounds if r.boots is not None]
         times = "-" if scenario.rate else f"{ratio(results, scenario.label):.3f}x"
-        print(f"{scenario.label:<22} {scenario.connections:>5} {_med(r.load.rps for r in rounds):>9,.0f} "
+        print(f"{scenario.label:<{w}} {scenario.connections:>5} {_med(r.load.rps for r in rounds):>9,.0f} "
               f"{_med(r.load.p50_ms for r in rounds):>7.2f} {_med(r.load.p99_ms for r in rounds):>7.2f} "
               f"{times:>9} {sum(r.load.errors for r in rounds):>6} "
               f"{sum(booted) if booted else '-':>6} {_med(r.cpu_host_us for r in rounds):>11.0f} "
@@ -226,14 +227,15 @@ def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> Non
 
 
 def report_memory(boot: dict[str, list[MemorySample]], load: dict[str, list[MemorySample]]) -> None:
+    w = max(20, *(len(name) for name in boot))
     print()
     head = f"{'after boot: RSS':>16} {'USS':>5}"
-    print(f"{'memory (MB, largest)':<34} {head}   {head.replace('boot', 'load')}")
+    print(f"{'memory (MB, largest)':<{w + 14}} {head}   {head.replace('boot', 'load')}")
     for name in boot:
         for role in ("server", "fork server", "worker"):
             before = [m for m in boot[name] if m.role == role]
             after = [m for m in load[name] if m.role == role]
-            print(f"  {name:<20} {role:<11} {_mem(before):>22}   {_mem(after):>22}")
+            print(f"  {name:<{w}} {role:<11} {_mem(before):>22}   {_mem(after):>22}")
 
 
 def verdicts(results: dict[str, list[Measured]], memory: dict[str, list[MemorySample]]) -> None:
