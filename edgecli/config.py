@@ -31,6 +31,10 @@ DEFAULT_DB_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 DEFAULT_EVENT_RETENTION = 200_000
 
 
+# Read once: os.cpu_count() reads sysfs on every call, and pools ask on every request.
+CPU_COUNT = os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits and pool sizing; `[edge_runtime]` defaults, overridable per function. 0 = off."""
@@ -46,7 +50,7 @@ class Limits:
     @property
     def parallelism(self) -> int:
         """Workers per function (oneshot: concurrent fresh instances); 0 in the file means one per CPU."""
-        return self.max_parallelism or (os.cpu_count() or 1)
+        return self.max_parallelism or CPU_COUNT
 
 
 LIMIT_KEYS: tuple[str, ...] = tuple(Limits.__dataclass_fields__)

@@ -6,6 +6,7 @@ Environment: nothing else in edgecli prints.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -133,6 +134,7 @@ class EventPrinter:
     ) -> None:
         self._file = output.out.file
         self._json = json_output
+        self._flush_pending = False
         self._paint = _Painter(output.out)
         self._dim = self._paint.codes("dim")
         self._levels = {
@@ -148,7 +150,27 @@ class EventPrinter:
     def emit(self, event: Event) -> None:
         line = json.dumps(event.to_record(), default=str) if self._json else self.format(event)
         self._file.write(line + "\n")
-        self._file.flush()
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # On serve's loop, every line written in one loop pass goes out in one flush at the end of the
+        # pass (one write syscall, not one per event), so lines are never held back. Off a loop: now.
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._file.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        try:
+            self._file.flush()
+        except (BrokenPipeError, ValueError):  # stdout went away (a closed pipe): nothing to show
+            pass
 
     def format(self, event: Event) -> str:
         paint = self._paint

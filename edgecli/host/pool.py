@@ -41,7 +41,7 @@ class Pool:
         self.workers: list[Worker] = []  # ready and accepting requests
         self.booting = 0
         self.broken: BootError | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._queue: deque[asyncio.Event] = deque()  # requests waiting for a worker, in arrival order
         self._spawns: set[asyncio.Task[None]] = set()
 
     @property
@@ -51,30 +51,39 @@ class Pool:
     # -- the relay's side ------------------------------------------------------------------------------
 
     async def acquire(self) -> Worker:
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        while True:
-            if self.broken is not None:
-                raise self.broken
+        """A worker for one more request. First come, first served: while requests are queued, only the
+        one at the head may take a worker, so a newcomer never overtakes a request already waiting."""
+        if self.broken is not None:
+            raise self.broken
+        if not self._queue:
             worker = self.pick()
             if worker is not None:
                 return worker
-            if self.can_spawn():
-                self.spawn()
-            if deadline is None:
-                deadline = loop.time() + self.function.limits.request_wait_timeout_ms / 1000
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise NoWorkerAvailable(self.name)
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.function.limits.request_wait_timeout_ms / 1000
+        me = asyncio.Event()
+        self._queue.append(me)
+        try:
+            while True:
+                if self.broken is not None:
+                    raise self.broken
+                if self._queue[0] is me:
+                    worker = self.pick()
+                    if worker is not None:
+                        return worker
+                if self.can_spawn():
+                    self.spawn()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise NoWorkerAvailable(self.name)
+                me.clear()
+                try:
+                    await asyncio.wait_for(me.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._queue.remove(me)
+            self.wake()  # the next in line may take the next free slot
 
     def pick(self) -> Worker | None:
         best: Worker | None = None
@@ -131,10 +140,9 @@ class Pool:
             await asyncio.wait(list(self._spawns))
 
     def wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        """Something changed (a slot, a worker, the broken state): the head of the queue looks again."""
+        if self._queue:
+            self._queue[0].set()
 
     # -- the supervisor's side -------------------------------------------------------------------------
 

@@ -119,11 +119,23 @@ class Relay:
             ipc.encode_scope(inner, request_id), first.get("body", b""), first.get("more_body", False)
         )
         worker.inflight[channel] = request_id
-        pump = asyncio.ensure_future(self.pump(receive, worker, channel, first.get("more_body", False)))
+        more = first.get("more_body", False)
+        pump: asyncio.Future[None] | None = None
+
+        def watch() -> None:
+            # Only a streamed request or response needs a task beside the response loop: to pump the
+            # body, and to tell the worker when the client goes away. Plain requests skip its cost.
+            nonlocal pump
+            if pump is None:
+                pump = asyncio.ensure_future(self.pump(receive, worker, channel, more))
+
+        if more:
+            watch()
         try:
-            return await self.respond(worker, stream, send, request_id), worker
+            return await self.respond(worker, stream, send, request_id, watch), worker
         finally:
-            pump.cancel()
+            if pump is not None:
+                pump.cancel()
             worker.conn.close_channel(channel)
             worker.inflight.pop(channel, None)
             pool.release(worker)
@@ -139,7 +151,9 @@ class Relay:
                 more = message.get("more_body", False)
                 await worker.conn.send_body(channel, message.get("body", b""), more)
 
-    async def respond(self, worker: Worker, stream: Any, send: Send, request_id: str) -> int:
+    async def respond(
+        self, worker: Worker, stream: Any, send: Send, request_id: str, watch: Callable[[], None]
+    ) -> int:
         item = await stream.items.get()
         if item is LOST or item[0] == "failed":
             return await self.worker_failed(worker, item, send, request_id)
@@ -152,6 +166,8 @@ class Relay:
             if item is LOST or item[0] == "failed":
                 raise WorkerGone(worker.id)  # uvicorn aborts the connection: the body is incomplete
             if item[0] == "body":
+                if item[2]:
+                    watch()  # a streamed response: notice if the client leaves mid-stream
                 await send({"type": "http.response.body", "body": item[1], "more_body": item[2]})
                 if not item[2]:
                     return int(status)
