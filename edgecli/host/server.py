@@ -52,6 +52,12 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a background future's outcome as seen: Ctrl-C during start-up cancels the warm-up."""
+    if not future.cancelled():
+        future.exception()
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -127,6 +133,7 @@ class ServeCommand:
         # Boot one worker per function now: the first request is fast and boot errors show at once.
         # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
         self._warming = asyncio.ensure_future(asyncio.gather(*(pool.warm() for pool in self.pools.values())))
+        self._warming.add_done_callback(_retrieved)
         await asyncio.wait([self._warming], timeout=WARM_WAIT)
 
     def banner(self) -> None:

@@ -156,7 +156,8 @@ class Supervisor:
             ready = await conn.ready
         except BootError as exc:
             failure = (id(pool), exc.error)
-            if self._boot_failures.get(function.name) != failure:
+            # Not reported: a boot we cut short ourselves (shutdown), or the same failure again.
+            if worker.kill_reason is None and self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
                 self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
             self.kill(worker, "boot_error")
@@ -194,6 +195,11 @@ class Supervisor:
     def drain(self, worker: Worker, grace: float) -> None:
         """Shutdown path: finish requests and tasks within `grace`, then beforeunload(termination)."""
         if worker.state is State.DEAD:
+            return
+        if worker.state is State.BOOTING:
+            # Still importing the module (perhaps stuck there): it holds no request and no task, and
+            # cannot read a STOP until the import ends. Nothing to drain: stop it now.
+            self.kill(worker, "termination")
             return
         if worker.state is not State.RETIRING:
             worker.state = State.RETIRING

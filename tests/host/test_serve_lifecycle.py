@@ -161,3 +161,17 @@ def test_httpx_is_what_the_helper_uses() -> None:
     # Guard for the helper itself: a connection to a closed port is refused, not hung.
     with pytest.raises(httpx.ConnectError):
         httpx.get("http://127.0.0.1:9/", timeout=2)
+
+
+@pytest.mark.timeout(60)
+def test_a_function_hanging_at_import_delays_neither_start_nor_stop(tmp_path: Path) -> None:
+    hang = "import time\ntime.sleep(3600)\n"
+    srv = Served(make_project(tmp_path, {"hang": hang, "bg": BACKGROUND}, CONFIG)).start()
+    try:
+        assert srv.get("bg").text == "ok"  # the other function serves meanwhile
+    finally:
+        started = time.monotonic()
+        assert srv.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 5.0  # not graceful_exit_timeout_sec: nothing could drain
+    assert not srv.events(kind="boot_error")  # stopping a boot is not the function's failure
+    assert "Traceback" not in srv.output()
