@@ -161,6 +161,7 @@ class Pool:
         self.generation += 1
         self.function = function
         self.broken = None
+        self.supervisor.kill_booting(self)
         for worker in list(self.workers):
             self.supervisor.retire(worker, "reload")
         self.workers.clear()
@@ -168,10 +169,10 @@ class Pool:
 
     def close(self, retire: bool = True) -> None:
         """Serve no more; with `retire`, idle workers drain and leave (serve's own shutdown drains them
-        itself). Workers still booting are not cancelled mid-boot: `_spawn` retires them once they are
-        up (their generation is stale), so none lingers unowned."""
+        itself). Workers still importing are stopped: they hold no request, and may be stuck."""
         self.generation += 1
         self.broken = BootError(f"function {self.name} is no longer served")
+        self.supervisor.kill_booting(self)
         if retire:
             for worker in list(self.workers):
                 self.supervisor.retire(worker, "removed")

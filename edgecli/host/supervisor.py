@@ -207,6 +207,13 @@ class Supervisor:
         worker.conn.stop(grace, "termination")
         self._kill_after(worker, grace + KILL_MARGIN, "termination")
 
+    def kill_booting(self, pool: PoolHooks) -> None:
+        """Stop `pool`'s workers still importing old code (after a reload): perhaps stuck at import,
+        they would hold a boot slot until their wall clock runs out."""
+        for worker in list(self.workers.values()):
+            if worker.pool is pool and worker.state is State.BOOTING:
+                self.kill(worker, "termination")
+
     def kill(self, worker: Worker, reason: str) -> None:
         if worker.state is State.DEAD or worker.pid is None:
             return

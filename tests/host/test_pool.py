@@ -44,6 +44,9 @@ class FakeSupervisor:
     def emit(self, event: Any) -> None:
         pass
 
+    def kill_booting(self, pool: Any) -> None:
+        pass
+
 
 def function(**limits: Any) -> FunctionConfig:
     base = {"max_parallelism": 2, "request_wait_timeout_ms": 300}

@@ -329,3 +329,16 @@ def test_a_functions_folder_deleted_and_restored_is_watched_again(tmp_path: Path
         serves(srv, "hello", "version", 2)
         write_function(root, "hello", versioned(3))  # the new folder is watched, not just noticed
         serves(srv, "hello", "version", 3)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("policy", ["per_worker", "oneshot"])
+def test_fixing_a_module_stuck_at_import_serves_again(tmp_path: Path, policy: str) -> None:
+    cfg = config(policy, "request_wait_timeout_ms = 1000\n")
+    root = make_project(tmp_path, {"fn": "import time\ntime.sleep(3600)\n"}, cfg)
+    with Served(root) as srv:
+        assert srv.get("fn").status_code == 504  # its boot never ends: no worker becomes free
+        write_function(root, "fn", versioned(2))
+        # The stuck boot is stopped by the reload; it does not hold the pool until its wall clock ends.
+        serves(srv, "fn", "version", 2)
+        assert not srv.events(kind="boot_error")
