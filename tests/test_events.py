@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from serving import wait_until
 
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, StoreWriter, connect_store, iso_ts, parse_ts, row_to_event
@@ -75,9 +76,7 @@ def test_a_reader_sees_events_while_the_writer_runs_without_close(tmp_path: Path
     writer = StoreWriter(path, retention=1000)
     try:
         writer.emit(Event("log", "early"))
-        deadline = time.monotonic() + 5
-        while _count(path) < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: _count(path) >= 1, what="the event to be committed")
         assert [e.message for e in _stored(path)] == ["early"]
     finally:
         writer.close()
@@ -188,7 +187,8 @@ def test_a_store_written_by_a_killed_writer_stays_readable_and_writable(tmp_path
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # let it be in the middle of later batches when it dies
+        # Kill it in the middle of later batches: once some beyond the flushed 2000 are committed.
+        wait_until(lambda: _count(path) > 2500, what="later batches to be committed")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

@@ -35,9 +35,13 @@ def log(message: str, *, ago: float = 0.0, **kw: object) -> Event:
     return Event("log", message, ts=time.time() - ago, **kw)  # type: ignore[arg-type]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+def spawn_cli(project: Path, *args: str) -> subprocess.Popen[str]:
+    """`edgecli ARGS` running in the background in `project`, its output readable line by line."""
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )

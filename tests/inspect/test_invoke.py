@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 import uvicorn
-from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, log, store_of, wait_until
+from inspect_helpers import CliRunner, EventWriter, log, spawn_cli, store_of
+from serving import wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -217,14 +217,7 @@ def test_wait_exit_zero_when_tasks_completed_and_json_summary(
 
 def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write_events: EventWriter) -> None:
     write_events(_task_events("req-w3", {"t-1": "completed"})[:2])  # started, request done; still running
-    proc = subprocess.Popen(
-        cli_command("invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w3"),
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
+    proc = spawn_cli(project, "invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w3")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:

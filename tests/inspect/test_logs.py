@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, log, store_of, wait_until
+from inspect_helpers import CliRunner, EventWriter, log, spawn_cli, store_of
+from serving import wait_until
 
 from edgecli.events import BASE_FIELDS, Event, StoreWriter
 
@@ -135,14 +135,7 @@ def test_json_records_have_the_documented_fields(cli: CliRunner, write_events: E
 @pytest.mark.timeout(30)
 def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_events: EventWriter) -> None:
     write_events([log("old line", function="hello")])
-    proc = subprocess.Popen(
-        cli_command("logs", "-f", "--function", "hello"),
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
+    proc = spawn_cli(project, "logs", "-f", "--function", "hello")
     try:
         assert proc.stdout is not None
         assert "old line" in proc.stdout.readline()
@@ -164,14 +157,7 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
 
 @pytest.mark.timeout(30)
 def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None:
-    proc = subprocess.Popen(
-        cli_command("logs", "-f"),
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
+    proc = spawn_cli(project, "logs", "-f")
     try:
         assert proc.stderr is not None and "waiting for `edgecli serve`" in proc.stderr.readline()
         writer = StoreWriter(store_of(project), retention=1000)

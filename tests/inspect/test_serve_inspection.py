@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from inspect_helpers import cli_command, cli_env
+from inspect_helpers import cli_command, cli_env, spawn_cli
 from serving import Served, make_project, wait_until
 
 from edgecli.events import BASE_FIELDS
@@ -108,14 +108,7 @@ def test_logs_follow_sees_new_requests_while_serve_runs(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"work": FUNCTION}, CONFIG)
     with Served(project) as srv:
         srv.wait_event(kind="boot")
-        follower = subprocess.Popen(
-            cli_command("logs", "-f", "-n", "1", "--function", "work", "--level", "info"),
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
+        follower = spawn_cli(project, "logs", "-f", "-n", "1", "--function", "work", "--level", "info")
         try:
             assert follower.stdout is not None
             assert "worker booted" in follower.stdout.readline()  # following from here on

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from inspect_helpers import CliRunner, EventWriter, log, store_of
+from serving import wait_until
 
 from edgecli.events import Event
 
@@ -184,7 +185,8 @@ def test_readers_work_after_the_writer_was_killed(cli: CliRunner, project: Path)
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
+        # Kill it while it is still writing: once ticks past the flushed events are committed.
+        wait_until(lambda: "tick 50" in cli("logs", "-n", "100000").stdout, what="later ticks in the store")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
