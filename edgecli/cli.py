@@ -239,8 +239,10 @@ def tasks_show(
     """One task: its timeline, log lines and traceback."""
     from edgecli.inspect import tasks as tasks_mod
 
-    wd = workdir or (ctx.parent.obj or {}).get("workdir") if ctx.parent else workdir
-    raise typer.Exit(_run(lambda: tasks_mod.show(wd or _workdir(ctx, None), task_id, json_output, _output())))
+    # --workdir may come after `show`, after `tasks` (the group's callback keeps it), or before both.
+    given_to_tasks = (ctx.parent.obj or {}).get("workdir") if ctx.parent else None
+    wd = workdir or given_to_tasks or _workdir(ctx, None)
+    raise typer.Exit(_run(lambda: tasks_mod.show(wd, task_id, json_output, _output())))
 
 
 def main() -> None:
