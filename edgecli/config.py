@@ -102,6 +102,7 @@ class Config:
     skipped: tuple[str, ...] = ()  # one readable line per function folder that is not served, and why
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
+    project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
 
     @property
     def supabase_dir(self) -> Path:
@@ -266,6 +267,7 @@ def load_config(
         warnings=(*warnings, *secret_warnings, *found.warnings),
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
+        project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
     )
 
 

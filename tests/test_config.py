@@ -372,3 +372,11 @@ def test_unknown_key_in_a_function_block_is_a_warning(make_project: MakeProject)
     config = load(make_project("[functions.hello]\nverify_jwts = false\n", ["hello"]))
     assert len(config.warnings) == 1 and "[functions.hello] verify_jwts" in config.warnings[0]
     assert config.warnings[0].startswith("supabase/config.toml:2:")
+
+
+def test_project_id_is_read_when_present(tmp_path: Path) -> None:
+    (tmp_path / "supabase").mkdir()
+    (tmp_path / "supabase" / "config.toml").write_text('project_id = "demo-project"\n')
+    assert load_config(tmp_path).project_id == "demo-project"
+    (tmp_path / "supabase" / "config.toml").write_text("[api]\nport = 1234\n")
+    assert load_config(tmp_path).project_id == ""

@@ -147,7 +147,7 @@ class ServeCommand:
         )
         print_banner(
             banner_output,
-            project=str(config.project_dir.name or config.project_dir),
+            project=config.project_id or config.project_dir.name or str(config.project_dir),
             policy=config.policy,
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
             anon_key=make_key(config.jwt_secret, "anon"),
