@@ -17,7 +17,7 @@ from typing import Any
 
 from edgecli import ipc
 from edgecli.events import Event
-from edgecli.host.auth import AuthFailure, Verifier, claims_header
+from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import LOST, BootError
 from edgecli.host.pool import NoWorkerAvailable, Pool
 from edgecli.host.supervisor import Worker
@@ -25,7 +25,7 @@ from edgecli.host.supervisor import Worker
 PREFIX = "/functions/v1/"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 REQUEST_ID = b"x-request-id"
-CLAIMS = b"x-edgecli-jwt-claims"
+CLAIMS = CLAIMS_HEADER.encode()
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
