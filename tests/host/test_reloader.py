@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import py_compile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeProject
 from watchfiles import Change
 
 from edgecli.config import Config, Overrides, load_config
@@ -28,6 +28,8 @@ from edgecli.host.reloader import (
 pytestmark = pytest.mark.timeout(10)
 
 CONFIG = '[api]\nport = 54321\n\n[edge_runtime]\npolicy = "per_worker"\n'
+
+MakeProject = Callable[..., Path]  # the `make_project` fixture of tests/conftest.py
 
 
 def load(root: Path, **overrides: Any) -> Config:
