@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgecli.config import Config
@@ -35,9 +36,11 @@ def log(message: str, *, ago: float = 0.0, **kw: object) -> Event:
     return Event("log", message, ts=time.time() - ago, **kw)  # type: ignore[arg-type]
 
 
-def spawn_cli(project: Path, *args: str) -> subprocess.Popen[str]:
-    """`edgecli ARGS` running in the background in `project`, its output readable line by line."""
-    return subprocess.Popen(
+@contextmanager
+def running_cli(project: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`edgecli ARGS` running in the background in `project`, its output readable line by line.
+    Whatever the test does, the process does not outlive the `with` block."""
+    proc = subprocess.Popen(
         cli_command(*args),
         cwd=project,
         stdout=subprocess.PIPE,
@@ -45,3 +48,9 @@ def spawn_cli(project: Path, *args: str) -> subprocess.Popen[str]:
         text=True,
         env=cli_env(),
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

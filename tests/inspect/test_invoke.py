@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 import uvicorn
-from inspect_helpers import CliRunner, EventWriter, log, spawn_cli, store_of
+from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
 from serving import wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -217,8 +217,9 @@ def test_wait_exit_zero_when_tasks_completed_and_json_summary(
 
 def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write_events: EventWriter) -> None:
     write_events(_task_events("req-w3", {"t-1": "completed"})[:2])  # started, request done; still running
-    proc = spawn_cli(project, "invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w3")
-    try:
+    with running_cli(
+        project, "invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-w3"
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             if "task jobt-1 started" in line:
@@ -230,10 +231,6 @@ def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write
         assert proc.wait(timeout=10) == 0
         rest = proc.stdout.read()
         assert "working in t-1" in rest and rest.rstrip().endswith("1 task: 1 completed")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_wait_times_out_with_tasks_still_running(

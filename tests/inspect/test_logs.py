@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from inspect_helpers import CliRunner, EventWriter, log, spawn_cli, store_of
+from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
 from serving import wait_until
 
 from edgecli.events import BASE_FIELDS, Event, StoreWriter
@@ -135,8 +135,7 @@ def test_json_records_have_the_documented_fields(cli: CliRunner, write_events: E
 @pytest.mark.timeout(30)
 def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_events: EventWriter) -> None:
     write_events([log("old line", function="hello")])
-    proc = spawn_cli(project, "logs", "-f", "--function", "hello")
-    try:
+    with running_cli(project, "logs", "-f", "--function", "hello") as proc:
         assert proc.stdout is not None
         assert "old line" in proc.stdout.readline()
         writer = StoreWriter(store_of(project), retention=1000)  # serve keeps writing while we follow
@@ -149,16 +148,11 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
         assert proc.wait(timeout=10) == 0
         assert proc.stdout.read() == ""
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.timeout(30)
 def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None:
-    proc = spawn_cli(project, "logs", "-f")
-    try:
+    with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "waiting for `edgecli serve`" in proc.stderr.readline()
         writer = StoreWriter(store_of(project), retention=1000)
         writer.emit(log("first ever", function="hello"))
@@ -166,10 +160,6 @@ def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None
         assert proc.stdout is not None and "first ever" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from inspect_helpers import cli_command, cli_env, spawn_cli
+from inspect_helpers import cli_command, cli_env, running_cli
 from serving import Served, make_project, wait_until
 
 from edgecli.events import BASE_FIELDS
@@ -108,8 +108,9 @@ def test_logs_follow_sees_new_requests_while_serve_runs(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"work": FUNCTION}, CONFIG)
     with Served(project) as srv:
         srv.wait_event(kind="boot")
-        follower = spawn_cli(project, "logs", "-f", "-n", "1", "--function", "work", "--level", "info")
-        try:
+        with running_cli(
+            project, "logs", "-f", "-n", "1", "--function", "work", "--level", "info"
+        ) as follower:
             assert follower.stdout is not None
             assert "worker booted" in follower.stdout.readline()  # following from here on
             assert srv.post("work", json={"mode": "followed"}).status_code == 200
@@ -118,10 +119,6 @@ def test_logs_follow_sees_new_requests_while_serve_runs(tmp_path: Path) -> None:
                     break
             follower.send_signal(signal.SIGINT)
             assert follower.wait(timeout=10) == 0
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.wait()
 
 
 @pytest.mark.timeout(90)
