@@ -175,8 +175,7 @@ class Supervisor:
         """No new requests; drain for up to graceful_exit_timeout_sec, then leave (`early_drop`)."""
         if worker.state not in (State.BOOTING, State.READY):
             return
-        worker.state = State.RETIRING
-        worker.pool.on_retired(worker)
+        self._stop_taking_requests(worker)
         self.emit(self.event(worker, "log", f"worker retired ({reason}); draining", "debug"))
         grace = worker.limits.graceful_exit_timeout_sec
         worker.conn.stop(grace, "early_drop")
@@ -184,16 +183,10 @@ class Supervisor:
 
     def terminate(self, worker: Worker) -> None:
         """Leave now: beforeunload(termination), pending tasks cancelled (oneshot after its response)."""
-        if worker.state is State.DEAD:
-            return
-        if worker.state is not State.RETIRING:
-            worker.state = State.RETIRING
-            worker.pool.on_retired(worker)
-        worker.conn.stop(0, "termination")
-        self._kill_after(worker, KILL_MARGIN, "termination")
+        self.drain(worker, 0)
 
     def drain(self, worker: Worker, grace: float) -> None:
-        """Shutdown path: finish requests and tasks within `grace`, then beforeunload(termination)."""
+        """Finish requests and tasks within `grace` (0: none), then beforeunload(termination)."""
         if worker.state is State.DEAD:
             return
         if worker.state is State.BOOTING:
@@ -201,11 +194,14 @@ class Supervisor:
             # cannot read a STOP until the import ends. Nothing to drain: stop it now.
             self.kill(worker, "termination")
             return
+        self._stop_taking_requests(worker)
+        worker.conn.stop(grace, "termination")
+        self._kill_after(worker, grace + KILL_MARGIN, "termination")
+
+    def _stop_taking_requests(self, worker: Worker) -> None:
         if worker.state is not State.RETIRING:
             worker.state = State.RETIRING
             worker.pool.on_retired(worker)
-        worker.conn.stop(grace, "termination")
-        self._kill_after(worker, grace + KILL_MARGIN, "termination")
 
     def kill_booting(self, pool: PoolHooks) -> None:
         """Stop `pool`'s workers still importing old code (after a reload): perhaps stuck at import,
@@ -219,9 +215,7 @@ class Supervisor:
             return
         if worker.kill_reason is None:
             worker.kill_reason = reason
-        if worker.state is not State.RETIRING:
-            worker.state = State.RETIRING
-            worker.pool.on_retired(worker)
+        self._stop_taking_requests(worker)
         try:
             os.kill(worker.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -256,6 +250,7 @@ class Supervisor:
         message: str,
         level: str = "info",
         request: str | None = None,
+        task: str | None = None,
         **fields: Any,
     ) -> Event:
         return Event(
@@ -265,6 +260,7 @@ class Supervisor:
             function=worker.function.name,
             worker=worker.id,
             request=request,
+            task=task,
             fields=fields,
         )
 
@@ -304,21 +300,18 @@ class Supervisor:
         for task_id, start in list(worker.tasks.items()):
             # A task_end always follows its task_start, even when the worker was killed under it.
             self.emit(
-                Event(
-                    kind="task_end",
-                    message=f"task {start.get('name')} cancelled ({reason})",
-                    level="warning",
-                    function=worker.function.name,
-                    worker=worker.id,
+                self.event(
+                    worker,
+                    "task_end",
+                    f"task {start.get('name')} cancelled ({reason})",
+                    "warning",
                     request=start.get("request"),
                     task=task_id,
-                    fields={
-                        "name": start.get("name"),
-                        "status": "cancelled",
-                        "duration_ms": round((time.time() - float(start["ts"])) * 1000, 3),
-                        "error": None,
-                        "reason": reason,
-                    },
+                    name=start.get("name"),
+                    status="cancelled",
+                    duration_ms=round((time.time() - float(start["ts"])) * 1000, 3),
+                    error=None,
+                    reason=reason,
                 )
             )
             worker.cancelled_tasks += 1
