@@ -83,12 +83,10 @@ class Relay:
             return "", ""
         return name, slash + rest
 
-    @staticmethod
-    def request_id(scope: Scope) -> str:
-        for key, value in scope["headers"]:
-            if key == REQUEST_ID and value:
-                return value.decode("latin-1")
-        return str(uuid.uuid4())
+    @classmethod
+    def request_id(cls, scope: Scope) -> str:
+        """The client's own x-request-id when it sent a non-empty one, else a new one."""
+        return cls.header(scope["headers"], REQUEST_ID) or str(uuid.uuid4())
 
     # -- one request -----------------------------------------------------------------------------------
 
@@ -115,11 +113,9 @@ class Relay:
             body = _json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
             return await self.plain(send, 504, body, request_id, "application/json"), None
         inner = dict(scope, path=f"/{name}{subpath}", raw_path=f"/{name}{subpath}".encode(), headers=headers)
-        channel, stream = worker.conn.open(
-            ipc.encode_scope(inner, request_id), first.get("body", b""), first.get("more_body", False)
-        )
-        worker.inflight[channel] = request_id
         more = first.get("more_body", False)
+        channel, stream = worker.conn.open(ipc.encode_scope(inner, request_id), first.get("body", b""), more)
+        worker.inflight[channel] = request_id
         pump: asyncio.Future[None] | None = None
 
         def watch() -> None:
