@@ -33,6 +33,9 @@ class NoWorkerAvailable(Exception):
 
 class Pool:
     concurrency = PER_WORKER_CONCURRENCY
+    # per_worker boots one worker at a time (more only when the warm ones are saturated); a pool whose
+    # workers each take one request boots in parallel, up to max_parallelism.
+    parallel_boots = False
 
     def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
         self.function = function
@@ -102,7 +105,9 @@ class Pool:
         return len(self.workers) + self.booting
 
     def can_spawn(self) -> bool:
-        return self.booting == 0 and self.live_count() < self.function.limits.parallelism
+        if self.booting and not self.parallel_boots:
+            return False
+        return self.live_count() < self.function.limits.parallelism
 
     def spawn(self) -> None:
         self.booting += 1
@@ -186,15 +191,12 @@ class PerWorkerPool(Pool):
 
 class PerRequestPool(Pool):
     concurrency = 1
+    parallel_boots = True
 
     def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
         super().__init__(function, supervisor)
         self.idle_since: dict[Worker, float] = {}
         self._sweeper = asyncio.get_running_loop().create_task(self.sweep())
-
-    def can_spawn(self) -> bool:
-        # Each request has its own worker: boot in parallel, up to max_parallelism.
-        return self.live_count() < self.function.limits.parallelism
 
     async def sweep(self) -> None:
         while True:
@@ -220,6 +222,7 @@ class OneshotPool(Pool):
     """Spares are booted ahead with the current code; each serves one request, then is terminated."""
 
     concurrency = 1
+    parallel_boots = True
 
     def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
         super().__init__(function, supervisor)
@@ -236,11 +239,8 @@ class OneshotPool(Pool):
                 return worker
         return None
 
-    def can_spawn(self) -> bool:
-        return self.live_count() < self.function.limits.parallelism
-
     def refill(self) -> None:
-        while self.broken is None and self.live_count() < self.function.limits.parallelism:
+        while self.broken is None and self.can_spawn():
             self.spawn()
 
     def release(self, worker: Worker) -> None:
