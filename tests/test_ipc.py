@@ -79,3 +79,52 @@ def test_protocol_delivers_frames_and_reports_loss() -> None:
         ]
 
     asyncio.run(main())
+
+
+class _RecordingTransport:
+    """Stands in for a socket transport: records each write, as one syscall each."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.timeout(10)
+def test_coalescing_protocol_sends_one_pass_of_frames_in_one_write() -> None:
+    async def main() -> None:
+        proto = FrameProtocol(lambda *f: None, lambda e: None, coalesce=True)
+        transport = _RecordingTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        frames = [ipc.pack(Kind.REQUEST, n, b"{}") for n in (1, 2, 3)]
+        for frame in frames:
+            proto.write(frame)
+        assert transport.writes == []  # held until the end of this pass of the loop
+        await asyncio.sleep(0)
+        assert transport.writes == [b"".join(frames)]
+        # drain() and close() send what is held at once: back-pressure and shutdown see every byte.
+        proto.write(frames[0])
+        await proto.drain()
+        assert transport.writes[-1] == frames[0]
+        proto.write(frames[1])
+        proto.close()
+        assert transport.writes[-1] == frames[1] and transport.closed
+
+    asyncio.run(main())
+
+
+def test_plain_protocol_writes_at_once() -> None:
+    proto = FrameProtocol(lambda *f: None, lambda e: None)
+    transport = _RecordingTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.write(b"a")
+    proto.write(b"b")
+    assert transport.writes == [b"a", b"b"]

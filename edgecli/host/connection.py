@@ -47,7 +47,7 @@ class WorkerConnection:
         on_retire: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> None:
-        self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost)
+        self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost, coalesce=True)
         self.streams: dict[int, ResponseStream] = {}
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.bye: dict[str, Any] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from edgecli.events import Event
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.connection import LOST, BootError, ResponseStream
 from edgecli.host.pool import NoWorkerAvailable
-from edgecli.host.relay import Relay
+from edgecli.host.relay import Relay, new_request_id
 
 
 class FakeConn:
@@ -105,6 +106,14 @@ def test_proxies_to_the_function_path_with_request_id() -> None:
     # The verified claims reach the function as a header.
     claims = dict(scope["headers"])["x-edgecli-jwt-claims"]
     assert json.loads(claims)["role"] == "anon"
+
+
+def test_new_request_ids_are_distinct_uuid4s() -> None:
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
 
 
 def test_client_request_id_is_echoed() -> None:
