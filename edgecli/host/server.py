@@ -23,6 +23,7 @@ from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink, StoreWriter
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env
+from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
@@ -118,6 +119,7 @@ class ServeCommand:
         self.banner()
         uv_config = uvicorn.Config(
             relay,
+            http=HttpProtocol,
             lifespan="off",
             log_level="warning",
             access_log=False,
