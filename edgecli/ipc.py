@@ -54,12 +54,18 @@ def pack_json(kind: Kind, channel: int, obj: Any) -> bytes:
     return pack(kind, channel, dumps(obj))
 
 
+# One encoder for every frame: json.dumps with options builds a new JSONEncoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def loads(payload: bytes) -> Any:
-    return json.loads(payload)
+    # Frames are UTF-8 (dumps writes them): decoding first skips json.loads' encoding detection.
+    return _DECODER.decode(payload.decode())
 
 
 class FrameParser:

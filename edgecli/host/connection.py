@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +35,33 @@ StreamItem = Any
 
 
 class ResponseStream:
-    __slots__ = ("items",)
+    """One request's items from the worker, in order; one reader (the relay), one writer (the socket).
+
+    Not an asyncio.Queue: a queue's bookkeeping (getter deque, loop checks, wake-up machinery) was the
+    largest Python cost left on the relay's per-request path. Here a future is made only when the reader
+    has to wait.
+    """
+
+    __slots__ = ("_items", "_waiter")
 
     def __init__(self) -> None:
-        self.items: asyncio.Queue[StreamItem] = asyncio.Queue()
+        self._items: deque[StreamItem] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: StreamItem) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> StreamItem:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 class WorkerConnection:
@@ -95,18 +119,18 @@ class WorkerConnection:
         if kind == Kind.RESPONSE:
             stream = self.streams.get(channel)
             if stream is not None:
-                stream.items.put_nowait(("body", payload, bool(flags & MORE)))
+                stream.put(("body", payload, bool(flags & MORE)))
         elif kind == Kind.START:
             stream = self.streams.get(channel)
             if stream is not None:
                 msg = ipc.loads(payload)
-                stream.items.put_nowait(("start", msg["status"], ipc.decode_headers(msg["headers"])))
+                stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
             self._on_event(ipc.loads(payload))
         elif kind == Kind.FAILED:
             stream = self.streams.get(channel)
             if stream is not None:
-                stream.items.put_nowait(("failed", ipc.loads(payload)["message"]))
+                stream.put(("failed", ipc.loads(payload)["message"]))
         elif kind == Kind.READY:
             if not self.ready.done():
                 self.ready.set_result(ipc.loads(payload))
@@ -123,5 +147,5 @@ class WorkerConnection:
         if not self.ready.done():
             self.ready.set_exception(BootError("the worker exited while booting"))
         for stream in self.streams.values():
-            stream.items.put_nowait(LOST)
+            stream.put(LOST)
         self._on_lost_cb()

@@ -163,7 +163,7 @@ class Relay:
     async def respond(
         self, worker: Worker, stream: Any, send: Send, request_id: str, watch: Callable[[], None]
     ) -> int:
-        item = await stream.items.get()
+        item = await stream.get()
         if item is LOST or item[0] == "failed":
             return await self.worker_failed(worker, item, send, request_id)
         _, status, headers = item
@@ -171,7 +171,7 @@ class Relay:
         headers.append((REQUEST_ID, request_id.encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         while True:
-            item = await stream.items.get()
+            item = await stream.get()
             if item is LOST or item[0] == "failed":
                 raise WorkerGone(worker.id)  # uvicorn aborts the connection: the body is incomplete
             if item[0] == "body":

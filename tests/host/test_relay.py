@@ -33,7 +33,7 @@ class FakeConn:
         self.bodies.append(first_body)
         stream = ResponseStream()
         for item in self.script:
-            stream.items.put_nowait(item)
+            stream.put(item)
         return 1, stream
 
     async def send_body(self, channel: int, body: bytes, more: bool) -> None:
