@@ -85,7 +85,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         _, proto = await loop.connect_accepted_socket(
-            lambda: ipc.FrameProtocol(self.on_frame, self.on_lost), self.sock
+            lambda: ipc.FrameProtocol(self.on_frame, self.on_lost, coalesce=True), self.sock
         )
         self.proto = proto
         report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
@@ -120,6 +120,15 @@ class Worker:
     def write(self, frame: bytes) -> None:
         if self.proto is not None:
             self.proto.write(frame)
+
+    def write_last(self, frame: bytes) -> None:
+        """A response's last frame. Frames wait for the end of the loop's pass so that the responses of
+        concurrent requests leave in one write; a request alone in flight has nothing to share it with,
+        and must not be held back by a background task that blocks the loop right after it."""
+        if self.proto is not None:
+            self.proto.write(frame)
+            if len(self.channels) == 1:
+                self.proto.flush()
 
     def send_event(self, record: dict[str, Any]) -> None:
         self.write(ipc.pack_json(Kind.EVENT, 0, record))
@@ -188,16 +197,18 @@ class Worker:
                 frame = ipc.pack(Kind.RESPONSE, channel, bytes(message.get("body", b"")), MORE if more else 0)
                 if chan.pending_start is not None:
                     frame, chan.pending_start = chan.pending_start + frame, None
-                proto.write(frame)
                 if more:
+                    proto.write(frame)
                     await proto.drain()
+                else:
+                    self.write_last(frame)
 
         try:
             await self.app(scope, receive, send)
             if not chan.started:
                 self.fail(channel, "the app finished without sending a response")
             elif chan.pending_start is not None:
-                proto.write(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
+                self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
             self.fail(channel, "the worker stopped before the response was complete")
         except Exception as exc:
@@ -207,7 +218,7 @@ class Worker:
             del self.channels[channel]
 
     def fail(self, channel: int, message: str) -> None:
-        self.write(ipc.pack_json(Kind.FAILED, channel, {"message": message}))
+        self.write_last(ipc.pack_json(Kind.FAILED, channel, {"message": message}))
 
     # -- background tasks and lifecycle ----------------------------------------------------------------
 

@@ -185,3 +185,32 @@ async def handler(req):
         # The worker is retired: the next request is served (not failed) by a fresh worker.
         wait_until(lambda: srv.get("u").json()["pid"] != first.json()["pid"], 10, what="a fresh worker")
         srv.wait_event(kind="shutdown", reason="early_drop")
+
+
+BLOCKS_AFTER = """
+import asyncio, time
+from starlette.responses import PlainTextResponse
+from edgecli import serve
+
+later = set()
+
+def block():
+    time.sleep(4)  # holds the worker's loop: nothing else in this worker runs meanwhile
+
+async def handler(req):
+    later.add(asyncio.get_running_loop().call_soon(block))  # runs right after the handler's step
+    return PlainTextResponse("sent first")
+
+serve(handler)
+"""
+
+
+@pytest.mark.timeout(40)
+def test_a_response_is_not_held_back_by_a_task_that_blocks_the_loop_after_it(tmp_path: Path) -> None:
+    # The worker batches the frames of one loop pass into one write; a request alone in flight must
+    # still leave at once, not after the background task that was scheduled before the write.
+    with Served(make_project(tmp_path, {"blocks": BLOCKS_AFTER}, config("per_worker"))) as srv:
+        started = time.monotonic()
+        response = srv.get("blocks")
+        assert response.text == "sent first"
+        assert time.monotonic() - started < 3.0  # the loop is blocked for 4 s
