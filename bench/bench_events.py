@@ -2,7 +2,7 @@
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
                                  [--serve-seconds 2] [--serve-rounds 10] [--lines 19] [--connections 2,16]
-                                 [--no-serve]
+                                 [--paced-events 20000] [--paced-connections 16] [--no-serve]
 
 1. burst    — emit N events as fast as one thread can; report the emit cost, how long the writer thread
               takes to commit them all, and check that every one is in the store (none dropped).
@@ -16,6 +16,9 @@
               installed, else bench/_load.py) at each connection count; the difference is what the
               store adds to real per_worker requests, at the events/s the store then absorbs. The same
               again with a function that prints nothing (one event per request: the usual case).
+              Then the noisy function paced at `paced-events` events/s (20,000 / (lines + 1) requests/s)
+              by bench/_load.py, latency counted from when each request was due: the issue's condition
+              (20,000 events/s absorbed, at most 5 % added to request latency) as stated.
 
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
@@ -37,7 +40,8 @@ from _load import have_wrk, run_load
 from _servers import Server, free_port, settle, stop_all
 
 from edgecli.config import DEFAULT_EVENT_RETENTION
-from edgecli.events import Event, EventSink, StoreWriter
+from edgecli.events import Event, EventSink
+from edgecli.store import StoreWriter
 
 # Shaped like a worker's log line: every base field set, a short message.
 SAMPLE = Event(
@@ -204,12 +208,22 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
                   f"{connections} connections ({rounds})")  # fmt: skip
             results, stored_rates = compare(servers, db, tool, connections, args)
             report_comparison(results, stored_rates)
+        if lines and args.paced_events:
+            # The issue's own condition: events arriving at a set rate, not a server pushed to its limit
+            # (where latency is only the inverse of throughput). Latency counts from when a request was due.
+            rate = args.paced_events / (lines + 1)
+            rounds = f"python, {args.serve_rounds} rounds of {args.serve_seconds:g} s each way"
+            print(f"serve: per_worker, {lines} printed lines + 1 request event per request, paced at "
+                  f"{rate:,.0f} req/s = {args.paced_events:,} events/s, {args.paced_connections} "
+                  f"connections ({rounds})")  # fmt: skip
+            results, stored_rates = compare(servers, db, "python", args.paced_connections, args, rate)
+            report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
 
 
 def compare(
-    servers: list[Server], db: Path, tool: str, connections: int, args: argparse.Namespace
+    servers: list[Server], db: Path, tool: str, connections: int, args: argparse.Namespace, rate: float = 0
 ) -> tuple[Rounds, list[float]]:
     with_store, without = servers
     results: Rounds = {"without": [], "with": []}
@@ -218,7 +232,7 @@ def compare(
         for label, server in (("without", without), ("with", with_store)):
             settle(servers)
             before = last_id(db)
-            load = run_load(tool, server.url, connections, args.serve_seconds, 2)
+            load = run_load(tool, server.url, connections, args.serve_seconds, 2, rate)
             results[label].append((load.rps, load.p50_ms, load.p99_ms))
             print(f"    {label + ' store':<13} {load.rps:8,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
                   f"p99 {load.p99_ms:6.2f} ms", flush=True)  # fmt: skip
@@ -264,6 +278,10 @@ def main() -> None:
     parser.add_argument(
         "--connections", type=_ints, default=[2, 16], help="connection counts against serve (e.g. 2,16)"
     )
+    parser.add_argument(
+        "--paced-events", type=int, default=20_000, help="events/s of the paced serve run (0: skip it)"
+    )
+    parser.add_argument("--paced-connections", type=int, default=16, help="connections of the paced run")
     parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:

@@ -1,27 +1,20 @@
 """Event records: what the runtime reports (DESIGN §7 "Event records"), as small frozen dataclasses.
 
-Both sides speak these: a worker sends `Event.to_record()` dicts over the wire, the host turns them back
-with `Event.from_record()` and hands them to its sinks (the terminal printer, the SQLite store).
-Rendering lives in console.py; persistence in `StoreWriter` below (the read side is
-edgecli/inspect/store.py, which shares the schema and row conversion defined here).
+Both sides speak these: a worker sends each event over the wire as its row (`Event.to_row()`: the
+store's column order, extra fields already JSON), the host turns it back with `Event.from_row()` and
+hands it to its sinks (the terminal printer, the SQLite store), and the store writes that same row.
+`to_record()` is the flat JSON record of DESIGN §7 that `--json` prints. Rendering lives in console.py,
+persistence in edgecli/store.py. Light on purpose: workers import this module.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
-import sqlite3
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
-
-from edgecli.errors import EdgecliError
 
 Level = Literal["debug", "info", "warning", "error"]
 LEVELS: tuple[Level, ...] = ("debug", "info", "warning", "error")
@@ -37,6 +30,10 @@ KINDS = (
     "reload",  # changes
 )
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
+Row = tuple[Any, ...]
+# Encoders made once: json.dumps(..., default=str) builds a new JSONEncoder every call.
+_encode_fields = json.JSONEncoder(default=str).encode
+_encode_row = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +47,9 @@ class Event:
     task: str | None = None
     ts: float = field(default_factory=time.time)
     fields: Mapping[str, Any] = field(default_factory=dict)  # the kind's extra fields
+    # The event's row as JSON when it arrived so (a worker's events do): the store writes these bytes
+    # as they are, with no encoding on serve's loop.
+    row_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
         """The flat JSON record of DESIGN §7 (`ts` as ISO 8601 UTC)."""
@@ -65,6 +65,46 @@ class Event:
         }
         record.update(self.fields)
         return record
+
+    def to_row(self) -> Row:
+        """The store's row (and the wire's form of an event): BASE_FIELDS order, `ts` a float, then
+        the extra fields as JSON text (None when there are none)."""
+        extra = _encode_fields(self.fields) if self.fields else None
+        return (
+            self.ts,
+            self.kind,
+            self.function,
+            self.worker,
+            self.request,
+            self.task,
+            self.level,
+            self.message,
+            extra,
+        )
+
+    def to_row_json(self) -> bytes:
+        """`to_row()` as compact ASCII JSON: what a worker sends, and what the store writes."""
+        return self.row_json if self.row_json is not None else _encode_row(self.to_row()).encode()
+
+    @classmethod
+    def from_row_json(cls, payload: bytes) -> Event:
+        return cls.from_row(json.loads(payload.decode()), payload)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], row_json: bytes | None = None) -> Event:
+        ts, kind, function, worker, request, task, level, message, extra = row
+        return cls(
+            kind=kind,
+            message=message,
+            level=level,
+            function=function,
+            worker=worker,
+            request=request,
+            task=task,
+            ts=ts,
+            fields=json.loads(extra) if extra else {},
+            row_json=row_json,
+        )
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
@@ -95,245 +135,3 @@ def iso_ts(ts: float) -> str:
 
 def parse_ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-# --- The event store: SQLite in WAL mode, one writer (the serve process), any number of readers. -----
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,  -- rowid: insertion order, what readers page and follow by
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    function TEXT,
-    worker TEXT,
-    request TEXT,
-    task TEXT,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL,
-    fields TEXT  -- the kind's extra fields as a JSON object; NULL when there are none
-);
--- No secondary index, on purpose: each one costs the writer about half as much again per event, while
--- readers either follow new rows by id or scan the whole store (200,000 rows: ~20 ms).
-DROP INDEX IF EXISTS events_request;
-DROP INDEX IF EXISTS events_task;
-"""
-COLUMNS = "id, ts, kind, function, worker, request, task, level, message, fields"
-_ROW_SQL = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Many rows per statement, not executemany: Python's sqlite3 releases and re-takes the GIL a few times
-# around every executed statement, and on serve's busy event loop each hand-off delays requests.
-ROWS_PER_STATEMENT = 500
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
-    return (
-        "INSERT INTO events (ts, kind, function, worker, request, task, level, message, fields) VALUES "
-        + ", ".join([_ROW_SQL] * rows)
-    )
-
-
-Row = tuple[Any, ...]
-
-FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
-BATCH_WAKE = 2000  # ...or sooner, once this many events are waiting (bursts)
-MAX_TRANSACTION = 5000  # keeps one transaction (and the time a reader's snapshot lags) short
-
-
-# One encoder, not json.dumps(..., default=str) per row: that builds a new JSONEncoder every call (a
-# quarter of turning an event into a row).
-_encode_fields = json.JSONEncoder(default=str).encode
-
-
-def event_to_row(event: Event) -> Row:
-    extra = _encode_fields(event.fields) if event.fields else None
-    return (
-        event.ts,
-        event.kind,
-        event.function,
-        event.worker,
-        event.request,
-        event.task,
-        event.level,
-        event.message,
-        extra,
-    )
-
-
-def _sanitized_row(event: Event) -> Row:
-    """`event_to_row` with text made storable: characters UTF-8 cannot encode become "?"."""
-    return tuple(
-        value.encode(errors="replace").decode() if isinstance(value, str) else value
-        for value in event_to_row(event)
-    )
-
-
-def row_to_event(row: Row) -> Event:
-    """A row selected as `COLUMNS` (id first, ignored here) back into an Event."""
-    _, ts, kind, function, worker, request, task, level, message, extra = row
-    return Event(
-        kind=kind,
-        message=message,
-        level=level,
-        function=function,
-        worker=worker,
-        request=request,
-        task=task,
-        ts=ts,
-        fields=json.loads(extra) if extra else {},
-    )
-
-
-def connect_store(path: Path, *, create: bool) -> sqlite3.Connection:
-    """Open the store; `create` makes the file and schema (writer), else it must exist (readers).
-
-    Raises EdgecliError when the file is not an edgecli event store.
-    """
-    mode = "rwc" if create else "rw"
-    try:
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode={mode}", uri=True, timeout=5.0, check_same_thread=False
-        )
-        conn.execute("PRAGMA busy_timeout = 5000")
-        if create:
-            conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL is safe in WAL mode: a killed process loses nothing committed, only a power cut can.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute("SELECT 1 FROM events LIMIT 1")
-    except sqlite3.DatabaseError as exc:
-        raise EdgecliError(
-            f"{path} is not a readable edgecli event store ({exc}). It only holds past logs: delete it "
-            "and `edgecli serve` creates a fresh one."
-        ) from None
-    if version != SCHEMA_VERSION:
-        conn.close()
-        raise EdgecliError(
-            f"{path} was written by another edgecli version (store format {version}, this one reads "
-            f"{SCHEMA_VERSION}). It only holds past logs: delete it and `edgecli serve` creates a fresh one."
-        )
-    return conn
-
-
-class StoreWriter:
-    """An EventSink persisting events to the SQLite store without ever blocking the caller on disk.
-
-    `emit` only appends to an in-memory queue; a background thread writes the queue in batched
-    transactions (every FLUSH_INTERVAL_S, or sooner past BATCH_WAKE waiting events) and now and then
-    deletes all but the newest `retention` events. The queue is unbounded on purpose: a slow disk must
-    delay events, not drop them. `close()` writes everything still queued and stops the thread.
-    """
-
-    def __init__(self, path: Path, retention: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.retention = max(1, retention)
-        self.emitted = 0  # events handed to `emit`
-        self.written = 0  # events committed so far
-        self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
-        self.last_error: Exception | None = None
-        self._conn = connect_store(path, create=True)
-        # SQLite before 3.32 allows only 999 parameters per statement.
-        self._rows = min(ROWS_PER_STATEMENT, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 9)
-        self._queue: deque[Event] = deque()
-        self._wake = threading.Event()
-        self._closing = False
-        self._closed = False
-        # Trim often enough that the file stays near `retention` rows, rarely enough to stay cheap.
-        self._trim_every = max(1000, self.retention // 10)
-        self._since_trim = 0
-        self._trim()
-        self._thread = threading.Thread(target=self._run, name="edgecli-event-store", daemon=True)
-        self._thread.start()
-
-    def emit(self, event: Event) -> None:
-        if self._closed:
-            return  # the serve process is past its final flush; nothing can be written any more
-        self._queue.append(event)
-        self.emitted += 1
-        if len(self._queue) >= BATCH_WAKE:
-            self._wake.set()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything emitted so far is committed (tests, and readers in the same process)."""
-        target = self.emitted
-        deadline = time.monotonic() + timeout
-        self._wake.set()
-        while self.written + self.failed < target and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.written >= target
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        self._closed = True
-        self._write_pending()  # whatever raced in between the thread's last batch and `_closed`
-        self._trim()
-        self._conn.close()
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
-            self._write_pending(whole=True)
-        self._write_pending()
-
-    def _write_pending(self, *, whole: bool = False) -> None:
-        """Write the queue. `whole`: under load, only whole statements' worth; the few events left over
-        go first in the next round (FIFO), so none waits more than two rounds, and the statements stay
-        the same size (compiled once) however the traffic comes in."""
-        queue = self._queue
-        while queue:
-            count = min(len(queue), MAX_TRANSACTION)
-            if whole and count >= self._rows:
-                count -= count % self._rows
-            batch = [queue.popleft() for _ in range(count)]
-            try:
-                self._insert(batch, event_to_row)
-            except (ValueError, TypeError):
-                # An odd value (a lone surrogate from undecodable output...) must not cost the whole batch.
-                self._insert_each(batch)
-            except sqlite3.Error as exc:
-                # Disk full, the file removed under us: serving goes on; the host may report `last_error`.
-                self.last_error = exc
-                self.failed += len(batch)
-                continue
-            else:
-                self.written += len(batch)
-            self._since_trim += len(batch)
-            if self._since_trim >= self._trim_every:
-                self._trim()
-            if whole and len(queue) < self._rows:
-                break
-
-    def _insert(self, events: list[Event], to_row: Callable[[Event], Row]) -> None:
-        with self._conn:
-            for start in range(0, len(events), self._rows):
-                rows = events[start : start + self._rows]
-                params = list(itertools.chain.from_iterable(map(to_row, rows)))
-                self._conn.execute(_insert_sql(len(rows)), params)
-
-    def _insert_each(self, events: list[Event]) -> None:
-        for event in events:
-            try:
-                self._insert([event], _sanitized_row)
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                self.last_error = exc
-                self.failed += 1
-            else:
-                self.written += 1
-
-    def _trim(self) -> None:
-        self._since_trim = 0
-        try:
-            with self._conn:
-                self._conn.execute(
-                    "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (self.retention,)
-                )
-        except sqlite3.Error as exc:
-            self.last_error = exc

@@ -41,7 +41,7 @@ class Kind(IntEnum):
     START = 12  # JSON {"status", "headers"}
     RESPONSE = 13  # raw response body chunk; MORE flag
     FAILED = 14  # JSON {"message"}: the app raised or returned a non-response
-    EVENT = 15  # JSON event record (see edgecli.events.Event.to_record)
+    EVENT = 15  # JSON array: the event's row (edgecli.events.Event.to_row_json)
     RETIRE = 16  # JSON {"reason"}: the worker asks to take no new requests (unhandled rejection)
     BYE = 17  # JSON {"reason", "cpu_ms", "memory_mb"}: the worker is leaving on its own
 

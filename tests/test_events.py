@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 from serving import wait_until
 
+from edgecli import store
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, StoreWriter, connect_store, iso_ts, parse_ts, row_to_event
+from edgecli.events import Event, iso_ts, parse_ts
+from edgecli.store import StoreWriter, connect_store, row_to_event
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -53,6 +56,14 @@ def test_record_round_trip_keeps_base_and_kind_fields() -> None:
     assert record["ts"] == "2023-11-14T22:13:20.250Z"
     assert Event.from_record(record) == event
     assert parse_ts(iso_ts(1_700_000_000.5)) == 1_700_000_000.5
+    # The wire form (a worker's event as the store's row, in JSON) round-trips too, and the host keeps
+    # the bytes as they arrived, so the store writes them without encoding them again.
+    payload = event.to_row_json()
+    row = json.loads(payload)
+    assert row[0] == 1_700_000_000.25 and json.loads(row[8]) == dict(event.fields)
+    arrived = Event.from_row_json(payload)
+    assert arrived == event and arrived.to_row_json() is payload and tuple(row) == arrived.to_row()
+    assert Event("log", "hi").to_row()[8] is None and Event.from_row(Event("log").to_row()).fields == {}
 
 
 def test_writer_creates_the_store_in_wal_mode_and_writes_everything_in_order(tmp_path: Path) -> None:
@@ -147,6 +158,47 @@ def test_an_unstorable_value_costs_only_its_own_event(tmp_path: Path) -> None:
     assert writer.written == 3 and writer.failed == 0
 
 
+@pytest.mark.parametrize("sqlite_json", [True, False], ids=["sqlite-json", "bound-parameters"])
+def test_every_text_and_timestamp_is_stored_exactly_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_json: bool
+) -> None:
+    # Batches go to SQLite as one JSON text when it has JSON functions, else as bound parameters. Rows
+    # that JSON would store wrongly (a NUL, a lone surrogate; also an emoji's escaped surrogate pair)
+    # send their statement's rows the second way. Either way every text and timestamp stays exact.
+    monkeypatch.setattr(store, "_has_json", lambda conn: sqlite_json)
+    bound: list[int] = []
+    insert_bound = StoreWriter._insert_bound
+    monkeypatch.setattr(
+        StoreWriter,
+        "_insert_bound",
+        lambda self, rows, to_row: bound.append(len(rows)) or insert_bound(self, rows, to_row),
+    )
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=10_000)
+    plain = ["plain", "café ünïcode", 'quote " and \\ backslash', "tab\tend"]
+    odd = ["emoji 😀", "nul \x00 inside"]
+    events = [
+        Event(
+            "log",
+            f"{i} {text}",
+            function="fn",
+            task=f"w.t-{i}" if i % 7 == 0 else None,
+            ts=1_700_000_000 + i / 1000 + 0.000123,
+            fields={"i": i, "text": text} if i % 5 == 0 else {},
+        )
+        for i in range(1200)
+        for text in [(plain if i < 1000 else odd)[i % 2]]
+    ]
+    for event in events:
+        writer.emit(event)
+    writer.close()
+    stored = _stored(path)
+    assert stored == events
+    assert (writer.written, writer.failed) == (len(events), 0)
+    # With SQLite's JSON, the first 1,000 plain rows never went through Python's parameters.
+    assert sum(bound) == (200 if sqlite_json else 1200)
+
+
 def test_emit_after_close_is_ignored(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path / "events.db", retention=10)
     writer.close()
@@ -166,7 +218,8 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from edgecli.events import Event, StoreWriter
+    from edgecli.events import Event
+    from edgecli.store import StoreWriter
 
     writer = StoreWriter(Path(sys.argv[1]), retention=1_000_000)
     i = 0

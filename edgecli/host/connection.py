@@ -67,7 +67,7 @@ class ResponseStream:
 class WorkerConnection:
     def __init__(
         self,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[bytes], None],  # an event's row as JSON (edgecli.events.Event.to_row_json)
         on_retire: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> None:
@@ -126,7 +126,7 @@ class WorkerConnection:
                 msg = ipc.loads(payload)
                 stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
-            self._on_event(ipc.loads(payload))
+            self._on_event(payload)
         elif kind == Kind.FAILED:
             stream = self.streams.get(channel)
             if stream is not None:

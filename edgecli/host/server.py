@@ -20,7 +20,7 @@ import uvicorn
 from edgecli.config import Config, FunctionConfig, Overrides
 from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, EventSink, StoreWriter
+from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env
 from edgecli.host.http import HttpProtocol
@@ -28,6 +28,7 @@ from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
 from edgecli.host.supervisor import Supervisor
+from edgecli.store import StoreWriter
 
 WARM_WAIT = 5.0
 

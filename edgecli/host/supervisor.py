@@ -61,7 +61,7 @@ class Worker:
     cpu_ms: float = 0.0
     memory_mb: float = 0.0
     inflight: dict[int, str] = field(default_factory=dict)  # channel -> request id
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> task_start record
+    tasks: dict[str, Event] = field(default_factory=dict)  # task id -> its task_start
     cancelled_tasks: int = 0
     notice_sent: bool = False
     unload_reason: str | None = None
@@ -127,7 +127,7 @@ class Supervisor:
         err_r, err_w = os.pipe()
         worker_id = secrets.token_hex(3)
         conn = WorkerConnection(  # the lambdas see `worker`, bound on the next line
-            lambda record: self.on_event(worker, record),
+            lambda payload: self.on_event(worker, payload),
             lambda reason: self.retire(worker, reason),
             lambda: self.on_lost(worker),
         )
@@ -228,17 +228,18 @@ class Supervisor:
 
     # -- events from workers ---------------------------------------------------------------------------
 
-    def on_event(self, worker: Worker, record: dict[str, Any]) -> None:
-        kind = record["kind"]
-        if kind == "task_start":
-            worker.tasks[record["task"]] = record
-        elif kind == "task_end":
-            worker.tasks.pop(record["task"], None)
-            if record.get("status") == "cancelled":
+    def on_event(self, worker: Worker, payload: bytes) -> None:
+        event = Event.from_row_json(payload)
+        kind = event.kind
+        if kind == "task_start" and event.task:
+            worker.tasks[event.task] = event
+        elif kind == "task_end" and event.task:
+            worker.tasks.pop(event.task, None)
+            if event.fields.get("status") == "cancelled":
                 worker.cancelled_tasks += 1
         elif kind == "beforeunload":
-            worker.unload_reason = record.get("reason")
-        self.emit(Event.from_record(record))
+            worker.unload_reason = event.fields.get("reason")
+        self.emit(event)
 
     def raw_output(self, worker: Worker, text: str, level: str) -> None:
         self.emit(self.event(worker, "log", text, level, request=worker.sole_request(), stream="fd"))
@@ -303,13 +304,13 @@ class Supervisor:
                 self.event(
                     worker,
                     "task_end",
-                    f"task {start.get('name')} cancelled ({reason})",
+                    f"task {start.fields.get('name')} cancelled ({reason})",
                     "warning",
-                    request=start.get("request"),
+                    request=start.request,
                     task=task_id,
-                    name=start.get("name"),
+                    name=start.fields.get("name"),
                     status="cancelled",
-                    duration_ms=round((time.time() - float(start["ts"])) * 1000, 3),
+                    duration_ms=round((time.time() - start.ts) * 1000, 3),
                     error=None,
                     reason=reason,
                 )

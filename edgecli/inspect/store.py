@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecli.errors import EdgecliError
-from edgecli.events import COLUMNS, LEVELS, Event, connect_store, row_to_event
+from edgecli.events import LEVELS, Event
+from edgecli.store import COLUMNS, connect_store, row_to_event
 
 # The largest code point: `prefix <= id < prefix + TOP` selects every id starting with `prefix`, and the
 # index on the column can serve the range.

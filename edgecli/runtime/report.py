@@ -6,19 +6,20 @@ thread, or in a background task is tagged with what it belongs to, with no help 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+
+from edgecli.events import Event
 
 current_request: ContextVar[str | None] = ContextVar("edgecli_request", default=None)
 current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
 
 
 class Reporter:
-    """Builds event records (DESIGN §7) for this worker and hands them to `send`."""
+    """Builds events (DESIGN §7) for this worker and hands them to `send`."""
 
-    def __init__(self, function: str | None, worker: str | None, send: Callable[[dict[str, Any]], None]):
+    def __init__(self, function: str | None, worker: str | None, send: Callable[[Event], None]):
         self.function = function
         self.worker = worker
         self._send = send
@@ -33,25 +34,25 @@ class Reporter:
         task: str | None = None,
         **fields: Any,
     ) -> None:
-        record = {
-            "ts": time.time(),
-            "kind": kind,
-            "function": self.function,
-            "worker": self.worker,
-            "request": request,
-            "task": task,
-            "level": level,
-            "message": message,
-        }
-        record.update(fields)
-        self._send(record)
+        self._send(
+            Event(
+                kind=kind,
+                message=message,
+                level=level,
+                function=self.function,
+                worker=self.worker,
+                request=request,
+                task=task,
+                fields=fields,
+            )
+        )
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
         """A log line tagged with the request/task the calling code runs for."""
         self.emit("log", message, level, request=current_request.get(), task=current_task.get(), **fields)
 
 
-def _print_record(record: dict[str, Any]) -> None:
+def _print_record(event: Event) -> None:
     # Outside a worker (a function imported by a plain script or a test) events go nowhere special.
     pass
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecli import ipc
+from edgecli.events import Event
 from edgecli.ipc import MORE, Kind
 from edgecli.runtime import capture, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
@@ -130,8 +131,8 @@ class Worker:
             if len(self.channels) == 1:
                 self.proto.flush()
 
-    def send_event(self, record: dict[str, Any]) -> None:
-        self.write(ipc.pack_json(Kind.EVENT, 0, record))
+    def send_event(self, event: Event) -> None:
+        self.write(ipc.pack(Kind.EVENT, 0, event.to_row_json()))
 
     def on_lost(self, exc: Exception | None) -> None:
         # The host is gone (or closed us): nobody is left to report to. Leave at once.

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, store_of
 
-from edgecli.events import Event, StoreWriter
+from edgecli.events import Event
+from edgecli.store import StoreWriter
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from edgecli.config import DEFAULT_JWT_SECRET
-from edgecli.events import Event, StoreWriter
+from edgecli.events import Event
+from edgecli.store import StoreWriter
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,7 +12,8 @@ import pytest
 from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
 from serving import wait_until
 
-from edgecli.events import BASE_FIELDS, Event, StoreWriter
+from edgecli.events import BASE_FIELDS, Event
+from edgecli.store import StoreWriter
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -162,7 +162,8 @@ _KILLED_SERVE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edgecli.events import Event, StoreWriter
+    from edgecli.events import Event
+    from edgecli.store import StoreWriter
 
     writer = StoreWriter(Path(sys.argv[1]), retention=100_000)
     writer.emit(Event("task_start", function="hello", request="r1", task="w1.t-1", fields={"name": "job"}))

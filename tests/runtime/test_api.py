@@ -16,7 +16,8 @@ from edgecli.runtime.tasks import TaskTracker
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    monkeypatch.setattr(report, "reporter", report.Reporter("fn", "w1", records.append))
+    reporter = report.Reporter("fn", "w1", lambda event: records.append(event.to_record()))
+    monkeypatch.setattr(report, "reporter", reporter)
     return records
 
 
