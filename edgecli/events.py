@@ -31,9 +31,8 @@ KINDS = (
 )
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
 Row = tuple[Any, ...]
-# Encoders made once: json.dumps(..., default=str) builds a new JSONEncoder every call.
-_encode_fields = json.JSONEncoder(default=str).encode
-_encode_row = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# Made once: json.dumps(..., default=str) builds a new JSONEncoder every call.
+encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +68,7 @@ class Event:
     def to_row(self) -> Row:
         """The store's row (and the wire's form of an event): BASE_FIELDS order, `ts` a float, then
         the extra fields as JSON text (None when there are none)."""
-        extra = _encode_fields(self.fields) if self.fields else None
+        extra = encode_json(self.fields) if self.fields else None
         return (
             self.ts,
             self.kind,
@@ -83,8 +82,22 @@ class Event:
         )
 
     def to_row_json(self) -> bytes:
-        """`to_row()` as compact ASCII JSON: what a worker sends, and what the store writes."""
-        return self.row_json if self.row_json is not None else _encode_row(self.to_row()).encode()
+        """The row as compact ASCII JSON: what a worker sends, and what the store writes. The extra
+        fields are a nested object here, not JSON text in a string: one encoding pass, no escaping."""
+        if self.row_json is not None:
+            return self.row_json
+        row = (
+            self.ts,
+            self.kind,
+            self.function,
+            self.worker,
+            self.request,
+            self.task,
+            self.level,
+            self.message,
+            self.fields or None,
+        )
+        return encode_json(row).encode()
 
     @classmethod
     def from_row_json(cls, payload: bytes) -> Event:
@@ -102,7 +115,7 @@ class Event:
             request=request,
             task=task,
             ts=ts,
-            fields=json.loads(extra) if extra else {},
+            fields=extra if isinstance(extra, dict) else json.loads(extra) if extra else {},
             row_json=row_json,
         )
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, Row
+from edgecli.events import Event, Row, encode_json
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -67,14 +67,17 @@ MAX_TRANSACTION = 5000  # keeps one transaction (and the time a reader's snapsho
 
 
 def _decoded_row(row_json: bytes) -> Row:
-    return tuple(json.loads(row_json.decode()))
+    row = json.loads(row_json.decode())
+    if row[8] is not None:
+        row[8] = encode_json(row[8])  # the column keeps the extra fields as JSON text
+    return tuple(row)
 
 
 def _sanitized_row(row_json: bytes) -> Row:
     """The row with text made storable: characters UTF-8 cannot encode become "?"."""
     return tuple(
         value.encode(errors="replace").decode() if isinstance(value, str) else value
-        for value in json.loads(row_json.decode())
+        for value in _decoded_row(row_json)
     )
 
 
