@@ -58,6 +58,17 @@ def write_function(root: Path, name: str, code: str) -> Path:
     return path
 
 
+def replace_function(root: Path, name: str, code: str) -> Path:
+    """Like write_function, but atomic (written beside the project, then renamed into place), as many
+    editors save: a watcher never sees the file empty or half written, which an in-place write on a
+    busy machine can show it as a separate change."""
+    path = root / "supabase" / "functions" / name / "index.py"
+    staged = root.parent / f".{root.name}-{name}-staged.py"
+    staged.write_text(textwrap.dedent(code))
+    os.replace(staged, path)
+    return path
+
+
 def wait_until(
     condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:

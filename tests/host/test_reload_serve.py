@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving import Served, make_project, wait_until, write_function
+from serving import Served, make_project, replace_function, wait_until, write_function
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,7 +211,9 @@ def test_a_syntax_error_gives_503_once_logged_until_fixed(tmp_path: Path, policy
     root = make_project(tmp_path, {"hello": versioned(1)}, config(policy))
     with Served(root) as srv:
         assert srv.get("hello").status_code == 200
-        write_function(root, "hello", versioned(1) + "\ndef broken(:\n")
+        # Atomic writes: an in-place write can show the watcher an empty file first (a boot error of
+        # its own) when the machine is busy; this test is about one broken version.
+        replace_function(root, "hello", versioned(1) + "\ndef broken(:\n")
         status_becomes(srv, "hello", 503)
         for _ in range(3):
             r = srv.get("hello")
@@ -220,7 +222,7 @@ def test_a_syntax_error_gives_503_once_logged_until_fixed(tmp_path: Path, policy
         assert failed["level"] == "warning" and "hello failed to boot" in failed["message"]
         # Once: not per request, nor per worker booted in parallel (oneshot's spares, per_request's).
         assert len(srv.events(kind="boot_error")) == 1
-        write_function(root, "hello", versioned(2))
+        replace_function(root, "hello", versioned(2))
         serves(srv, "hello", "version", 2)
         assert srv.proc is not None and srv.proc.poll() is None
 
