@@ -19,10 +19,12 @@ from edgecli.ipc import MORE, Kind
 class BootError(Exception):
     """The function failed to boot: import error, no handler, or the worker died while booting."""
 
-    def __init__(self, message: str, error: str = "") -> None:
+    def __init__(self, message: str, error: str = "", *, transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.error = error or message
+        # Nothing wrong with the function (no worker could be started at all): worth trying again soon.
+        self.transient = transient
 
 
 class Lost:

@@ -25,6 +25,7 @@ from edgecli.host.supervisor import State, Supervisor, Worker
 
 PER_WORKER_CONCURRENCY = 64  # requests one per_worker worker takes at once before another is started
 PER_REQUEST_LINGER = 2.0  # seconds an idle per_request worker with no tasks stays for reuse
+TRANSIENT_RETRY_S = 1.0  # after a spawn failed for want of a fork server, the next request tries again
 
 
 class NoWorkerAvailable(Exception):
@@ -121,6 +122,8 @@ class Pool:
         except BootError as exc:
             if generation == self.generation:
                 self.broken = exc
+                if exc.transient:  # the fork server is down, not the function: look again shortly
+                    asyncio.get_running_loop().call_later(TRANSIENT_RETRY_S, self._forget, exc)
             return
         finally:
             self.booting -= 1
@@ -130,6 +133,11 @@ class Pool:
             return
         self.add(worker)
         self.wake()
+
+    def _forget(self, failure: BootError) -> None:
+        if self.broken is failure:
+            self.broken = None
+            self.wake()
 
     def add(self, worker: Worker) -> None:
         self.workers.append(worker)

@@ -31,6 +31,7 @@ from edgecli.host.output import PipeLines
 MONITOR_INTERVAL = 0.05
 NOTICE_GRACE = 0.1  # seconds between a late beforeunload notice and the limit kill
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
+FORKSERVER_RETRY_S = 2.0  # a fork server that dies again this soon after starting is left down
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
 
 
@@ -107,6 +108,7 @@ class Supervisor:
         self.workers: dict[str, Worker] = {}
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
+        self._forkserver_started = 0.0  # monotonic time of the last (re)start
         self._monitor: asyncio.Task[None] | None = None
         # Per function, the boot failure last reported (pool, traceback): workers booting the same broken
         # code (oneshot's spares boot in parallel, and may race a reload) log its traceback once, not once
@@ -115,7 +117,23 @@ class Supervisor:
 
     async def start(self) -> None:
         self.forkserver.start()
+        self._forkserver_started = time.monotonic()
         self._monitor = asyncio.get_running_loop().create_task(self.monitor())
+
+    async def revive_forkserver(self) -> None:
+        """The fork server died (the OOM killer, a signal...), and its workers with it (their parent-death
+        signal): start a new one so that serving goes on. Not again within FORKSERVER_RETRY_S of the last
+        start: one that cannot even start stays down, and requests get 503 saying to restart serve."""
+        if not self.forkserver.gone or time.monotonic() - self._forkserver_started < FORKSERVER_RETRY_S:
+            return
+        # Swapped before any await: a spawn racing this one finds the new server, not a second restart.
+        old, self.forkserver = self.forkserver, ForkServer(self.reap)
+        self.forkserver.start()
+        self._forkserver_started = time.monotonic()
+        await old.stop(timeout=0.5)  # reaps the dead one
+        code = old.proc.returncode if old.proc is not None else None
+        message = f"the fork server {exit_reason(code)}, taking its workers with it; started a new one"
+        self.emit(Event(kind="log", level="warning", message=message))
 
     # -- spawn -----------------------------------------------------------------------------------------
 
@@ -146,11 +164,15 @@ class Supervisor:
             "functions_dir": str(self.config.functions_dir),
             "env": self.env_for(function),
         }
+        if self.forkserver.gone:
+            await self.revive_forkserver()
         try:
             worker.pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
         except ForkServerGone as exc:
             conn.proto.close()
-            raise BootError(f"cannot start a worker: {exc}; restart `edgecli serve`") from None
+            raise BootError(
+                f"cannot start a worker: {exc}; restart `edgecli serve`", transient=True
+            ) from None
         self.by_pid[worker.pid] = worker
         try:
             ready = await conn.ready

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from edgecli.config import FunctionConfig, Limits
+from edgecli.host import pool as pool_module
 from edgecli.host.connection import BootError
 from edgecli.host.pool import NoWorkerAvailable, OneshotPool, PerRequestPool, PerWorkerPool, Pool
 from edgecli.host.supervisor import State, Worker
@@ -122,6 +123,31 @@ def test_boot_error_marks_the_pool_broken_without_respawning() -> None:
         assert pool.booting == 0 and pool.broken is not None
         pool.reload(function())  # a reload clears it
         assert pool.broken is None
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
+def test_a_transient_spawn_failure_is_tried_again_without_a_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No fork server to start a worker: nothing is wrong with the function, so the pool looks again
+    # after a moment instead of staying broken until the files change.
+    monkeypatch.setattr(pool_module, "TRANSIENT_RETRY_S", 0.05)
+
+    class FlakySupervisor(FakeSupervisor):
+        async def spawn(self, function: FunctionConfig, generation: int, pool: Any) -> Worker:
+            if self.fail:
+                self.fail = False
+                raise BootError("cannot start a worker: the fork server is not running", transient=True)
+            return await super().spawn(function, generation, pool)
+
+    async def main() -> None:
+        pool = PerWorkerPool(function(), FlakySupervisor(fail=True))  # type: ignore[arg-type]
+        with pytest.raises(BootError):
+            await pool.acquire()
+        assert pool.broken is not None
+        await asyncio.sleep(0.1)
+        assert pool.broken is None
+        assert (await pool.acquire()).id == "w0"
 
     run(main())
 

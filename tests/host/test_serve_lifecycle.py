@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import Served, make_project, wait_until
+from serving import Served, _alive, make_project, wait_until
 
 STREAMS = """
 import asyncio, hashlib
@@ -154,6 +154,28 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert end["status"] == "cancelled"  # a task_end follows its task_start even for a killed worker
         assert srv.get("bg").status_code == 200
         assert srv.worker_pids() and pid not in srv.worker_pids()
+
+
+@pytest.mark.timeout(40)
+def test_a_killed_fork_server_is_started_again_and_serving_goes_on(tmp_path: Path) -> None:
+    with Served(make_project(tmp_path, {"bg": BACKGROUND}, CONFIG)) as srv:
+        assert srv.get("bg").status_code == 200
+        (old_worker,) = wait_until(srv.worker_pids, what="a worker")
+        assert srv.proc is not None
+        (forkserver,) = [
+            p
+            for p in srv.family()
+            if "edgecli.runtime.forkserver" in " ".join(p.cmdline()) and p.ppid() == srv.proc.pid
+        ]
+        forkserver.kill()  # its workers die with it (their parent-death signal)
+        wait_until(lambda: not _alive([old_worker]), what="the worker to die with its fork server")
+        # Requests fail while nothing can fork (a new server is not started within 2 s of the last
+        # start, so one that cannot start is not restarted in a loop); then a new one takes over.
+        wait_until(lambda: srv.get("bg").status_code == 200, timeout=15, what="serving to resume")
+        warning = srv.wait_event(lambda e: "fork server" in e["message"], kind="log")
+        assert "killed by SIGKILL" in warning["message"] and warning["level"] == "warning"
+        new_workers = srv.worker_pids()  # children of the new fork server
+        assert new_workers and old_worker not in new_workers
 
 
 @pytest.mark.timeout(30)
