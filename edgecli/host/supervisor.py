@@ -170,9 +170,8 @@ class Supervisor:
             worker.pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
         except ForkServerGone as exc:
             conn.proto.close()
-            raise BootError(
-                f"cannot start a worker: {exc}; restart `edgecli serve`", transient=True
-            ) from None
+            message = f"cannot start a worker: {exc}; a new one starts shortly (if this lasts, restart serve)"
+            raise BootError(message, transient=True) from None
         self.by_pid[worker.pid] = worker
         try:
             ready = await conn.ready
