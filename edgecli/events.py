@@ -66,9 +66,18 @@ class Event:
         return record
 
     def to_row(self) -> Row:
-        """The store's row (and the wire's form of an event): BASE_FIELDS order, `ts` a float, then
-        the extra fields as JSON text (None when there are none)."""
-        extra = encode_json(self.fields) if self.fields else None
+        """The store's row: BASE_FIELDS order, `ts` a float, then the extra fields as JSON text (None when
+        there are none)."""
+        return self._row(encode_json(self.fields) if self.fields else None)
+
+    def to_row_json(self) -> bytes:
+        """The row as compact ASCII JSON: what a worker sends, and what the store writes. The extra
+        fields are a nested object here, not JSON text in a string: one encoding pass, no escaping."""
+        if self.row_json is not None:
+            return self.row_json
+        return encode_json(self._row(self.fields or None)).encode()
+
+    def _row(self, extra: Any) -> Row:
         return (
             self.ts,
             self.kind,
@@ -80,24 +89,6 @@ class Event:
             self.message,
             extra,
         )
-
-    def to_row_json(self) -> bytes:
-        """The row as compact ASCII JSON: what a worker sends, and what the store writes. The extra
-        fields are a nested object here, not JSON text in a string: one encoding pass, no escaping."""
-        if self.row_json is not None:
-            return self.row_json
-        row = (
-            self.ts,
-            self.kind,
-            self.function,
-            self.worker,
-            self.request,
-            self.task,
-            self.level,
-            self.message,
-            self.fields or None,
-        )
-        return encode_json(row).encode()
 
     @classmethod
     def from_row_json(cls, payload: bytes) -> Event:

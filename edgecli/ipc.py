@@ -113,6 +113,7 @@ class FrameProtocol(asyncio.Protocol):
         self._on_lost = on_lost
         self._coalesce = coalesce
         self._pending: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.transport: asyncio.Transport | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -122,6 +123,8 @@ class FrameProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but they have the same methods.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        if self._coalesce:
+            self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid() syscall
 
     def data_received(self, data: bytes) -> None:
         for frame in self._parser.feed(data):
@@ -145,7 +148,8 @@ class FrameProtocol(asyncio.Protocol):
             self.transport.write(frame)
             return
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
         self._pending.append(frame)
 
     def flush(self) -> None:
