@@ -1,8 +1,9 @@
 """Event records: what the runtime reports (DESIGN §7 "Event records"), as small frozen dataclasses.
 
-Both sides speak these: a worker sends each event over the wire as its row (`Event.to_row()`: the
-store's column order, extra fields already JSON), the host turns it back with `Event.from_row()` and
-hands it to its sinks (the terminal printer, the SQLite store), and the store writes that same row.
+Both sides speak these: a worker sends each event over the wire as its row in JSON
+(`Event.to_row_json()`: the store's column order, extra fields as a nested object), the host turns it
+back with `Event.from_row_json()` and hands it to its sinks (the terminal printer, the SQLite store),
+and the store writes those same bytes.
 `to_record()` is the flat JSON record of DESIGN §7 that `--json` prints. Rendering lives in console.py,
 persistence in edgecli/store.py. Light on purpose: workers import this module.
 """

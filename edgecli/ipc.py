@@ -21,6 +21,9 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, cast
 
+from edgecli.batching import PassBatchingTransport
+from edgecli.events import encode_json
+
 HEADER = struct.Struct("!BBII")
 MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)
 # Above this many unsent bytes a writer waits; keeps a fast sender from buffering a whole upload in memory.
@@ -54,13 +57,11 @@ def pack_json(kind: Kind, channel: int, obj: Any) -> bytes:
     return pack(kind, channel, dumps(obj))
 
 
-# One encoder for every frame: json.dumps with options builds a new JSONEncoder per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _DECODER = json.JSONDecoder()
 
 
 def dumps(obj: Any) -> bytes:
-    return _ENCODER.encode(obj).encode()
+    return encode_json(obj).encode()
 
 
 def loads(payload: bytes) -> Any:
@@ -100,9 +101,8 @@ class FrameProtocol(asyncio.Protocol):
     """Frames over a stream transport, with `drain()` for back-pressure. One per worker socket.
 
     With `coalesce`, frames written during one pass of the event loop leave together in one write at
-    the end of the pass: under load the host opens many requests per pass, and one syscall for all of
-    them instead of one each is a large part of the relay's cost. `drain()` and `close()` flush first,
-    so back-pressure and ordering are as without it.
+    the end of the pass (edgecli/batching.py). `drain()` and `close()` send what is held first, so
+    back-pressure and ordering are as without it.
     """
 
     def __init__(
@@ -112,8 +112,7 @@ class FrameProtocol(asyncio.Protocol):
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._coalesce = coalesce
-        self._pending: list[bytes] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch: PassBatchingTransport | None = None
         self.transport: asyncio.Transport | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -124,7 +123,8 @@ class FrameProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         if self._coalesce:
-            self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid() syscall
+            self._batch = PassBatchingTransport(self.transport, asyncio.get_running_loop())
+            self.transport = cast(asyncio.Transport, self._batch)
 
     def data_received(self, data: bytes) -> None:
         for frame in self._parser.feed(data):
@@ -142,22 +142,12 @@ class FrameProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def write(self, frame: bytes) -> None:
-        if self.transport is None or self.closed:
-            return
-        if not self._coalesce:
+        if self.transport is not None and not self.closed:
             self.transport.write(frame)
-            return
-        if not self._pending:
-            assert self._loop is not None
-            self._loop.call_soon(self.flush)
-        self._pending.append(frame)
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        frames, self._pending = self._pending, []
-        if self.transport is not None and not self.closed:
-            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._batch is not None:
+            self._batch.flush()
 
     async def drain(self) -> None:
         self.flush()
@@ -165,9 +155,8 @@ class FrameProtocol(asyncio.Protocol):
             await self._can_write.wait()
 
     def close(self) -> None:
-        self.flush()
         if self.transport is not None:
-            self.transport.close()
+            self.transport.close()  # a batching transport sends what it holds first
 
 
 def encode_scope(scope: dict[str, Any], request_id: str) -> bytes:

@@ -97,6 +97,9 @@ class _RecordingTransport:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
 
 @pytest.mark.timeout(10)
 def test_coalescing_protocol_sends_one_pass_of_frames_in_one_write() -> None:

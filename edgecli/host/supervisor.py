@@ -123,7 +123,7 @@ class Supervisor:
     async def revive_forkserver(self) -> None:
         """The fork server died (the OOM killer, a signal...), and its workers with it (their parent-death
         signal): start a new one so that serving goes on. Not again within FORKSERVER_RETRY_S of the last
-        start: one that cannot even start stays down, and requests get 503 saying to restart serve."""
+        start: one that cannot even start stays down, and requests get 503 until the next try."""
         if not self.forkserver.gone or time.monotonic() - self._forkserver_started < FORKSERVER_RETRY_S:
             return
         # Swapped before any await: a spawn racing this one finds the new server, not a second restart.
