@@ -204,8 +204,8 @@ class StoreWriter:
 
     def _write_pending(self, *, whole: bool = False) -> None:
         """Write the queue. `whole`: under load, only whole statements' worth; the few events left over
-        go first in the next round (FIFO), so none waits more than two rounds, and the statements stay
-        the same size (compiled once) however the traffic comes in."""
+        go first in the next round (FIFO), so none waits more than two rounds, and bound-parameter
+        statements stay the same size (compiled once) however the traffic comes in."""
         queue = self._queue
         while queue:
             count = min(len(queue), MAX_TRANSACTION)
