@@ -14,9 +14,10 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgecli import ipc
 from edgecli.events import Event
@@ -27,6 +28,7 @@ from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entryp
 from edgecli.runtime.tasks import format_exception, tracker
 
 _DISCONNECT = object()
+T = TypeVar("T")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
@@ -315,10 +317,9 @@ def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> None
         os._exit(code)
 
 
-def run_loop(coro: Any) -> None:
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # uvloop is optional (it ships with uvicorn[standard] on Linux and macOS)
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
