@@ -1,7 +1,8 @@
 """The event store: SQLite in WAL mode, one writer (the serve process), any number of readers.
 
-`StoreWriter` persists the events serve emits; the read side is edgecli/inspect/store.py, which shares
-the schema and row conversion defined here.
+`StoreWriter` persists events; serve runs it in the store's own process (edgecli/store_process.py, fed
+by edgecli/host/store_feed.py). The read side is edgecli/inspect/store.py, which shares the schema and
+row conversion defined here.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ class StoreWriter:
     delay events, not drop them. `close()` writes everything still queued and stops the thread.
     """
 
-    def __init__(self, path: Path, retention: int) -> None:
+    def __init__(
+        self, path: Path, retention: int, on_error: Callable[[Exception, Path], None] | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = max(1, retention)
@@ -149,6 +152,8 @@ class StoreWriter:
         self.written = 0  # events committed so far
         self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
         self.last_error: Exception | None = None
+        self._on_error = on_error  # told when writes start failing (not again until one succeeds)
+        self._failing = False
         self._conn = connect_store(path, create=True)
         # SQLite before 3.32 allows only 999 parameters per statement.
         self._rows = ROWS_PER_STATEMENT
@@ -172,6 +177,15 @@ class StoreWriter:
         # Event, encoded by the writer thread rather than on the event loop.
         self._queue.append(event.row_json or event)
         self.emitted += 1
+        if len(self._queue) >= BATCH_WAKE:
+            self._wake.set()
+
+    def emit_rows(self, rows: list[bytes]) -> None:
+        """Queue events given as their rows in JSON (`Event.to_row_json()`), as they came off the wire."""
+        if self._closed:
+            return
+        self._queue.extend(rows)
+        self.emitted += len(rows)
         if len(self._queue) >= BATCH_WAKE:
             self._wake.set()
 
@@ -218,17 +232,24 @@ class StoreWriter:
                 # An odd value (a lone surrogate from undecodable output...) must not cost the whole batch.
                 self._insert_each(batch)
             except sqlite3.Error as exc:
-                # Disk full, the file removed under us: serving goes on; the host may report `last_error`.
-                self.last_error = exc
-                self.failed += len(batch)
+                # Disk full, the file removed under us: serving goes on, and whoever runs us is told.
+                self._failed(exc, len(batch))
                 continue
             else:
                 self.written += len(batch)
+                self._failing = False
             self._since_trim += len(batch)
             if self._since_trim >= self._trim_every:
                 self._trim()
             if whole and len(queue) < self._rows:
                 break
+
+    def _failed(self, exc: Exception, count: int) -> None:
+        self.last_error = exc
+        self.failed += count
+        if not self._failing and self._on_error is not None:
+            self._on_error(exc, self.path)
+        self._failing = True
 
     def _insert(self, rows: list[bytes]) -> None:
         with self._conn:
@@ -252,8 +273,7 @@ class StoreWriter:
                 with self._conn:
                     self._insert_bound([row], _sanitized_row)
             except (sqlite3.Error, ValueError, TypeError) as exc:
-                self.last_error = exc
-                self.failed += 1
+                self._failed(exc, 1)
             else:
                 self.written += 1
 

@@ -27,8 +27,8 @@ from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
+from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
-from edgecli.store import StoreWriter
 
 WARM_WAIT = 5.0
 
@@ -85,7 +85,7 @@ class ServeCommand:
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
-        self.store = StoreWriter(config.events_db, config.event_retention)
+        self.store = StoreFeed(config.events_db, config.event_retention)
         printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
         self.hub = Hub([printer, self.store])
         self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
