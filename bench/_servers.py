@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 FORKSERVER_MODULE = "edgecli.runtime.forkserver"
+STORE_MODULE = "edgecli.store_process"
 PR_SET_PDEATHSIG = 1
 
 
@@ -41,6 +42,7 @@ def _die_with_benchmark() -> None:
 class CpuSample:
     host: float  # seconds of CPU used by the server process itself
     workers: float  # the fork server and every worker it forked, reaped ones included
+    store: float  # the event store's process
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,14 @@ class Server:
         return procs
 
     def forkserver(self) -> psutil.Process | None:
+        return self._child_running(FORKSERVER_MODULE)
+
+    def store(self) -> psutil.Process | None:
+        return self._child_running(STORE_MODULE)
+
+    def _child_running(self, module: str) -> psutil.Process | None:
         for proc in self.family()[1:]:
-            if FORKSERVER_MODULE in " ".join(_cmdline(proc)):
+            if module in " ".join(_cmdline(proc)):
                 return proc
         return None
 
@@ -134,14 +142,17 @@ class Server:
         if forkserver is not None:
             # children_* hold the workers already reaped (every oneshot worker); live ones are added.
             workers = _cpu(forkserver, children=True) + sum(_cpu(p, False) for p in _children(forkserver))
-        return CpuSample(host, workers)
+        store = self.store()
+        return CpuSample(host, workers, 0.0 if store is None else _cpu(store, children=False))
 
     def memory(self) -> list[MemorySample]:
         samples = []
-        forkserver = self.forkserver()
+        forkserver, store = self.forkserver(), self.store()
         for proc in self.family():
             if forkserver is not None and proc.pid == forkserver.pid:
                 role = "fork server"
+            elif store is not None and proc.pid == store.pid:
+                role = "event store"
             elif forkserver is not None and proc.pid in {c.pid for c in _children(forkserver)}:
                 role = "worker"
             else:

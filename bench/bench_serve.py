@@ -14,8 +14,9 @@ Scenarios:
   oneshot       8 connections   target >= 0.02x the baseline, p50 <= 10 ms (a fresh worker per request)
 
 Reported: requests/s, p50/p99 latency and the ratio to the baseline (medians across rounds), the workers
-booted (oneshot: one per request), the CPU each request costs in serve's own process and in its workers
-(fork server included), and the RSS/USS of idle workers (target RSS <= 30 MB) after boot and after load.
+booted (oneshot: one per request), the CPU each request costs in serve's own process, in its workers
+(fork server included) and in the event store's process, and the RSS/USS of idle workers (target RSS <=
+30 MB) after boot and after load.
 The load comes from wrk when installed, else from bench/_load.py's Python generator.
 
 `--also SRC` adds per_worker and oneshot servers that import edgecli from another checkout (SRC is its
@@ -77,6 +78,7 @@ class Measured:
     load: LoadResult
     cpu_host_us: float  # CPU per successful request in the server process
     cpu_workers_us: float  # ... in the fork server and workers
+    cpu_store_us: float  # ... in the event store's process
     boots: int | None  # workers booted during the round (edgecli only)
 
 
@@ -163,7 +165,13 @@ def measure(scenario: Scenario, servers: list[Server], args: argparse.Namespace,
     cpu1, boots1 = server.cpu(), boots(server)
     per_request = 1e6 / max(load.requests, 1)
     booted = None if boots0 is None or boots1 is None else boots1 - boots0
-    return Measured(load, (cpu1.host - cpu0.host) * per_request, _workers(cpu1, cpu0) * per_request, booted)
+    return Measured(
+        load,
+        (cpu1.host - cpu0.host) * per_request,
+        _workers(cpu1, cpu0) * per_request,
+        max(0.0, cpu1.store - cpu0.store) * per_request,
+        booted,
+    )
 
 
 def _workers(after: CpuSample, before: CpuSample) -> float:
@@ -214,7 +222,8 @@ def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> Non
     w = max(22, *(len(s.label) for s in scenarios))
     print()
     print(f"{'scenario':<{w}} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'x uvicorn':>9} "
-          f"{'errors':>6} {'boots':>6} {'host µs/req':>11} {'workers µs/req':>14}")  # fmt: skip
+          f"{'errors':>6} {'boots':>6} {'host µs/req':>11} {'workers µs/req':>14} "
+          f"{'store µs/req':>12}")  # fmt: skip
     for scenario in scenarios:
         rounds = results[scenario.label]
         booted = [r.boots for r in rounds if r.boots is not None]
@@ -223,7 +232,8 @@ def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> Non
               f"{_med(r.load.p50_ms for r in rounds):>7.2f} {_med(r.load.p99_ms for r in rounds):>7.2f} "
               f"{times:>9} {sum(r.load.errors for r in rounds):>6} "
               f"{sum(booted) if booted else '-':>6} {_med(r.cpu_host_us for r in rounds):>11.0f} "
-              f"{_med(r.cpu_workers_us for r in rounds):>14.0f}")  # fmt: skip
+              f"{_med(r.cpu_workers_us for r in rounds):>14.0f} "
+              f"{_med(r.cpu_store_us for r in rounds):>12.0f}")  # fmt: skip
 
 
 def report_memory(boot: dict[str, list[MemorySample]], load: dict[str, list[MemorySample]]) -> None:
@@ -232,7 +242,7 @@ def report_memory(boot: dict[str, list[MemorySample]], load: dict[str, list[Memo
     head = f"{'after boot: RSS':>16} {'USS':>5}"
     print(f"{'memory (MB, largest)':<{w + 14}} {head}   {head.replace('boot', 'load')}")
     for name in boot:
-        for role in ("server", "fork server", "worker"):
+        for role in ("server", "event store", "fork server", "worker"):
             before = [m for m in boot[name] if m.role == role]
             after = [m for m in load[name] if m.role == role]
             print(f"  {name:<{w}} {role:<11} {_mem(before):>22}   {_mem(after):>22}")
