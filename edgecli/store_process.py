@@ -1,11 +1,12 @@
 """The event store's own process: reads event rows from serve on stdin and writes them with StoreWriter.
 
-Why a process and not a thread in serve: a writer thread shares serve's GIL, and whatever Python it runs
-delays serve's event loop, however little it is; its SQLite work takes CPU from the cores serving
-requests. Here the writer runs at idle priority (SCHED_IDLE on Linux, nice 19 elsewhere) in a process
-of its own: it takes only CPU that serving leaves over, and a burst just waits in the pipe and in
-StoreWriter's queue — delayed, never dropped. Measured at 20,000 events/s (bench/bench_events.py,
-paced): p50 +3 % against no store at all, where the thread measured +12 % in the same rounds.
+Why a process and not a thread in serve: a writer thread shares serve's GIL, so whatever Python it runs
+holds serve's event loop up, however little it is. Here the writer runs in a process of its own, at
+idle priority (SCHED_IDLE on Linux, nice 19 elsewhere), and a burst waits in the pipe and in
+StoreWriter's queue: delayed, never dropped. Measured against the thread (bench/bench_serve.py and
+bench_events.py, same rounds): per_worker +6 % requests/s, bursts absorbed ~1.6x faster; the latency
+added at 20,000 events/s paced is the same (~+14 % p50 on a 2-core VM): what is left is SQLite's own
+CPU (~3 µs per event), whichever process spends it.
 
 Wire: one event row per line, as `Event.to_row_json()` writes it (ASCII JSON, so no raw newline inside).
 The process stops on EOF — serve closed the pipe, or died however it died — after writing every row it
