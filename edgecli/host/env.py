@@ -73,10 +73,13 @@ _FileKey = tuple[str, int, int]  # (path, mtime_ns, size): a changed file gets a
 _parsed: dict[str, tuple[_FileKey, _ParsedFile]] = {}
 
 
-def build_function_env(config: Config, function: FunctionConfig) -> EnvResult:
+def build_function_env(
+    config: Config, function: FunctionConfig, host: Mapping[str, str] | None = None
+) -> EnvResult:
     """The environment for one worker of `function`. Cheap to call per worker: env files are parsed
-    once per (path, mtime, size) and only the layering is redone."""
-    env = host_env(os.environ)
+    once per (path, mtime, size) and only the layering is redone. `host`: `host_env(os.environ)` when
+    the caller keeps it (serve does: reading os.environ is most of the cost, and it does not change)."""
+    env = dict(host) if host is not None else host_env(os.environ)
     env.update(injected_env(config))
     env.update(config.secrets)
     warnings: list[str] = []

@@ -64,8 +64,17 @@ class Pool:
             if worker is not None:
                 return worker
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.function.limits.request_wait_timeout_ms / 1000
         me = asyncio.Event()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            me.set()
+
+        # One timer for the whole wait, not a wait_for (a task and a timer) per wake-up: a oneshot
+        # request is woken several times before its turn comes.
+        timer = loop.call_later(self.function.limits.request_wait_timeout_ms / 1000, expire)
         self._queue.append(me)
         try:
             while True:
@@ -77,15 +86,12 @@ class Pool:
                         return worker
                 if self.can_spawn():
                     self.spawn()
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if expired:
                     raise NoWorkerAvailable(self.name)
                 me.clear()
-                try:
-                    await asyncio.wait_for(me.wait(), remaining)
-                except TimeoutError:
-                    pass
+                await me.wait()
         finally:
+            timer.cancel()
             self._queue.remove(me)
             self.wake()  # the next in line may take the next free slot
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
-from edgecli.host.env import build_function_env
+from edgecli.host.env import build_function_env, host_env
 from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
@@ -86,6 +87,7 @@ class ServeCommand:
         self.output = output
         self.sock = sock
         self.store = StoreFeed(config.events_db, config.event_retention)
+        self._host_env = host_env(os.environ)  # read once: what serve was started with
         printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
         self.hub = Hub([printer, self.store])
         self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
@@ -96,7 +98,7 @@ class ServeCommand:
         self.reloader: Reloader | None = None
 
     def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        return build_function_env(self.config, function).env
+        return build_function_env(self.config, function, self._host_env).env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -73,6 +73,18 @@ def test_host_env_is_not_passed_wholesale(tmp_path: Path, monkeypatch: pytest.Mo
     assert leaked <= {"SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"}
 
 
+def test_a_kept_host_environment_is_layered_like_os_environ_and_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/changed/after/start")
+    cfg, function = _project(tmp_path, own="PATH=/from/env/file\nEXTRA=1\n")
+    kept = MappingProxyType({"PATH": "/at/start", "HOME": "/home/tester"})
+    env = build_function_env(cfg, function, kept).env
+    assert env["HOME"] == "/home/tester"  # from what serve kept, not from os.environ now
+    assert env["PATH"] == "/from/env/file" and env["EXTRA"] == "1"  # env files still win
+    assert dict(kept) == {"PATH": "/at/start", "HOME": "/home/tester"}
+
+
 def test_layers_later_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "host")
     cfg, function = _project(

@@ -97,6 +97,26 @@ def test_per_worker_waits_then_504_when_everything_is_busy() -> None:
 
 
 @pytest.mark.timeout(10)
+def test_a_waiting_request_woken_in_vain_still_gets_its_504_on_time() -> None:
+    async def main() -> None:
+        pool = PerWorkerPool(function(max_parallelism=1), FakeSupervisor())  # type: ignore[arg-type]
+        pool.concurrency = 1
+        await take(pool, "r1")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.ensure_future(pool.acquire())
+        while not waiting.done():  # wake-ups that free nothing: the request looks, and waits again
+            pool.wake()
+            await asyncio.sleep(0.02)
+        with pytest.raises(NoWorkerAvailable):
+            waiting.result()
+        assert 0.25 <= loop.time() - started < 1.0  # request_wait_timeout_ms = 300
+        assert not pool._queue
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
 def test_a_waiting_request_gets_the_worker_released_meanwhile() -> None:
     async def main() -> None:
         pool = PerRequestPool(function(max_parallelism=1), FakeSupervisor())  # type: ignore[arg-type]
