@@ -20,7 +20,8 @@
               again with a function that prints nothing (one event per request: the usual case).
               Then the noisy function paced at `paced-events` events/s (20,000 / (lines + 1) requests/s)
               by bench/_load.py, latency counted from when each request was due: the issue's condition
-              (20,000 events/s absorbed, at most 5 % added to request latency) as stated.
+              (20,000 events/s absorbed, at most 5 % added to request latency) as stated, with a
+              second server without store loaded in the same rounds: the noise floor to read it by.
 
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
@@ -202,7 +203,12 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
     name = f"{lines}-lines"
     with_store = serve_scenario(workdir, f"with-store-{name}", lines, store=True)
     without = serve_scenario(workdir, f"without-store-{name}", lines, store=False)
-    servers = [with_store, without]
+    pair = {"without": without, "with": with_store}
+    # The paced run also loads a second server without store: how far two identical servers land apart
+    # in the same rounds is the noise floor the store's figure has to be read against.
+    paced = bool(lines and args.paced_events)
+    control = serve_scenario(workdir, f"control-{name}", lines, store=False) if paced else None
+    servers = [with_store, without] + ([control] if control else [])
     db = workdir / f"with-store-{name}" / "supabase" / ".temp" / "edgecli" / "events.db"
     tool = "wrk" if have_wrk() else "python"
     try:
@@ -214,9 +220,9 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
             rounds = f"{tool}, {args.serve_rounds} rounds of {args.serve_seconds:g} s each way"
             print(f"serve: per_worker, {lines} printed lines + 1 request event per request, "
                   f"{connections} connections ({rounds})")  # fmt: skip
-            results, stored_rates = compare(servers, db, tool, connections, args)
+            results, stored_rates = compare(pair, servers, db, tool, connections, args)
             report_comparison(results, stored_rates)
-        if lines and args.paced_events:
+        if control is not None:
             # The issue's own condition: events arriving at a set rate, not a server pushed to its limit
             # (where latency is only the inverse of throughput). Latency counts from when a request was due.
             rate = args.paced_events / (lines + 1)
@@ -224,23 +230,31 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
             print(f"serve: per_worker, {lines} printed lines + 1 request event per request, paced at "
                   f"{rate:,.0f} req/s = {args.paced_events:,} events/s, {args.paced_connections} "
                   f"connections ({rounds})")  # fmt: skip
-            results, stored_rates = compare(servers, db, "python", args.paced_connections, args, rate)
+            trio = {**pair, "control": control}
+            results, stored_rates = compare(trio, servers, db, "python", args.paced_connections, args, rate)
             report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
 
 
 def compare(
-    servers: list[Server], db: Path, tool: str, connections: int, args: argparse.Namespace, rate: float = 0
+    loaded: dict[str, Server],
+    servers: list[Server],
+    db: Path,
+    tool: str,
+    connections: int,
+    args: argparse.Namespace,
+    rate: float = 0,
 ) -> tuple[Rounds, list[float]]:
-    with_store, without = servers
-    results: Rounds = {"without": [], "with": []}
+    """Load each of `loaded` once per round; `servers` (all that run) must be idle before each load."""
+    results: Rounds = {label: [] for label in loaded}
     stored_rates = []
+    order = list(loaded.items())
     for round_ in range(args.serve_rounds):
-        # Each round starts with the other server: whichever runs first in a round measured up to ~10 %
+        # Each round starts with another server: whichever runs first in a round measured up to ~10 %
         # apart from an identical second one on a shared 2-core machine.
-        pairs = [("without", without), ("with", with_store)]
-        for label, server in pairs if round_ % 2 == 0 else pairs[::-1]:
+        shift = round_ % len(order)
+        for label, server in order[shift:] + order[:shift]:
             settle(servers)
             before = last_id(db)
             load = run_load(tool, server.url, connections, args.serve_seconds, 2, rate)
@@ -259,10 +273,19 @@ def report_comparison(results: Rounds, stored_rates: list[float]) -> None:
     for index, metric in ((0, "req/s"), (1, "p50 ms"), (2, "p99 ms")):
         base = statistics.median(r[index] for r in results["without"])
         load = statistics.median(r[index] for r in results["with"])
-        pairs = zip(results["with"], results["without"], strict=True)
-        change = (statistics.median(w[index] / wo[index] for w, wo in pairs) - 1) * 100
-        print(f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with (paired rounds: {change:+.1f} %)")
+        change = _paired_change(results["with"], results["without"], index)
+        line = f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with (paired rounds: {change:+.1f} %)"
+        if "control" in results:
+            noise = _paired_change(results["control"], results["without"], index)
+            line += f"; a second server without store: {noise:+.1f} %"
+        print(line)
     print(f"  the store absorbed {statistics.median(stored_rates):,.0f} events/s in the loaded rounds")
+
+
+def _paired_change(
+    these: list[tuple[float, float, float]], base: list[tuple[float, float, float]], index: int
+) -> float:
+    return (statistics.median(t[index] / b[index] for t, b in zip(these, base, strict=True)) - 1) * 100
 
 
 def last_id(path: Path) -> int:
