@@ -5,7 +5,8 @@ writing happens in a process of its own). On serve's loop, `emit` only appends t
 (a worker's event already arrived as its row; serve's own are encoded here, ~3 µs) and the rows of the
 next FEED_INTERVAL_S leave in one write. A full pipe never blocks the loop: the rest waits here and
 goes when the pipe drains — delayed, never dropped. `close()` sends everything, closes the pipe and
-waits for the store process to finish writing.
+waits for the store process to finish writing. One thread only: serve's, which runs no other (every
+event is emitted on its loop, or before the loop starts / after it ends).
 """
 
 from __future__ import annotations
