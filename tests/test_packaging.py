@@ -64,3 +64,19 @@ def test_import_edgecli_is_light_and_exposes_the_function_api() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(30)
+def test_the_event_store_process_imports_no_event_loop_and_no_web_stack() -> None:
+    # It starts with every `edgecli serve`: the package must not drag asyncio or Starlette into it.
+    code = (
+        "import sys\n"
+        "import edgecli.store_process\n"
+        "heavy = ('asyncio', 'starlette', 'uvloop', 'typer', 'rich')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=25, check=False, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
