@@ -197,6 +197,18 @@ def decode_scope(payload: bytes) -> tuple[dict[str, Any], str]:
     return scope, data["request_id"]
 
 
+def start_frame(channel: int, message: Any) -> bytes:
+    """An ASGI `http.response.start` message as the frame a worker sends."""
+    headers = encode_headers(message.get("headers") or [])
+    return pack_json(Kind.START, channel, {"status": message["status"], "headers": headers})
+
+
+def body_frame(channel: int, message: Any) -> bytes:
+    """An ASGI `http.response.body` message as the frame a worker sends (MORE while more follows)."""
+    more = MORE if message.get("more_body", False) else 0
+    return pack(Kind.RESPONSE, channel, bytes(message.get("body", b"")), more)
+
+
 def encode_headers(headers: list[tuple[bytes, bytes]] | Any) -> list[list[str]]:
     return [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")] for k, v in headers]
 

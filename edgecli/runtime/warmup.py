@@ -49,12 +49,9 @@ async def _one_request(channel: int) -> int:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b'{"name": "warm"}', "more_body": False}
 
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            start = {"status": message["status"], "headers": ipc.encode_headers(message.get("headers") or [])}
-            frames.append(ipc.pack_json(ipc.Kind.START, channel, start))
-        else:
-            frames.append(ipc.pack(ipc.Kind.RESPONSE, channel, bytes(message.get("body", b""))))
+    async def send(message: MutableMapping[str, Any]) -> None:  # as the worker encodes it
+        start = message["type"] == "http.response.start"
+        frames.append(ipc.start_frame(channel, message) if start else ipc.body_frame(channel, message))
 
     await app(scope, receive, send)
     event = Event("request", "POST /warmup 200", request=request_id, fields={"status": 200})

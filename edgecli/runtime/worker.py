@@ -187,17 +187,14 @@ class Worker:
         async def send(message: Any) -> None:
             kind = message["type"]
             if kind == "http.response.start":
-                headers = ipc.encode_headers(message.get("headers") or [])
                 # Held back and written with the first body chunk: one write, one syscall.
-                chan.pending_start = ipc.pack_json(
-                    Kind.START, channel, {"status": message["status"], "headers": headers}
-                )
+                chan.pending_start = ipc.start_frame(channel, message)
                 chan.started = True
             elif kind == "http.response.body":
                 if chan.disconnected:
                     return
                 more = bool(message.get("more_body", False))
-                frame = ipc.pack(Kind.RESPONSE, channel, bytes(message.get("body", b"")), MORE if more else 0)
+                frame = ipc.body_frame(channel, message)
                 if chan.pending_start is not None:
                     frame, chan.pending_start = chan.pending_start + frame, None
                 if more:
