@@ -171,21 +171,19 @@ class StoreWriter:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        if self._closed:
-            return  # the serve process is past its final flush; nothing can be written any more
-        # A worker's event is queued as the bytes it arrived in; serve's own (one per request) as the
-        # Event, encoded by the writer thread rather than on the event loop.
-        self._queue.append(event.row_json or event)
-        self.emitted += 1
-        if len(self._queue) >= BATCH_WAKE:
-            self._wake.set()
+        # An event that arrived as its row is queued as those bytes; any other is encoded later, by
+        # the writer thread, not by the caller.
+        self._enqueue([event.row_json or event])
 
     def emit_rows(self, rows: list[bytes]) -> None:
         """Queue events given as their rows in JSON (`Event.to_row_json()`), as they came off the wire."""
+        self._enqueue(rows)
+
+    def _enqueue(self, items: list[bytes] | list[bytes | Event]) -> None:
         if self._closed:
-            return
-        self._queue.extend(rows)
-        self.emitted += len(rows)
+            return  # past the final flush: nothing can be written any more
+        self._queue.extend(items)
+        self.emitted += len(items)
         if len(self._queue) >= BATCH_WAKE:
             self._wake.set()
 
