@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from serving import wait_until
 
-from edgecli import store
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, iso_ts, parse_ts
-from edgecli.store import StoreWriter, connect_store, row_to_event
+from edgecli.store import COLUMNS, StoreWriter, connect_store, row_to_event
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -31,10 +30,7 @@ def _count(path: Path) -> int:
 def _stored(path: Path) -> list[Event]:
     conn = connect_store(path, create=False)
     try:
-        rows = conn.execute(
-            "SELECT id, ts, kind, function, worker, request, task, level, message, fields FROM events "
-            "ORDER BY id"
-        ).fetchall()
+        rows = conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY id").fetchall()
     finally:
         conn.close()
     return [row_to_event(row) for row in rows]
@@ -159,45 +155,83 @@ def test_an_unstorable_value_costs_only_its_own_event(tmp_path: Path) -> None:
     assert writer.written == 3 and writer.failed == 0
 
 
-@pytest.mark.parametrize("sqlite_json", [True, False], ids=["sqlite-json", "bound-parameters"])
-def test_every_text_and_timestamp_is_stored_exactly_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_json: bool
-) -> None:
-    # Batches go to SQLite as one JSON text when it has JSON functions, else as bound parameters. Rows
-    # that JSON would store wrongly (a NUL, a lone surrogate; also an emoji's escaped surrogate pair)
-    # send their statement's rows the second way. Either way every text and timestamp stays exact.
-    monkeypatch.setattr(store, "_has_json", lambda conn: sqlite_json)
-    bound: list[int] = []
-    insert_bound = StoreWriter._insert_bound
-    monkeypatch.setattr(
-        StoreWriter,
-        "_insert_bound",
-        lambda self, rows, to_row: bound.append(len(rows)) or insert_bound(self, rows, to_row),
-    )
+def test_every_text_and_timestamp_is_stored_exactly_in_order(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     writer = StoreWriter(path, retention=10_000)
-    plain = ["plain", "café ünïcode", 'quote " and \\ backslash', "tab\tend"]
-    odd = ["emoji 😀", "nul \x00 inside"]
+    texts = ["plain", "café ünïcode", 'quote " and \\ backslash', "tab\tend", "emoji 😀", "nul \x00 inside"]
     events = [
         Event(
             "log",
-            f"{i} {text}",
+            f"{i} {texts[i % len(texts)]}",
             function="fn",
             task=f"w.t-{i}" if i % 7 == 0 else None,
             ts=1_700_000_000 + i / 1000 + 0.000123,
-            fields={"i": i, "text": text} if i % 5 == 0 else {},
+            fields={"i": i, "text": texts[i % len(texts)]} if i % 5 == 0 else {},
         )
         for i in range(1200)
-        for text in [(plain if i < 1000 else odd)[i % 2]]
     ]
     for event in events:
         writer.emit(event)
     writer.close()
-    stored = _stored(path)
-    assert stored == events
+    assert _stored(path) == events
     assert (writer.written, writer.failed) == (len(events), 0)
-    # With SQLite's JSON, the first 1,000 plain rows never went through Python's parameters.
-    assert sum(bound) == (200 if sqlite_json else 1200)
+
+
+def test_the_events_view_gives_sql_a_column_per_field(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=10)
+    writer.emit(
+        Event("log", "hi", level="warning", function="fn", worker="w1", request="r1", task="w1.t-1", ts=5.5)
+    )
+    writer.emit(Event("request", "GET /", function="fn", fields={"status": 200}, ts=6.0))
+    writer.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT ts, kind, function, worker, request, task, level, message, fields FROM events ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            (5.5, "log", "fn", "w1", "r1", "w1.t-1", "warning", "hi", None),
+            (6.0, "request", "fn", None, None, None, "info", "GET /", '{"status":200}'),
+        ]
+        assert conn.execute("SELECT message FROM events WHERE level = 'warning'").fetchall() == [("hi",)]
+
+
+def test_a_row_that_is_not_text_costs_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=100)
+    good = [Event("log", str(i), ts=float(i)) for i in range(3)]
+    writer.emit_rows([good[0].to_row_json(), b'[1.0,"log",null,null,null,null,"info","\xff\xfe",null]'])
+    writer.emit_rows([good[1].to_row_json(), b"not json", b"[1, 2]", good[2].to_row_json()])
+    writer.close()
+    stored = _stored(path)
+    # Undecodable bytes are replaced, like any text UTF-8 cannot hold; what is not a row is dropped.
+    assert [e.message for e in stored] == ["0", "\ufffd\ufffd", "1", "2"]
+    assert (writer.written, writer.failed) == (4, 2)
+
+
+def test_serve_replaces_a_store_of_the_older_format(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as conn:  # format 1: a column per field
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL)")
+        conn.execute("INSERT INTO events (ts, kind) VALUES (1.0, 'log')")
+        conn.execute("PRAGMA user_version = 1")
+    with pytest.raises(EdgecliError, match=r"another edgecli version \(store format 1.*serve. replaces it"):
+        connect_store(path, create=False)  # readers leave it alone...
+    writer = StoreWriter(path, retention=10)  # ...serve starts it afresh: it only held past logs
+    writer.emit(Event("log", "new"))
+    writer.close()
+    assert [e.message for e in _stored(path)] == ["new"]
+
+
+def test_a_store_of_a_newer_format_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE future (x)")
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(EdgecliError, match=r"another edgecli version \(store format 99"):
+        StoreWriter(path, retention=10)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("future",)]
 
 
 def test_emit_after_close_is_ignored(tmp_path: Path) -> None:

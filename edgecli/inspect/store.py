@@ -13,7 +13,7 @@ from typing import Any
 
 from edgecli.errors import EdgecliError
 from edgecli.events import LEVELS, Event
-from edgecli.store import COLUMNS, connect_store, row_to_event
+from edgecli.store import COLUMNS, connect_store, rows_to_events
 
 # The largest code point: `prefix <= id < prefix + TOP` selects every id starting with `prefix`, and the
 # index on the column can serve the range.
@@ -137,7 +137,7 @@ class EventReader:
 
     def _select(self, tail: str, params: list[Any]) -> list[StoredEvent]:
         cursor = self._execute(f"SELECT {COLUMNS} FROM events {tail}", params)
-        return [(row[0], row_to_event(row)) for row in cursor.fetchall()]
+        return rows_to_events(cursor.fetchall())
 
     def _execute(self, sql: str, params: list[Any]) -> sqlite3.Cursor:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
@@ -172,3 +173,15 @@ def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> No
         )
     finally:
         writer.close()
+
+
+def test_a_stored_row_that_is_not_an_event_is_skipped(
+    cli: CliRunner, project: Path, write_events: EventWriter
+) -> None:
+    write_events([log("before")])
+    with sqlite3.connect(store_of(project)) as conn:  # put there by hand, or by a broken tool
+        conn.executemany("INSERT INTO event_rows (row) VALUES (?)", [("not json",), ("[1, 2]",)])
+    write_events([log("after")])
+    result = cli("logs")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[-1] for line in result.stdout.splitlines()] == ["before", "after"]
