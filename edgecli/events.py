@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from edgecli.compact_json import encode_json
+
 Level = Literal["debug", "info", "warning", "error"]
 LEVELS: tuple[Level, ...] = ("debug", "info", "warning", "error")
 KINDS = (
@@ -32,8 +34,6 @@ KINDS = (
 )
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
 Row = tuple[Any, ...]
-# Made once: json.dumps(..., default=str) builds a new JSONEncoder every call.
-encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @dataclass(frozen=True, slots=True)

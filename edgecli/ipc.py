@@ -22,7 +22,7 @@ from enum import IntEnum
 from typing import Any, cast
 
 from edgecli.batching import PassBatchingTransport
-from edgecli.events import encode_json
+from edgecli.compact_json import encode_json
 
 HEADER = struct.Struct("!BBII")
 MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgecli.compact_json import encode_json
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, Row, encode_json
+from edgecli.events import Event, Row
 
 SCHEMA_VERSION = 2
 # Each event is kept as the row it came as (Event.to_row_json(), what workers send), and the `events`
