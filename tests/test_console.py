@@ -8,9 +8,10 @@ import re
 import time
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
-from edgecli.console import EventPrinter, Output, function_colour, make_console, print_banner
+from edgecli.console import EventPrinter, Output, function_colour, make_console, print_banner, print_table
 from edgecli.events import BASE_FIELDS, Event
 
 pytestmark = pytest.mark.timeout(10)
@@ -182,3 +183,42 @@ def test_banner_lists_function_urls_policy_and_keys() -> None:
     assert re.search(r"anon key: anon\.jwt\n", text)
     assert re.search(r"service_role key: service\.jwt\n", text)
     assert "skipped functions/broken: no index.py" in text
+
+
+TABLE = (
+    ["task", "name", "status", "reason / error"],
+    [
+        ["w1.t-1", "notify", ("completed", "good"), ""],
+        ["w1.t-10", "写真を送る", ("failed", "bad"), "ValueError: " + "x" * 60],
+    ],
+)
+
+
+def test_a_table_aligns_its_columns_by_cell_width_without_trailing_spaces() -> None:
+    output, buffer = _plain()
+    print_table(output, *TABLE)
+    header, rule, first, second = buffer.getvalue().splitlines()
+    assert header.index("name") == first.index("notify") == second.index("写真")
+    assert header.index("status") == first.index("completed")
+    # The wide name takes two cells a character: its row's columns line up on screen, not by index.
+    assert cell_len(second[: second.index("failed")]) == first.index("completed")
+    assert set(rule) == {"─"} and len(rule) == cell_len(second)
+    assert first == "w1.t-1    notify       completed"  # no trailing spaces: the last cell is empty
+
+
+def test_a_table_on_a_terminal_colours_its_tones_and_folds_only_when_too_narrow() -> None:
+    output, buffer = _coloured()
+    output.out.width = 200
+    print_table(output, *TABLE)
+    lines = buffer.getvalue().splitlines()
+    assert (
+        "\x1b[1mtask\x1b[0m" in lines[0]
+        and "\x1b[32mcompleted" in lines[2]
+        and "\x1b[1;31mfailed" in lines[3]
+    )
+    assert len(lines) == 4
+    output, buffer = _coloured()
+    output.out.width = 40
+    print_table(output, *TABLE)
+    folded = [ANSI.sub("", line) for line in buffer.getvalue().splitlines()]
+    assert len(folded) > 4 and all(len(line) <= 40 for line in folded)
