@@ -15,14 +15,13 @@ host's connection to each worker and by the worker's connection to the host.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, cast
 
 from edgecli.batching import PassBatchingTransport
-from edgecli.compact_json import encode_json
+from edgecli.compact_json import decode_json, encode_json
 
 HEADER = struct.Struct("!BBII")
 MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)
@@ -57,16 +56,13 @@ def pack_json(kind: Kind, channel: int, obj: Any) -> bytes:
     return pack(kind, channel, dumps(obj))
 
 
-_DECODER = json.JSONDecoder()
-
-
 def dumps(obj: Any) -> bytes:
     return encode_json(obj).encode()
 
 
 def loads(payload: bytes) -> Any:
     # Frames are UTF-8 (dumps writes them): decoding first skips json.loads' encoding detection.
-    return _DECODER.decode(payload.decode())
+    return decode_json(payload.decode())
 
 
 class FrameParser:

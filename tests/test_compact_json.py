@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from edgecli import compact_json
-from edgecli.compact_json import encode_json
+from edgecli.compact_json import decode_json, encode_json
 from edgecli.events import Event
 
 pytestmark = pytest.mark.timeout(10)
@@ -61,3 +61,15 @@ def test_a_structure_holding_itself_is_an_error_not_a_hang() -> None:
     loop.append(loop)
     with pytest.raises((RecursionError, ValueError)):
         encode_json(loop)
+
+
+@pytest.mark.parametrize("value", VALUES[:6] + VALUES[7:12], ids=range(11))
+def test_decode_reads_back_what_encode_writes(value: object) -> None:
+    text = encode_json(value)
+    assert decode_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "[1", "[1] x", " [1]", "nope", '{"a":}'])
+def test_decode_rejects_anything_but_exactly_one_json_value(text: str) -> None:
+    with pytest.raises(ValueError):
+        decode_json(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +61,9 @@ def test_record_round_trip_keeps_base_and_kind_fields() -> None:
     assert row[0] == 1_700_000_000.25 and row[8] == dict(event.fields)  # nested, not a JSON string
     arrived = Event.from_row_json(payload)
     assert arrived == event and arrived.to_row_json() is payload
+    # from_row sets the slots itself, bypassing __init__: every field must be set, row_json included.
+    for name in (f.name for f in dataclasses.fields(Event)):
+        assert getattr(arrived, name) == getattr(replace(event, row_json=payload), name), name
     assert arrived.to_row() == (*row[:8], json.dumps(row[8], separators=(",", ":")))
     assert Event("log", "hi").to_row()[8] is None and Event.from_row(Event("log").to_row()).fields == {}
 
