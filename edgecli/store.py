@@ -44,8 +44,8 @@ CREATE VIEW IF NOT EXISTS events AS SELECT
     json_extract(row, '$[7]') AS message,
     json_extract(row, '$[8]') AS fields  -- the kind's extra fields as a JSON object, or NULL
 FROM event_rows;
--- No index, on purpose: each one costs the writer about as much again per event, while readers either
--- follow new rows by id or scan the whole store.
+-- No index, on purpose: the writer would pay for each one on every event, while readers either follow
+-- new rows by id or scan the whole store.
 """
 _OLDER_FORMATS = (1,)  # format 1 unpacked every field into a column of an `events` table
 COLUMNS = "id, row"  # what readers select from `events`: row_to_event turns it back into an Event
