@@ -184,7 +184,7 @@ class EventPrinter:
             self._ref_width = min(32, len(ref))
         level = self._levels.get(event.level) or paint(event.level[:5].upper().ljust(5), "")
         opening, closing = self._dim
-        message = "".join(paint(text, _TONE_STYLE.get(tone, "")) for text, tone in described.headline)
+        message = "".join([paint(text, _TONE_STYLE.get(tone, "")) for text, tone in described.headline])
         line = (
             f"{opening}{self._time(event.ts)}{closing} {self._columns(event.function or '', event.worker)} "
             f"{opening}{ref.ljust(self._ref_width)}{closing} {level} {message}"

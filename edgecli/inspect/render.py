@@ -7,8 +7,7 @@ serve terminal, `logs`, `tasks show` and `invoke --wait` describe events identic
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgecli.events import Event
 
@@ -19,8 +18,7 @@ Segment = tuple[str, str]
 _CALM_EXITS = frozenset({"termination", "early_drop", "reload", "shutdown", "idle", "oneshot", "exit"})
 
 
-@dataclass(frozen=True)
-class Described:
+class Described(NamedTuple):  # a NamedTuple, not a dataclass: serve builds one per event, ~3x cheaper
     headline: list[Segment]
     detail: str | None = None  # multi-line text printed under the headline (tracebacks)
 
@@ -70,8 +68,11 @@ def _split(message: str) -> tuple[str, str | None]:
     return first, (rest or None)
 
 
+_LEVEL_TONE = {"warning": "warn", "error": "bad", "debug": "dim"}
+
+
 def _log(event: Event) -> Described:
-    tone = {"warning": "warn", "error": "bad", "debug": "dim"}.get(event.level, "")
+    tone = _LEVEL_TONE.get(event.level, "")
     first, rest = _split(event.message)
     if rest is not None and first.startswith("Traceback"):
         # A bare traceback: headline with the exception line, the whole traceback below.
@@ -191,6 +192,6 @@ def describe(event: Event) -> Described:
     if event.kind == "reload" and not event.message:
         return _reload(event)
     first, rest = _split(event.message)
-    tone = {"warning": "warn", "error": "bad", "debug": "dim"}.get(event.level, "")
+    tone = _LEVEL_TONE.get(event.level, "")
     label = [] if event.kind in ("reload", "log") else [(f"{event.kind} ", "accent")]
     return Described([*label, (first, tone)] if first else label, rest)
