@@ -26,6 +26,9 @@ from typing import Any
 import httpx
 import psutil
 
+from edgecli.events import Event
+from edgecli.inspect.store import EventQuery, EventReader
+
 DEFAULT_CONFIG = """\
 [api]
 port = 54321
@@ -33,6 +36,12 @@ port = 54321
 [edge_runtime]
 policy = "per_worker"
 """
+
+
+def stored_events(path: Path) -> list[Event]:
+    """Every event in the store at `path`, oldest first, read the way `edgecli logs` reads them."""
+    with EventReader(path) as reader:
+        return [event for _, event in reader.all(EventQuery())]
 
 
 def free_port() -> int:

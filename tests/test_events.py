@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from serving import wait_until
+from serving import stored_events, wait_until
 
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, iso_ts, parse_ts
-from edgecli.store import COLUMNS, StoreWriter, connect_store, row_to_event
+from edgecli.store import StoreWriter, connect_store
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -27,15 +27,6 @@ pytestmark = pytest.mark.timeout(20)
 def _count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
-
-def _stored(path: Path) -> list[Event]:
-    conn = connect_store(path, create=False)
-    try:
-        rows = conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    return [row_to_event(row) for row in rows]
 
 
 def test_record_round_trip_keeps_base_and_kind_fields() -> None:
@@ -80,7 +71,7 @@ def test_writer_creates_the_store_in_wal_mode_and_writes_everything_in_order(tmp
     writer.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert _stored(path) == events
+    assert stored_events(path) == events
     assert (writer.emitted, writer.written, writer.failed) == (300, 300, 0)
 
 
@@ -90,7 +81,7 @@ def test_a_reader_sees_events_while_the_writer_runs_without_close(tmp_path: Path
     try:
         writer.emit(Event("log", "early"))
         wait_until(lambda: _count(path) >= 1, what="the event to be committed")
-        assert [e.message for e in _stored(path)] == ["early"]
+        assert [e.message for e in stored_events(path)] == ["early"]
     finally:
         writer.close()
 
@@ -116,7 +107,7 @@ def test_retention_keeps_exactly_the_newest_events_after_close(tmp_path: Path) -
     for i in range(180):
         writer.emit(Event("log", str(i)))
     writer.close()
-    assert [e.message for e in _stored(path)] == [str(i) for i in range(130, 180)]
+    assert [e.message for e in stored_events(path)] == [str(i) for i in range(130, 180)]
 
 
 def test_retention_bounds_the_store_while_serving(tmp_path: Path) -> None:
@@ -143,7 +134,7 @@ def test_retention_applies_to_a_store_left_by_an_earlier_run(tmp_path: Path) -> 
     second = StoreWriter(path, retention=100)
     second.emit(Event("log", "new"))
     second.close()
-    messages = [e.message for e in _stored(path)]
+    messages = [e.message for e in stored_events(path)]
     assert len(messages) == 100 and messages[-1] == "new" and messages[0] == "301"
 
 
@@ -154,7 +145,7 @@ def test_an_unstorable_value_costs_only_its_own_event(tmp_path: Path) -> None:
     writer.emit(Event("log", "bad \udcff byte"))  # a lone surrogate cannot be encoded as UTF-8
     writer.emit(Event("log", "after", fields={"when": datetime(2024, 1, 1, tzinfo=UTC)}))
     writer.close()
-    stored = _stored(path)
+    stored = stored_events(path)
     assert [e.message for e in stored] == ["before", "bad ? byte", "after"]
     assert stored[2].fields == {"when": "2024-01-01 00:00:00+00:00"}  # not JSON: stored as text
     assert writer.written == 3 and writer.failed == 0
@@ -178,7 +169,7 @@ def test_every_text_and_timestamp_is_stored_exactly_in_order(tmp_path: Path) -> 
     for event in events:
         writer.emit(event)
     writer.close()
-    assert _stored(path) == events
+    assert stored_events(path) == events
     assert (writer.written, writer.failed) == (len(events), 0)
 
 
@@ -208,7 +199,7 @@ def test_a_row_that_is_not_text_costs_only_itself(tmp_path: Path) -> None:
     writer.emit_rows([good[0].to_row_json(), b'[1.0,"log",null,null,null,null,"info","\xff\xfe",null]'])
     writer.emit_rows([good[1].to_row_json(), b"not json", b"[1, 2]", good[2].to_row_json()])
     writer.close()
-    stored = _stored(path)
+    stored = stored_events(path)
     # Undecodable bytes are replaced, like any text UTF-8 cannot hold; what is not a row is dropped.
     assert [e.message for e in stored] == ["0", "\ufffd\ufffd", "1", "2"]
     assert (writer.written, writer.failed) == (4, 2)
@@ -225,7 +216,7 @@ def test_serve_replaces_a_store_of_the_older_format(tmp_path: Path) -> None:
     writer = StoreWriter(path, retention=10)  # ...serve starts it afresh: it only held past logs
     writer.emit(Event("log", "new"))
     writer.close()
-    assert [e.message for e in _stored(path)] == ["new"]
+    assert [e.message for e in stored_events(path)] == ["new"]
 
 
 def test_a_store_of_a_newer_format_is_left_alone(tmp_path: Path) -> None:
@@ -285,11 +276,11 @@ def test_a_store_written_by_a_killed_writer_stays_readable_and_writable(tmp_path
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    stored = _stored(path)
+    stored = stored_events(path)
     assert len(stored) >= 2000
     # Committed batches are whole and in order: ids 0..n-1 with no gap.
     assert [e.message for e in stored] == [f"line {i}" for i in range(len(stored))]
     writer = StoreWriter(path, retention=1_000_000)
     writer.emit(Event("log", "after restart"))
     writer.close()
-    assert _stored(path)[-1].message == "after restart"
+    assert stored_events(path)[-1].message == "after restart"

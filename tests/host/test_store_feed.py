@@ -14,24 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serving import wait_until
+from serving import stored_events, wait_until
 
 from edgecli import store_process
 from edgecli.errors import EdgecliError
 from edgecli.events import Event
 from edgecli.host.store_feed import StoreFeed
-from edgecli.store import COLUMNS, connect_store, row_to_event
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _stored(path: Path) -> list[Event]:
-    conn = connect_store(path, create=False)
-    try:
-        rows = conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    return [row_to_event(row) for row in rows]
 
 
 def _events(count: int, size: int = 10) -> list[Event]:
@@ -62,7 +52,7 @@ def test_events_emitted_on_the_loop_are_stored_in_order(tmp_path: Path) -> None:
 
     asyncio.run(emit_in_passes())
     _closed(feed)
-    stored = _stored(path)
+    stored = stored_events(path)
     assert [e.message for e in stored] == [e.message for e in sent]
     assert [(e.ts, e.request, e.function) for e in stored] == [(e.ts, e.request, e.function) for e in sent]
 
@@ -86,7 +76,7 @@ def test_a_burst_larger_than_the_pipe_waits_without_blocking_the_loop(tmp_path: 
     held_back, passes = asyncio.run(burst())
     _closed(feed)
     assert held_back and passes > 0
-    assert len(_stored(path)) == len(sent)
+    assert len(stored_events(path)) == len(sent)
 
 
 def test_events_emitted_off_the_loop_are_written_at_once(tmp_path: Path) -> None:
@@ -95,7 +85,7 @@ def test_events_emitted_off_the_loop_are_written_at_once(tmp_path: Path) -> None
     feed.emit(Event("shutdown", "bye", function="fn"))
     assert not feed._rows  # not held for a timer that no loop would run
     _closed(feed)
-    assert [e.kind for e in _stored(path)] == ["shutdown"]
+    assert [e.kind for e in stored_events(path)] == ["shutdown"]
 
 
 def _started(feed: StoreFeed) -> None:
@@ -117,7 +107,7 @@ def test_the_store_is_out_of_reach_of_ctrl_c_and_writes_every_row_once_serve_clo
     os.kill(feed.proc.pid, signal.SIGTERM)
     feed.emit(Event("log", "after"))
     _closed(feed)
-    assert [e.message for e in _stored(path)] == ["before", "after"]
+    assert [e.message for e in stored_events(path)] == ["before", "after"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
