@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgecli.compact_json import encode_json
+from edgecli.compact_json import decode_json, encode_json
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, Row
 
@@ -104,9 +104,9 @@ def row_to_event(row: Row) -> Event:
 def rows_to_events(rows: list[Row]) -> list[tuple[int, Event]]:
     """Rows selected as `COLUMNS` as (id, Event) pairs, skipping any that is not an event's row.
 
-    One JSON parse for all of them: per row, json.loads's own overhead would be most of the cost."""
+    One JSON parse for all of them: per row, the parser's own overhead would be most of the cost."""
     try:
-        values = json.loads("[" + ",".join(row[1] for row in rows) + "]")
+        values = decode_json("[" + ",".join(row[1] for row in rows) + "]")
         return [(row[0], Event.from_row(value)) for row, value in zip(rows, values, strict=True)]
     except (ValueError, TypeError):
         pass  # one row is not JSON, or not an event's (put there by hand?): find it, skip it
