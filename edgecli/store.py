@@ -12,7 +12,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,13 @@ ROWS_PER_STATEMENT = 500
 
 @functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
-    return "INSERT INTO event_rows (row) VALUES " + ", ".join(["(?)"] * rows)
+    # Only event rows go in: a text that is not a JSON array of ROW_LENGTH values would make every query
+    # on the view fail ("malformed JSON"). SQLite checks that for ~0.1 µs a row; Python would take ~2.
+    values = ", ".join(["(?)"] * rows)
+    return (
+        f"INSERT INTO event_rows (row) SELECT column1 FROM (VALUES {values}) "
+        f"WHERE json_valid(column1) AND json_array_length(column1) = {ROW_LENGTH}"
+    )
 
 
 FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
@@ -80,8 +85,15 @@ def _storable(value: Any) -> Any:
 
 
 def _storable_row(row_json: bytes) -> str:
-    """The row as text to store: as it came, unless it holds an escaped surrogate."""
-    return row_json.decode() if _SURROGATE not in row_json else _checked_row(row_json)
+    """The row as text to store: as it came, unless it holds an escaped surrogate or is not UTF-8.
+
+    ValueError if it has to be decoded and is not an event's row."""
+    if _SURROGATE not in row_json:
+        try:
+            return row_json.decode()
+        except UnicodeDecodeError:
+            pass
+    return _checked_row(row_json)
 
 
 def _checked_row(row_json: bytes) -> str:
@@ -90,10 +102,6 @@ def _checked_row(row_json: bytes) -> str:
     if not isinstance(row, list) or len(row) != ROW_LENGTH:
         raise ValueError(f"an event row is a JSON array of {ROW_LENGTH} values")
     return encode_json(_storable(row))
-
-
-def _row_json(item: bytes | Event) -> bytes:
-    return item if isinstance(item, bytes) else item.to_row_json()
 
 
 def row_to_event(row: Row) -> Event:
@@ -173,10 +181,11 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 class StoreWriter:
     """An EventSink persisting events to the SQLite store without ever blocking the caller on disk.
 
-    `emit` only appends to an in-memory queue; a background thread writes the queue in batched
-    transactions (every FLUSH_INTERVAL_S, or sooner past BATCH_WAKE waiting events) and now and then
-    deletes all but the newest `retention` events. The queue is unbounded on purpose: a slow disk must
-    delay events, not drop them. `close()` writes everything still queued and stops the thread.
+    `emit` and `emit_rows` only make each row storable text and append it to an in-memory queue; a
+    background thread writes the queue in batched transactions (every FLUSH_INTERVAL_S, or sooner past
+    BATCH_WAKE waiting events) and now and then deletes all but the newest `retention` events. The queue
+    is unbounded on purpose: a slow disk must delay events, not drop them. `close()` writes everything
+    still queued and stops the thread.
     """
 
     def __init__(
@@ -187,14 +196,16 @@ class StoreWriter:
         self.retention = max(1, retention)
         self.emitted = 0  # events handed to `emit`
         self.written = 0  # events committed so far
-        self.failed = 0  # events lost to write errors (disk full...); `last_error` says why
+        self.failed = 0  # events lost: write errors (disk full...) or rows that are not events' rows
         self.last_error: Exception | None = None
         self._on_error = on_error  # told when writes start failing (not again until one succeeds)
         self._failing = False
         self._conn = connect_store(path, create=True)
         # SQLite before 3.32 allows only 999 parameters per statement.
         self._rows = min(ROWS_PER_STATEMENT, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-        self._queue: deque[bytes | Event] = deque()
+        # Rows as text to bind. A list, not a deque: the writer takes whole slices. Appending threads
+        # only ever extend it, the writer only cuts from the front (each one step under the GIL).
+        self._queue: list[str] = []
         self._wake = threading.Event()
         self._closing = False
         self._closed = False
@@ -206,19 +217,35 @@ class StoreWriter:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        # An event that arrived as its row is queued as those bytes; any other is encoded later, by
-        # the writer thread, not by the caller.
-        self._enqueue([event.row_json or event])
+        self.emit_rows([event.row_json or event.to_row_json()])
 
     def emit_rows(self, rows: list[bytes]) -> None:
         """Queue events given as their rows in JSON (`Event.to_row_json()`), as they came off the wire."""
-        self._enqueue(rows)
+        texts = []
+        for row in rows:
+            try:
+                texts.append(_storable_row(row))
+            except ValueError as exc:  # not an event's row: it goes no further
+                self.emitted += 1
+                self.failed += 1
+                self.last_error = exc
+        self._enqueue(texts)
 
-    def _enqueue(self, items: list[bytes] | list[bytes | Event]) -> None:
+    def emit_lines(self, lines: bytes) -> None:
+        """Queue the rows of `lines`, each a row as `emit_rows` takes it followed by a newline (the
+        store process's wire): one decode for all of them, unless one needs more care."""
+        if _SURROGATE in lines:
+            self.emit_rows(lines.split(b"\n")[:-1])
+            return
+        texts = lines.decode(errors="replace").split("\n")
+        texts.pop()  # after the last newline
+        self._enqueue(texts)
+
+    def _enqueue(self, texts: list[str]) -> None:
         if self._closed:
             return  # past the final flush: nothing can be written any more
-        self._queue.extend(items)
-        self.emitted += len(items)
+        self._queue.extend(texts)
+        self.emitted += len(texts)
         if len(self._queue) >= BATCH_WAKE:
             self._wake.set()
 
@@ -251,27 +278,27 @@ class StoreWriter:
 
     def _write_pending(self, *, whole: bool = False) -> None:
         """Write the queue. `whole`: under load, only whole statements' worth; the few events left over
-        go first in the next round (FIFO), so none waits more than two rounds, and bound-parameter
-        statements stay the same size (compiled once) however the traffic comes in."""
+        go first in the next round (FIFO), so none waits more than two rounds, and statements stay the
+        same size (compiled once) however the traffic comes in."""
         queue = self._queue
         while queue:
             count = min(len(queue), MAX_TRANSACTION)
             if whole and count >= self._rows:
                 count -= count % self._rows
-            batch = [_row_json(queue.popleft()) for _ in range(count)]
+            batch = queue[:count]
+            del queue[:count]
             try:
-                self._insert(batch)
-            except (ValueError, TypeError):
-                # A row that is not text (or not a row) must not cost the whole batch.
-                self._insert_each(batch)
+                inserted = self._insert(batch)
             except sqlite3.Error as exc:
                 # Disk full, the file removed under us: serving goes on, and whoever runs us is told.
                 self._failed(exc, len(batch))
                 continue
-            else:
-                self.written += len(batch)
-                self._failing = False
-            self._since_trim += len(batch)
+            self.written += inserted
+            if inserted < len(batch):
+                self.failed += len(batch) - inserted
+                self.last_error = ValueError(f"{len(batch) - inserted} rows were not events' rows")
+            self._failing = False
+            self._since_trim += inserted
             if self._since_trim >= self._trim_every:
                 self._trim()
             if whole and len(queue) < self._rows:
@@ -284,22 +311,14 @@ class StoreWriter:
             self._on_error(exc, self.path)
         self._failing = True
 
-    def _insert(self, rows: list[bytes]) -> None:
+    def _insert(self, rows: list[str]) -> int:
+        """Insert the rows in one transaction; how many were events' rows (and so inserted)."""
+        inserted = 0
         with self._conn:
             for start in range(0, len(rows), self._rows):
                 chunk = rows[start : start + self._rows]
-                self._conn.execute(_insert_sql(len(chunk)), [_storable_row(row) for row in chunk])
-
-    def _insert_each(self, rows: list[bytes]) -> None:
-        for row in rows:
-            try:
-                text = _checked_row(row)
-                with self._conn:
-                    self._conn.execute(_insert_sql(1), [text])
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                self._failed(exc, 1)
-            else:
-                self.written += 1
+                inserted += self._conn.execute(_insert_sql(len(chunk)), chunk).rowcount
+        return inserted
 
     def _trim(self) -> None:
         self._since_trim = 0

@@ -43,9 +43,12 @@ def feed(fd: int, writer: StoreWriter) -> None:
     """Hand every complete line read from `fd` to the writer, until EOF."""
     partial = b""
     while data := os.read(fd, READ_SIZE):
-        lines = (partial + data).split(b"\n")
-        partial = lines.pop()
-        writer.emit_rows(lines)
+        if partial:
+            data = partial + data
+        end = data.rfind(b"\n") + 1
+        partial = data[end:]
+        if end:
+            writer.emit_lines(data[:end] if partial else data)
     if partial:  # serve died in the middle of a write: a cut row is not a row
         print(f"edgecli: the event store dropped a row cut short ({len(partial)} bytes)", file=sys.stderr)
 

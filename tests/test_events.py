@@ -205,6 +205,28 @@ def test_a_row_that_is_not_text_costs_only_itself(tmp_path: Path) -> None:
     assert (writer.written, writer.failed) == (4, 2)
 
 
+def test_lines_as_the_store_process_reads_them_are_stored_as_sent(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=100)
+    good = [Event("log", f"ok {i}", function="fn", ts=float(i)) for i in range(4)]
+    writer.emit_lines(b"".join(event.to_row_json() + b"\n" for event in good[:2]))  # the usual block
+    writer.emit_lines(
+        good[2].to_row_json()
+        + b"\n"
+        + Event("log", "lone \udcff", ts=9.0).to_row_json()  # an escaped lone surrogate: that row decoded
+        + b'\n[1.0,"log",null,null,null,null,"info","\xff",null]\n'  # not UTF-8
+        + b"not json\n[1, 2]\n"  # not events' rows: SQLite keeps them out
+        + good[3].to_row_json()
+        + b"\n"
+    )
+    writer.close()
+    messages = [e.message for e in stored_events(path)]
+    assert messages == ["ok 0", "ok 1", "ok 2", "lone ?", "\ufffd", "ok 3"]
+    assert (writer.emitted, writer.written, writer.failed) == (8, 6, 2)
+    with sqlite3.connect(path) as conn:  # the view's SQL works on every stored row
+        assert conn.execute("SELECT count(*) FROM events WHERE level = 'info'").fetchone()[0] == 6
+
+
 def test_serve_replaces_a_store_of_the_older_format(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     with sqlite3.connect(path) as conn:  # format 1: a column per field

@@ -152,8 +152,9 @@ class _Rows:
     def __init__(self) -> None:
         self.rows: list[bytes] = []
 
-    def emit_rows(self, rows: list[bytes]) -> None:
-        self.rows.extend(rows)
+    def emit_lines(self, lines: bytes) -> None:
+        assert lines.endswith(b"\n")
+        self.rows.extend(lines.split(b"\n")[:-1])
 
 
 def test_the_store_process_keeps_whole_lines_and_drops_a_row_cut_short(
