@@ -71,6 +71,7 @@ def test_writer_creates_the_store_in_wal_mode_and_writes_everything_in_order(tmp
     writer.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
     assert stored_events(path) == events
     assert (writer.emitted, writer.written, writer.failed) == (300, 300, 0)
 
