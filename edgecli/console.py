@@ -116,8 +116,11 @@ class _Painter:
         return f"{opening}{text}{closing}" if opening and text else text
 
 
+PRINT_INTERVAL_S = 0.005  # serve's terminal lines wait at most this long, to leave in one write
+
+
 class EventPrinter:
-    """An EventSink printing one aligned line per event (or one JSON record per line), flushed per line.
+    """An EventSink printing one aligned line per event (or one JSON record per line).
 
     Columns: time, function (a stable colour each), short worker id, request or task id, level, message.
     A traceback prints once, indented under its line; the same traceback seen again for the same task or
@@ -134,6 +137,7 @@ class EventPrinter:
     ) -> None:
         self._file = output.out.file
         self._json = json_output
+        self._lines: list[str] = []  # formatted, not yet written: see emit
         self._flush_pending = False
         self._paint = _Painter(output.out)
         self._dim = self._paint.codes("dim")
@@ -149,25 +153,29 @@ class EventPrinter:
 
     def emit(self, event: Event) -> None:
         line = json.dumps(event.to_record(), default=str) if self._json else self.format(event)
-        self._file.write(line + "\n")
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        # On serve's loop, every line written in one loop pass goes out in one flush at the end of the
-        # pass (one write syscall, not one per event), so lines are never held back. Off a loop: now.
+        self._lines.append(line)
         if self._flush_pending:
             return
+        # On serve's loop the lines of the next PRINT_INTERVAL_S go out in one write: a line is never
+        # held back longer than a human can see, and a function printing a line at a time (each arriving
+        # in a loop pass of its own) does not cost serve a write syscall per line. The lines are joined
+        # here, not left to stdout's buffer: stdout writes through on every line when it is a terminal
+        # (line buffering) or when PYTHONUNBUFFERED is set.
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._file.flush()
+        except RuntimeError:  # off a loop (start-up, shutdown, the inspect commands): now
+            self.flush()
             return
         self._flush_pending = True
-        loop.call_soon(self._flush)
+        loop.call_later(PRINT_INTERVAL_S, self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the lines held back (before anything else prints to the terminal, and at the end)."""
         self._flush_pending = False
+        lines, self._lines = self._lines, []
+        lines.append("")  # every line ends with a newline
         try:
+            self._file.write("\n".join(lines))
             self._file.flush()
         except (BrokenPipeError, ValueError):  # stdout went away (a closed pipe): nothing to show
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -11,6 +12,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
+import edgecli.console
 from edgecli.console import EventPrinter, Output, function_colour, make_console, print_banner, print_table
 from edgecli.events import BASE_FIELDS, Event
 
@@ -93,6 +95,43 @@ def test_plain_lines_are_aligned_one_per_event_and_flushed_each() -> None:
     assert "WARN  careful now" in headline_lines[4]
     assert "ERROR task notify failed after 1.50 s: ValueError: boom" in headline_lines[5]
     assert "worker stopped (memory)" in headline_lines[6]
+
+
+class WriteCountingBuffer(CountingBuffer):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.timeout(10)
+def test_on_a_loop_the_lines_of_a_few_milliseconds_leave_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5 ms in serve; room here for a slow machine.
+    monkeypatch.setattr(edgecli.console, "PRINT_INTERVAL_S", 0.2)
+    buffer = WriteCountingBuffer()
+    output = Output(out=make_console(buffer), err=make_console(io.StringIO()))
+    printer = EventPrinter(output, json_output=False)
+    events = _events()
+
+    async def main() -> None:
+        for event in events[:4]:  # as if each came in a loop pass of its own
+            printer.emit(event)
+            await asyncio.sleep(0)
+        assert buffer.getvalue() == ""  # held, not lost: a line waits at most PRINT_INTERVAL_S
+        deadline = time.monotonic() + 5
+        while not buffer.getvalue() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (buffer.writes, buffer.flushes) == (1, 1)
+        assert len(buffer.getvalue().splitlines()) == 4 and buffer.getvalue().endswith("\n")
+        printer.emit(events[4])
+        printer.flush()  # serve's shutdown (and its banner) write what is held at once
+        assert buffer.getvalue().splitlines()[-1].endswith("careful now")
+
+    asyncio.run(main())
+    assert buffer.writes == 2
 
 
 def test_a_traceback_prints_once_indented_under_its_line() -> None:

@@ -88,8 +88,8 @@ class ServeCommand:
         self.sock = sock
         self.store = StoreFeed(config.events_db, config.event_retention)
         self._host_env = host_env(os.environ)  # read once: what serve was started with
-        printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
-        self.hub = Hub([printer, self.store])
+        self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
+        self.hub = Hub([self.printer, self.store])
         self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
         self.pools: dict[str, Pool] = {}
         self.server: _Uvicorn | None = None
@@ -143,6 +143,7 @@ class ServeCommand:
 
     def banner(self) -> None:
         config = self.config
+        self.printer.flush()  # events of the start-up so far print above the banner, as they happened
         notes: list[str] = list(config.warnings) + list(config.skipped)
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
@@ -177,6 +178,7 @@ class ServeCommand:
         await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
         self.sock.close()
         self.store.close()
+        self.printer.flush()
 
 
 def serve(config: Config, output: Output, overrides: Overrides | None = None) -> int:
