@@ -2,7 +2,7 @@
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
                                  [--serve-seconds 2] [--serve-rounds 10] [--lines 19] [--connections 2,16]
-                                 [--paced-events 20000] [--paced-connections 16] [--no-serve]
+                                 [--paced-events 20000] [--paced-connections 16] [--no-serve | --paced-only]
 
 1. burst    — emit N events into serve's StoreFeed as fast as one loop pass can (workers' events: they
               arrive as rows); report the emit cost, how long the store process takes to commit them
@@ -18,10 +18,13 @@
               installed, else bench/_load.py) at each connection count; the difference is what the
               store adds to real per_worker requests, at the events/s the store then absorbs. The same
               again with a function that prints nothing (one event per request: the usual case).
-              Then the noisy function paced at `paced-events` events/s (20,000 / (lines + 1) requests/s)
-              by bench/_load.py, latency counted from when each request was due: the issue's condition
-              (20,000 events/s absorbed, at most 5 % added to request latency) as stated, with a
-              second server without store loaded in the same rounds: the noise floor to read it by.
+4. paced    — the issue's condition as stated (20,000 events/s absorbed, at most 5 % added to request
+              latency): the noisy function paced at `paced-events` events/s (20,000 / (lines + 1)
+              requests/s) by bench/_load.py, latency counted from when each request was due. One server,
+              its store switched off and on by signals between rounds (a launcher in this script;
+              nothing in edgecli changes), so the same process, worker and memory run both ways; each
+              round also loads it with the store off a second time: how far that lands from the first
+              is the noise floor to read the figure by.
 
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
@@ -32,6 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import statistics
 import sys
@@ -182,15 +187,40 @@ server.StoreFeed = NullStore
 from edgecli.cli import main
 main()
 """
+# serve with the store as shipped, which SIGUSR2 switches off (events go no further than serve) and
+# SIGUSR1 on again: the same process, worker and memory with and without the store, so that what
+# differs between two servers (up to ~10 % here between identical ones) drops out of the comparison.
+SWITCHED_STORE = """\
+import signal
+import edgecli.host.server as server
+from edgecli.host.store_feed import StoreFeed
+
+class SwitchedStore:
+    def __init__(self, *args, **kwargs):
+        self.feed = StoreFeed(*args, **kwargs)
+        self.on = True
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "on", True))
+        signal.signal(signal.SIGUSR2, lambda *_: setattr(self, "on", False))
+    def emit(self, event):
+        if self.on:
+            self.feed.emit(event)
+    def close(self):
+        self.feed.close()
+
+server.StoreFeed = SwitchedStore
+from edgecli.cli import main
+main()
+"""
 
 
-def serve_scenario(tmp: Path, name: str, lines: int, store: bool) -> Server:
+def serve_scenario(tmp: Path, name: str, lines: int, store: bool | None) -> Server:
+    """`store`: as shipped (True), a null sink (False), or switched on and off by signals (None)."""
     root = tmp / name
     (root / "supabase" / "functions" / "noisy").mkdir(parents=True)
     (root / "supabase" / "config.toml").write_text('[edge_runtime]\npolicy = "per_worker"\n')
     (root / "supabase" / "functions" / "noisy" / "index.py").write_text(NOISY_FUNCTION.format(lines=lines))
     port = free_port()
-    launcher = ["-m", "edgecli"] if store else ["-c", WITHOUT_STORE]
+    launcher = {None: ["-c", SWITCHED_STORE], True: ["-m", "edgecli"], False: ["-c", WITHOUT_STORE]}[store]
     cmd = [sys.executable, *launcher, "serve", "--workdir", str(root), "--port", str(port), "--no-verify-jwt"]
     return Server(name, cmd, f"http://127.0.0.1:{port}/functions/v1/noisy", tmp / f"{name}.log")
 
@@ -204,13 +234,9 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
     with_store = serve_scenario(workdir, f"with-store-{name}", lines, store=True)
     without = serve_scenario(workdir, f"without-store-{name}", lines, store=False)
     pair = {"without": without, "with": with_store}
-    # The paced run also loads a second server without store: how far two identical servers land apart
-    # in the same rounds is the noise floor the store's figure has to be read against.
-    paced = bool(lines and args.paced_events)
-    control = serve_scenario(workdir, f"control-{name}", lines, store=False) if paced else None
-    servers = [with_store, without] + ([control] if control else [])
     db = workdir / f"with-store-{name}" / "supabase" / ".temp" / "edgecli" / "events.db"
     tool = "wrk" if have_wrk() else "python"
+    servers = [with_store, without]
     try:
         for server in servers:
             server.start()
@@ -222,19 +248,50 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
                   f"{connections} connections ({rounds})")  # fmt: skip
             results, stored_rates = compare(pair, servers, db, tool, connections, args)
             report_comparison(results, stored_rates)
-        if control is not None:
-            # The issue's own condition: events arriving at a set rate, not a server pushed to its limit
-            # (where latency is only the inverse of throughput). Latency counts from when a request was due.
-            rate = args.paced_events / (lines + 1)
-            rounds = f"python, {args.serve_rounds} rounds of {args.serve_seconds:g} s each way"
-            print(f"serve: per_worker, {lines} printed lines + 1 request event per request, paced at "
-                  f"{rate:,.0f} req/s = {args.paced_events:,} events/s, {args.paced_connections} "
-                  f"connections ({rounds})")  # fmt: skip
-            trio = {**pair, "control": control}
-            results, stored_rates = compare(trio, servers, db, "python", args.paced_connections, args, rate)
-            report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
+    if lines and args.paced_events:
+        serve_paced(args, workdir, lines)
+
+
+def serve_paced(args: argparse.Namespace, workdir: Path, lines: int) -> None:
+    """The issue's own condition: events arriving at a set rate, not a server pushed to its limit (where
+    latency is only the inverse of throughput); latency counts from when a request was due. One server,
+    its store switched off and on between rounds; a second "off" in every round is the noise floor."""
+    name = f"switched-{lines}-lines"
+    server = serve_scenario(workdir, name, lines, store=None)
+    db = workdir / name / "supabase" / ".temp" / "edgecli" / "events.db"
+    rate = args.paced_events / (lines + 1)
+    rounds = f"python, {args.serve_rounds} rounds of {args.serve_seconds:g} s each way"
+    print(f"serve: per_worker, {lines} printed lines + 1 request event per request, paced at "
+          f"{rate:,.0f} req/s = {args.paced_events:,} events/s, {args.paced_connections} connections, "
+          f"one server with its store switched on and off ({rounds})")  # fmt: skip
+    states = {"without": signal.SIGUSR2, "with": signal.SIGUSR1, "control": signal.SIGUSR2}
+    results: Rounds = {label: [] for label in states}
+    stored_rates = []
+    try:
+        server.start()
+        server.wait_ready()
+        run_load("python", server.url, args.paced_connections, 1.0, 2, rate)  # warm up
+        order = list(states.items())
+        for round_ in range(args.serve_rounds):
+            shift = round_ % len(order)
+            for label, sig in order[shift:] + order[:shift]:
+                assert server.proc is not None
+                os.kill(server.proc.pid, sig)
+                settle([server])
+                before = last_id(db)
+                load = run_load("python", server.url, args.paced_connections, args.serve_seconds, 2, rate)
+                results[label].append((load.rps, load.p50_ms, load.p99_ms))
+                state = {"with": "store on", "without": "store off", "control": "off again"}[label]
+                print(f"    {state:<13} {load.rps:8,.0f} req/s  "
+                      f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms", flush=True)  # fmt: skip
+                if label == "with":
+                    settle([server])
+                    stored_rates.append((last_id(db) - before) / load.seconds)
+    finally:
+        stop_all([server])
+    report_comparison(results, stored_rates, control="the store off again")
 
 
 def compare(
@@ -267,7 +324,7 @@ def compare(
     return results, stored_rates
 
 
-def report_comparison(results: Rounds, stored_rates: list[float]) -> None:
+def report_comparison(results: Rounds, stored_rates: list[float], control: str = "") -> None:
     """Medians, and the median of each round's with/without ratio (a round's pair ran back to back, so
     the ratio is the figure least moved by whatever else the machine is doing)."""
     for index, metric in ((0, "req/s"), (1, "p50 ms"), (2, "p99 ms")):
@@ -277,7 +334,7 @@ def report_comparison(results: Rounds, stored_rates: list[float]) -> None:
         line = f"  {metric:<7} {base:9.2f} without store, {load:9.2f} with (paired rounds: {change:+.1f} %)"
         if "control" in results:
             noise = _paired_change(results["control"], results["without"], index)
-            line += f"; a second server without store: {noise:+.1f} %"
+            line += f"; {control}: {noise:+.1f} %"
         print(line)
     print(f"  the store absorbed {statistics.median(stored_rates):,.0f} events/s in the loaded rounds")
 
@@ -317,8 +374,12 @@ def main() -> None:
     )
     parser.add_argument("--paced-connections", type=int, default=16, help="connections of the paced run")
     parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
+    parser.add_argument("--paced-only", action="store_true", help="run only the paced serve comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
+        if args.paced_only:
+            serve_paced(args, Path(tmp), args.lines)
+            return
         burst(args.events, Path(tmp))
         sustained(args.rate, args.seconds, args.rounds, Path(tmp))
         if not args.no_serve:
