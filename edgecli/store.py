@@ -198,7 +198,7 @@ class StoreWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = max(1, retention)
-        self.emitted = 0  # events handed to `emit`
+        self.emitted = 0  # events handed to `emit`, `emit_rows` or `emit_lines`
         self.written = 0  # events committed so far
         self.failed = 0  # events lost: write errors (disk full...) or rows that are not events' rows
         self.last_error: Exception | None = None
@@ -225,6 +225,8 @@ class StoreWriter:
 
     def emit_rows(self, rows: list[bytes]) -> None:
         """Queue events given as their rows in JSON (`Event.to_row_json()`), as they came off the wire."""
+        if self._closed:
+            return  # past the final flush: nothing can be written any more
         texts = []
         for row in rows:
             try:
