@@ -138,7 +138,7 @@ class EventPrinter:
         self._file = output.out.file
         self._json = json_output
         self._lines: list[str] = []  # formatted, not yet written: see emit
-        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None  # the flush the held lines wait for
         self._paint = _Painter(output.out)
         self._dim = self._paint.codes("dim")
         self._levels = {
@@ -154,7 +154,7 @@ class EventPrinter:
     def emit(self, event: Event) -> None:
         line = json.dumps(event.to_record(), default=str) if self._json else self.format(event)
         self._lines.append(line)
-        if self._flush_pending:
+        if self._timer is not None:
             return
         # On serve's loop the lines of the next PRINT_INTERVAL_S go out in one write: a line is never
         # held back longer than a human can see, and a function printing a line at a time (each arriving
@@ -166,12 +166,15 @@ class EventPrinter:
         except RuntimeError:  # off a loop (start-up, shutdown, the inspect commands): now
             self.flush()
             return
-        self._flush_pending = True
-        loop.call_later(PRINT_INTERVAL_S, self.flush)
+        self._timer = loop.call_later(PRINT_INTERVAL_S, self.flush)
 
     def flush(self) -> None:
         """Write the lines held back (before anything else prints to the terminal, and at the end)."""
-        self._flush_pending = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
         lines, self._lines = self._lines, []
         lines.append("")  # every line ends with a newline
         try:
