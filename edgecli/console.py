@@ -116,7 +116,7 @@ class _Painter:
         return f"{opening}{text}{closing}" if opening and text else text
 
 
-PRINT_INTERVAL_S = 0.005  # serve's terminal lines wait at most this long, to leave in one write
+PRINT_INTERVAL_S = 0.005  # serve's terminal lines (not --json) wait at most this long, to leave in one write
 
 
 class EventPrinter:
@@ -138,7 +138,7 @@ class EventPrinter:
         self._file = output.out.file
         self._json = json_output
         self._lines: list[str] = []  # formatted, not yet written: see emit
-        self._timer: asyncio.TimerHandle | None = None  # the flush the held lines wait for
+        self._timer: asyncio.Handle | None = None  # the flush the held lines wait for
         self._paint = _Painter(output.out)
         self._dim = self._paint.codes("dim")
         self._levels = {
@@ -156,17 +156,22 @@ class EventPrinter:
         self._lines.append(line)
         if self._timer is not None:
             return
-        # On serve's loop the lines of the next PRINT_INTERVAL_S go out in one write: a line is never
-        # held back longer than a human can see, and a function printing a line at a time (each arriving
-        # in a loop pass of its own) does not cost serve a write syscall per line. The lines are joined
-        # here, not left to stdout's buffer: stdout writes through on every line when it is a terminal
-        # (line buffering) or when PYTHONUNBUFFERED is set.
+        # On serve's loop, lines for a person go out in one write every PRINT_INTERVAL_S: never held back
+        # longer than anyone can see, and a function printing a line at a time (each arriving in a loop
+        # pass of its own) does not cost serve a write syscall per line. JSON records are for programs,
+        # which may read them side by side with the HTTP responses (a test looking for a request's log
+        # line once it has the response): they leave at the end of the loop pass that made them. The
+        # lines are joined here, not left to stdout's buffer: stdout writes through on every line when
+        # it is a terminal (line buffering) or when PYTHONUNBUFFERED is set.
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # off a loop (start-up, shutdown, the inspect commands): now
             self.flush()
             return
-        self._timer = loop.call_later(PRINT_INTERVAL_S, self.flush)
+        if self._json:
+            self._timer = loop.call_soon(self.flush)
+        else:
+            self._timer = loop.call_later(PRINT_INTERVAL_S, self.flush)
 
     def flush(self) -> None:
         """Write the lines held back (before anything else prints to the terminal, and at the end)."""

@@ -134,6 +134,24 @@ def test_on_a_loop_the_lines_of_a_few_milliseconds_leave_in_one_write(
     assert buffer.writes == 2
 
 
+@pytest.mark.timeout(10)
+def test_json_records_on_a_loop_leave_at_the_end_of_the_pass() -> None:
+    buffer = WriteCountingBuffer()
+    output = Output(out=make_console(buffer), err=make_console(io.StringIO()))
+    printer = EventPrinter(output, json_output=True)
+
+    async def main() -> None:
+        events = _events()
+        printer.emit(events[0])
+        printer.emit(events[1])
+        assert buffer.getvalue() == ""
+        await asyncio.sleep(0)  # the end of this pass
+        assert buffer.writes == 1
+        assert [json.loads(line)["kind"] for line in buffer.getvalue().splitlines()] == ["boot", "log"]
+
+    asyncio.run(main())
+
+
 def test_a_traceback_prints_once_indented_under_its_line() -> None:
     output, buffer = _plain()
     printer = EventPrinter(output, json_output=False)
