@@ -86,15 +86,9 @@ def _storable(value: Any) -> Any:
 
 
 def _storable_row(row_json: bytes) -> str:
-    """The row as text to store: as it came, unless it holds an escaped surrogate or is not UTF-8.
-
-    ValueError if it has to be decoded and is not an event's row."""
-    if _SURROGATE not in row_json:
-        try:
-            return row_json.decode()
-        except UnicodeDecodeError:
-            pass
-    return _checked_row(row_json)
+    """The row as text to store: as it came (bytes that are not UTF-8 replaced, as `emit_lines` does),
+    unless it holds an escaped surrogate; ValueError if it then is not an event's row."""
+    return row_json.decode(errors="replace") if _SURROGATE not in row_json else _checked_row(row_json)
 
 
 def _checked_row(row_json: bytes) -> str:
