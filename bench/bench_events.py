@@ -70,7 +70,7 @@ class NullSink:
 
 def stored_count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        return int(conn.execute("SELECT coalesce(sum(last - first + 1), 0) FROM event_batches").fetchone()[0])
 
 
 def burst(events: int, workdir: Path) -> None:
@@ -348,7 +348,7 @@ def _paired_change(
 def last_id(path: Path) -> int:
     """Events ever stored (ids only grow; a count would stop at the retention)."""
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        return int(conn.execute("SELECT coalesce(max(last), 0) FROM event_batches").fetchone()[0])
 
 
 def _ints(text: str) -> list[int]:

@@ -7,7 +7,6 @@ row conversion defined here.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import threading
@@ -18,60 +17,54 @@ from typing import Any
 
 from edgecli.compact_json import decode_json, encode_json
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, Row
+from edgecli.events import Event
 
-SCHEMA_VERSION = 2
-# Each event is kept as the row it came as (Event.to_row_json(), what workers send), and the `events`
-# view unpacks the fields for readers. Unpacking on write, a column per field, cost SQLite ~3.5 µs per
-# event (json_each, then json_extract per column); storing the row as it is costs ~0.8 µs. The writer
-# runs at up to tens of thousands of events a second, next to the requests it records; readers are rare
-# and filter 200,000 rows in ~30 ms through the view.
+SCHEMA_VERSION = 3
+# Events are kept in batches, one table row per write (every ~50 ms under load): the rows as they came
+# (Event.to_row_json(), what workers send), one per line of a JSON array. A table row per event cost
+# SQLite ~0.6 µs to insert and ~0.4 µs to trim again per event, with the store process's CPU taken from
+# the requests it records (bench/README.md); a row per batch costs a few hundredths of that. Events are
+# numbered in insertion order (`first`..`last` of each batch): readers select batches by that range and
+# unpack them in Python (edgecli/inspect/store.py), and the `events` view gives SQL one row per event.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS event_rows (
-    id INTEGER PRIMARY KEY,  -- insertion order, what readers page and follow by
-    row TEXT NOT NULL  -- [ts, kind, function, worker, request, task, level, message, fields] as JSON
+CREATE TABLE IF NOT EXISTS event_batches (
+    last INTEGER PRIMARY KEY,  -- id of the batch's newest event: ids number events in insertion order
+    first INTEGER NOT NULL,  -- id of its oldest
+    rows TEXT NOT NULL  -- JSON array, one event per line: [ts, kind, function, worker, request, task,
+                        -- level, message, fields]
 );
 CREATE VIEW IF NOT EXISTS events AS SELECT
-    id, row,
-    json_extract(row, '$[0]') AS ts,
-    json_extract(row, '$[1]') AS kind,
-    json_extract(row, '$[2]') AS function,
-    json_extract(row, '$[3]') AS worker,
-    json_extract(row, '$[4]') AS request,
-    json_extract(row, '$[5]') AS task,
-    json_extract(row, '$[6]') AS level,
-    json_extract(row, '$[7]') AS message,
-    json_extract(row, '$[8]') AS fields  -- the kind's extra fields as a JSON object, or NULL
-FROM event_rows;
--- No index, on purpose: the writer would pay for each one on every event, while readers either follow
--- new rows by id or scan the whole store.
+    b.first + j.key AS id,
+    j.value AS row,
+    json_extract(j.value, '$[0]') AS ts,
+    json_extract(j.value, '$[1]') AS kind,
+    json_extract(j.value, '$[2]') AS function,
+    json_extract(j.value, '$[3]') AS worker,
+    json_extract(j.value, '$[4]') AS request,
+    json_extract(j.value, '$[5]') AS task,
+    json_extract(j.value, '$[6]') AS level,
+    json_extract(j.value, '$[7]') AS message,
+    json_extract(j.value, '$[8]') AS fields  -- the kind's extra fields as a JSON object, or NULL
+-- A batch that is not JSON (written by hand, or by a broken tool) is left out rather than fail the query.
+FROM event_batches AS b, json_each(CASE WHEN json_valid(b.rows) THEN b.rows ELSE '[]' END) AS j;
 """
-_OLDER_FORMATS = (1,)  # format 1 unpacked every field into a column of an `events` table
-COLUMNS = "id, row"  # what readers select from `events`: row_to_event turns it back into an Event
+# 1: a column per field in an `events` table; 2: a table row per event (`event_rows`), `events` a view.
+_OLDER_FORMATS = {
+    1: ("DROP TABLE IF EXISTS events",),
+    2: ("DROP VIEW IF EXISTS events", "DROP TABLE IF EXISTS event_rows"),
+}
+ROW_SEPARATOR = ",\n"  # between two rows in a batch: rows are ASCII JSON, so never hold a raw newline
 # Rows holding an escaped surrogate (`\ud...`): a lone one is text readers could not print, so such
 # rows are decoded and re-encoded with it replaced (an emoji's escaped pair goes the same way, intact).
 _SURROGATE = b"\\ud"
 ROW_LENGTH = 9
-_TRIM = "DELETE FROM event_rows WHERE id <= (SELECT max(id) FROM event_rows) - ?"  # keeps the newest N
-# Many rows per statement, not executemany: one statement per 500 rows is half the cost per row.
-ROWS_PER_STATEMENT = 500
 PAGE_SIZE = 16384
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
-    # Only event rows go in: a text that is not a JSON array of ROW_LENGTH values would make every query
-    # on the view fail ("malformed JSON"). SQLite checks that for ~0.1 µs a row; Python would take ~2.
-    values = ", ".join(["(?)"] * rows)
-    return (
-        f"INSERT INTO event_rows (row) SELECT column1 FROM (VALUES {values}) "
-        f"WHERE json_valid(column1) AND json_array_length(column1) = {ROW_LENGTH}"
-    )
-
 
 FLUSH_INTERVAL_S = 0.05  # a reader following the store sees an event at most this much later
 BATCH_WAKE = 2000  # ...or sooner, once this many events are waiting (bursts)
-MAX_TRANSACTION = 5000  # keeps one transaction (and the time a reader's snapshot lags) short
+# Events per batch at most (give or take one block read from the pipe): keeps what a reader unpacks to
+# show the newest few small, and one transaction (and the time a reader's snapshot lags) short.
+MAX_BATCH = 5000
 
 
 def _storable(value: Any) -> Any:
@@ -85,12 +78,6 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def _storable_row(row_json: bytes) -> str:
-    """The row as text to store: as it came (bytes that are not UTF-8 replaced, as `emit_lines` does),
-    unless it holds an escaped surrogate; ValueError if it then is not an event's row."""
-    return row_json.decode(errors="replace") if _SURROGATE not in row_json else _checked_row(row_json)
-
-
 def _checked_row(row_json: bytes) -> str:
     """The row decoded, checked and encoded again with every text storable; ValueError if not a row."""
     row = json.loads(row_json.decode(errors="replace"))
@@ -99,26 +86,38 @@ def _checked_row(row_json: bytes) -> str:
     return encode_json(_storable(row))
 
 
-def row_to_event(row: Row) -> Event:
-    """A row selected as `COLUMNS` back into an Event; ValueError if the stored row is not one."""
-    return Event.from_row_json(row[1].encode())
-
-
-def rows_to_events(rows: list[Row]) -> list[tuple[int, Event]]:
-    """Rows selected as `COLUMNS` as (id, Event) pairs, skipping any that is not an event's row.
-
-    One JSON parse for all of them: per row, the parser's own overhead would be most of the cost."""
+def batch_rows(batch: str) -> list[Any]:
+    """The rows of a stored batch, decoded; a line that is not JSON becomes None (readers skip it)."""
     try:
-        values = decode_json("[" + ",".join(row[1] for row in rows) + "]")
-        return [(row[0], Event.from_row(value)) for row, value in zip(rows, values, strict=True)]
-    except (ValueError, TypeError):
-        pass  # one row is not JSON, or not an event's (put there by hand?): find it, skip it
+        rows = decode_json(batch)
+        if isinstance(rows, list):
+            return rows
+    except ValueError:
+        pass  # one line is not JSON (put there by hand?): the others still are
+    return [_decoded_or_none(line) for line in batch_lines(batch)]
+
+
+def batch_lines(batch: str) -> list[str]:
+    """The rows of a stored batch as their JSON text, one per event."""
+    return batch.removeprefix("[").removesuffix("]").split(ROW_SEPARATOR)
+
+
+def _decoded_or_none(line: str) -> Any:
+    try:
+        return decode_json(line)
+    except ValueError:
+        return None
+
+
+def rows_to_events(first: int, rows: list[Any]) -> list[tuple[int, Event]]:
+    """A batch's decoded rows as (id, Event) pairs, skipping any that is not an event's row."""
     found = []
-    for row in rows:
-        try:
-            found.append((row[0], row_to_event(row)))
-        except (ValueError, TypeError):
-            continue
+    for offset, row in enumerate(rows):
+        if type(row) is list:  # exactly what JSON decodes an array to
+            try:
+                found.append((first + offset, Event.from_row(row)))
+            except (ValueError, TypeError):
+                continue
     return found
 
 
@@ -163,13 +162,19 @@ def connect_store(path: Path, *, create: bool) -> sqlite3.Connection:
     return conn
 
 
+def last_event_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest event in the store (0 when it holds none)."""
+    return int(conn.execute("SELECT coalesce(max(last), 0) FROM event_batches").fetchone()[0])
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
     """Create the schema in a new file, or in place of an older format's: the store only holds past
     logs, so serve starts it afresh rather than ask the user to delete it. A newer format is left alone
     (connect_store then says another edgecli wrote it)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version in _OLDER_FORMATS:
-        conn.execute("DROP TABLE IF EXISTS events")
+        for statement in _OLDER_FORMATS[version]:
+            conn.execute(statement)
     elif version != 0:
         return
     conn.executescript(_SCHEMA)
@@ -179,11 +184,11 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 class StoreWriter:
     """An EventSink persisting events to the SQLite store without ever blocking the caller on disk.
 
-    `emit` and `emit_rows` only make each row storable text and append it to an in-memory queue; a
-    background thread writes the queue in batched transactions (every FLUSH_INTERVAL_S, or sooner past
-    BATCH_WAKE waiting events) and now and then deletes all but the newest `retention` events. The queue
-    is unbounded on purpose: a slow disk must delay events, not drop them. `close()` writes everything
-    still queued and stops the thread.
+    `emit_lines` (and `emit`) only turn rows into batch text and append it to an in-memory queue; a
+    background thread writes what is queued as one batch (every FLUSH_INTERVAL_S, or sooner past
+    BATCH_WAKE waiting events) and now and then deletes all but the newest `retention` events' batches.
+    The queue is unbounded on purpose: a slow disk must delay events, not drop them. `close()` writes
+    everything still queued, trims to exactly `retention` events and stops the thread.
     """
 
     def __init__(
@@ -192,22 +197,23 @@ class StoreWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = max(1, retention)
-        self.emitted = 0  # events handed to `emit`, `emit_rows` or `emit_lines`
+        self.emitted = 0  # events handed to `emit` or `emit_lines`
         self.written = 0  # events committed so far
         self.failed = 0  # events lost: write errors (disk full...) or rows that are not events' rows
         self.last_error: Exception | None = None
         self._on_error = on_error  # told when writes start failing (not again until one succeeds)
         self._failing = False
         self._conn = connect_store(path, create=True)
-        # SQLite before 3.32 allows only 999 parameters per statement.
-        self._rows = min(ROWS_PER_STATEMENT, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-        # Rows as text to bind. A list, not a deque: the writer takes whole slices. Appending threads
-        # only ever extend it, the writer only cuts from the front (each one step under the GIL).
-        self._queue: list[str] = []
+        self._next_id = last_event_id(self._conn) + 1
+        # Blocks of rows as (count, rows joined by ROW_SEPARATOR). A list, not a deque: the writer takes
+        # whole slices. Appending threads only ever extend it, the writer only cuts from the front (each
+        # one step under the GIL).
+        self._queue: list[tuple[int, str]] = []
+        self._queued = 0  # events in the queue (an estimate while threads race: it only wakes the writer)
         self._wake = threading.Event()
         self._closing = False
         self._closed = False
-        # Trim often enough that the file stays near `retention` rows, rarely enough to stay cheap.
+        # Trim often enough that the file stays near `retention` events, rarely enough to stay cheap.
         self._trim_every = max(1000, self.retention // 10)
         self._since_trim = 0
         self._trim()
@@ -215,39 +221,35 @@ class StoreWriter:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        self.emit_rows([event.row_json or event.to_row_json()])
-
-    def emit_rows(self, rows: list[bytes]) -> None:
-        """Queue events given as their rows in JSON (`Event.to_row_json()`), as they came off the wire."""
-        if self._closed:
-            return  # past the final flush: nothing can be written any more
-        texts = []
-        for row in rows:
-            try:
-                texts.append(_storable_row(row))
-            except ValueError as exc:  # not an event's row: it goes no further
-                self.emitted += 1
-                self.failed += 1
-                self.last_error = exc
-        self._enqueue(texts)
+        self.emit_lines((event.row_json or event.to_row_json()) + b"\n")
 
     def emit_lines(self, lines: bytes) -> None:
-        """Queue the rows of `lines`, each a row as `emit_rows` takes it followed by a newline (the
-        store process's wire): one decode for all of them, unless one needs more care."""
-        if _SURROGATE in lines:
-            self.emit_rows(lines.split(b"\n")[:-1])
-            return
-        texts = lines.decode(errors="replace").split("\n")
-        texts.pop()  # after the last newline
-        self._enqueue(texts)
-
-    def _enqueue(self, texts: list[str]) -> None:
+        """Queue the rows of `lines`, each an event's row in JSON (`Event.to_row_json()`) followed by a
+        newline: the store process's wire. serve decoded every row before sending it, so the block goes
+        in as it is, decoded once; a block holding an escaped surrogate is decoded and checked row by
+        row (the rare case: it costs ~30 times as much)."""
         if self._closed:
             return  # past the final flush: nothing can be written any more
-        self._queue.extend(texts)
-        self.emitted += len(texts)
-        if len(self._queue) >= BATCH_WAKE:
-            self._wake.set()
+        if _SURROGATE in lines:
+            rows = lines.split(b"\n")[:-1]
+            texts = []
+            for row in rows:
+                try:
+                    texts.append(_checked_row(row))
+                except ValueError as exc:  # not an event's row: it goes no further
+                    self.failed += 1
+                    self.last_error = exc
+            self.emitted += len(rows) - len(texts)
+            count, block = len(texts), ROW_SEPARATOR.join(texts)
+        else:
+            count = lines.count(b"\n")
+            block = lines[:-1].replace(b"\n", ROW_SEPARATOR.encode()).decode(errors="replace")
+        if count:
+            self._queue.append((count, block))
+            self._queued += count
+            self.emitted += count
+            if self._queued >= BATCH_WAKE:
+                self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything emitted so far is committed (tests, and readers in the same process)."""
@@ -266,43 +268,44 @@ class StoreWriter:
         self._thread.join()
         self._closed = True
         self._write_pending()  # whatever raced in between the thread's last batch and `_closed`
-        self._trim()
+        self._trim(exact=True)
         self._conn.close()
 
     def _run(self) -> None:
         while not self._closing:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
-            self._write_pending(whole=True)
+            self._write_pending()
         self._write_pending()
 
-    def _write_pending(self, *, whole: bool = False) -> None:
-        """Write the queue. `whole`: under load, only whole statements' worth; the few events left over
-        go first in the next round (FIFO), so none waits more than two rounds, and statements stay the
-        same size (compiled once) however the traffic comes in."""
+    def _write_pending(self) -> None:
+        """Write the queue, one batch (and transaction) per MAX_BATCH events at most."""
         queue = self._queue
         while queue:
-            count = min(len(queue), MAX_TRANSACTION)
-            if whole and count >= self._rows:
-                count -= count % self._rows
-            batch = queue[:count]
-            del queue[:count]
+            taken = count = 0
+            while taken < len(queue) and count < MAX_BATCH:
+                count += queue[taken][0]
+                taken += 1
+            blocks = queue[:taken]
+            del queue[:taken]
+            self._queued -= count
+            batch = "[" + ROW_SEPARATOR.join(block for _, block in blocks) + "]"
             try:
-                inserted = self._insert(batch)
+                with self._conn:
+                    self._conn.execute(
+                        "INSERT INTO event_batches (last, first, rows) VALUES (?, ?, ?)",
+                        (self._next_id + count - 1, self._next_id, batch),
+                    )
             except sqlite3.Error as exc:
                 # Disk full, the file removed under us: serving goes on, and whoever runs us is told.
-                self._failed(exc, len(batch))
+                self._failed(exc, count)
                 continue
-            self.written += inserted
-            if inserted < len(batch):
-                self.failed += len(batch) - inserted
-                self.last_error = ValueError(f"{len(batch) - inserted} rows were not events' rows")
+            self._next_id += count
+            self.written += count
             self._failing = False
-            self._since_trim += inserted
+            self._since_trim += count
             if self._since_trim >= self._trim_every:
                 self._trim()
-            if whole and len(queue) < self._rows:
-                break
 
     def _failed(self, exc: Exception, count: int) -> None:
         self.last_error = exc
@@ -311,19 +314,28 @@ class StoreWriter:
             self._on_error(exc, self.path)
         self._failing = True
 
-    def _insert(self, rows: list[str]) -> int:
-        """Insert the rows in one transaction; how many were events' rows (and so inserted)."""
-        inserted = 0
-        with self._conn:
-            for start in range(0, len(rows), self._rows):
-                chunk = rows[start : start + self._rows]
-                inserted += self._conn.execute(_insert_sql(len(chunk)), chunk).rowcount
-        return inserted
-
-    def _trim(self) -> None:
+    def _trim(self, *, exact: bool = False) -> None:
+        """Delete the batches holding only events older than the newest `retention`. `exact` (at close):
+        also cut the older events out of the batch holding the boundary, so exactly `retention` stay;
+        in between, up to a batch's worth more may, which costs nothing to keep."""
         self._since_trim = 0
+        oldest_kept = self._next_id - self.retention
         try:
             with self._conn:
-                self._conn.execute(_TRIM, (self.retention,))
+                self._conn.execute("DELETE FROM event_batches WHERE last < ?", (oldest_kept,))
+                if exact:
+                    self._cut_boundary_batch(oldest_kept)
         except sqlite3.Error as exc:
             self.last_error = exc
+
+    def _cut_boundary_batch(self, oldest_kept: int) -> None:
+        boundary = self._conn.execute(
+            "SELECT last, first, rows FROM event_batches WHERE first < ?", (oldest_kept,)
+        ).fetchone()
+        if boundary is not None:
+            last, first, rows = boundary
+            kept = batch_lines(rows)[oldest_kept - first :]
+            self._conn.execute(
+                "UPDATE event_batches SET first = ?, rows = ? WHERE last = ?",
+                (oldest_kept, "[" + ROW_SEPARATOR.join(kept) + "]", last),
+            )

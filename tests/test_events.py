@@ -111,6 +111,16 @@ def test_retention_keeps_exactly_the_newest_events_after_close(tmp_path: Path) -
     assert [e.message for e in stored_events(path)] == [str(i) for i in range(130, 180)]
 
 
+def test_retention_cuts_inside_a_batch_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=5)
+    writer.emit_lines(b"".join(Event("log", str(i)).to_row_json() + b"\n" for i in range(8)))
+    writer.close()
+    assert [e.message for e in stored_events(path)] == ["3", "4", "5", "6", "7"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT min(id), max(id), count(*) FROM events").fetchone() == (4, 8, 5)
+
+
 def test_retention_bounds_the_store_while_serving(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     writer = StoreWriter(path, retention=2000)
@@ -193,53 +203,75 @@ def test_the_events_view_gives_sql_a_column_per_field(tmp_path: Path) -> None:
         assert conn.execute("SELECT message FROM events WHERE level = 'warning'").fetchall() == [("hi",)]
 
 
-def test_a_row_that_is_not_text_costs_only_itself(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
-    writer = StoreWriter(path, retention=100)
-    good = [Event("log", str(i), ts=float(i)) for i in range(3)]
-    writer.emit_rows([good[0].to_row_json(), b'[1.0,"log",null,null,null,null,"info","\xff\xfe",null]'])
-    writer.emit_rows([good[1].to_row_json(), b"not json", b"[1, 2]", good[2].to_row_json()])
-    writer.close()
-    stored = stored_events(path)
-    # Undecodable bytes are replaced, like any text UTF-8 cannot hold; what is not a row is dropped.
-    assert [e.message for e in stored] == ["0", "\ufffd\ufffd", "1", "2"]
-    assert (writer.written, writer.failed) == (4, 2)
-
-
 def test_lines_as_the_store_process_reads_them_are_stored_as_sent(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     writer = StoreWriter(path, retention=100)
     good = [Event("log", f"ok {i}", function="fn", ts=float(i)) for i in range(4)]
     writer.emit_lines(b"".join(event.to_row_json() + b"\n" for event in good[:2]))  # the usual block
+    writer.emit_lines(b'[1.0,"log",null,null,null,null,"info","\xff",null]\n')  # not UTF-8: replaced
     writer.emit_lines(
         good[2].to_row_json()
         + b"\n"
-        + Event("log", "lone \udcff", ts=9.0).to_row_json()  # an escaped lone surrogate: that row decoded
-        + b'\n[1.0,"log",null,null,null,null,"info","\xff",null]\n'  # not UTF-8
-        + b"not json\n[1, 2]\n"  # not events' rows: SQLite keeps them out
+        + Event("log", "lone \udcff", ts=9.0).to_row_json()  # an escaped lone surrogate: these rows decoded
+        + b"\nnot json\n[1, 2]\n"  # ...and checked: what is not an event's row goes no further
         + good[3].to_row_json()
         + b"\n"
     )
     writer.close()
     messages = [e.message for e in stored_events(path)]
-    assert messages == ["ok 0", "ok 1", "ok 2", "lone ?", "\ufffd", "ok 3"]
+    assert messages == ["ok 0", "ok 1", "\ufffd", "ok 2", "lone ?", "ok 3"]
     assert (writer.emitted, writer.written, writer.failed) == (8, 6, 2)
-    with sqlite3.connect(path) as conn:  # the view's SQL works on every stored row
-        assert conn.execute("SELECT count(*) FROM events WHERE level = 'info'").fetchone()[0] == 6
+    with sqlite3.connect(path) as conn:  # the view gives SQL every stored event, numbered in order
+        assert conn.execute("SELECT id, message FROM events WHERE level = 'info'").fetchall() == list(
+            enumerate(messages, start=1)
+        )
 
 
-def test_serve_replaces_a_store_of_the_older_format(tmp_path: Path) -> None:
+def test_a_line_that_is_not_an_events_row_costs_readers_only_itself(tmp_path: Path) -> None:
+    # serve only sends rows it decoded, so the usual block goes in unchecked; should anything else get
+    # in, readers skip it and keep every event around it, and SQL on the view still runs.
     path = tmp_path / "events.db"
-    with sqlite3.connect(path) as conn:  # format 1: a column per field
-        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL)")
-        conn.execute("INSERT INTO events (ts, kind) VALUES (1.0, 'log')")
-        conn.execute("PRAGMA user_version = 1")
-    with pytest.raises(EdgecliError, match=r"another edgecli version \(store format 1.*serve. replaces it"):
+    writer = StoreWriter(path, retention=100)
+    good = [Event("log", f"ok {i}", ts=float(i)) for i in range(3)]
+    writer.emit_lines(good[0].to_row_json() + b"\nnot json\n" + good[1].to_row_json() + b"\n[1, 2]\n")
+    writer.emit_lines(good[2].to_row_json() + b"\n")
+    writer.close()
+    assert [(e.message, e.ts) for e in stored_events(path)] == [("ok 0", 0.0), ("ok 1", 1.0), ("ok 2", 2.0)]
+    with sqlite3.connect(path) as conn:
+        conn.execute("SELECT count(*) FROM events WHERE level = 'info'").fetchone()
+
+
+_OLDER_STORES = {
+    1: [  # a column per field
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL)",
+        "INSERT INTO events (ts, kind) VALUES (1.0, 'log')",
+    ],
+    2: [  # a table row per event, and a view
+        "CREATE TABLE event_rows (id INTEGER PRIMARY KEY, row TEXT NOT NULL)",
+        "CREATE VIEW events AS SELECT id, row, json_extract(row, '$[1]') AS kind FROM event_rows",
+        """INSERT INTO event_rows (row) VALUES ('[1.0,"log",null,null,null,null,"info","old",null]')""",
+    ],
+}
+
+
+@pytest.mark.parametrize("version", sorted(_OLDER_STORES))
+def test_serve_replaces_a_store_of_an_older_format(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as conn:
+        for statement in _OLDER_STORES[version]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+    with pytest.raises(
+        EdgecliError, match=rf"another edgecli version \(store format {version}.*serve. replaces it"
+    ):
         connect_store(path, create=False)  # readers leave it alone...
     writer = StoreWriter(path, retention=10)  # ...serve starts it afresh: it only held past logs
     writer.emit(Event("log", "new"))
     writer.close()
     assert [e.message for e in stored_events(path)] == ["new"]
+    with sqlite3.connect(path) as conn:
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert names == {"event_batches", "events"}
 
 
 def test_a_store_of_a_newer_format_is_left_alone(tmp_path: Path) -> None:

@@ -7,21 +7,25 @@ readers and the one writer proceed side by side) and after it stopped or was kil
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgecli.compact_json import encode_json
 from edgecli.errors import EdgecliError
 from edgecli.events import LEVELS, Event
-from edgecli.store import COLUMNS, connect_store, rows_to_events
-
-# The largest code point: `prefix <= id < prefix + TOP` selects every id starting with `prefix`, and the
-# index on the column can serve the range.
-_TOP = "\U0010ffff"
+from edgecli.store import ROW_LENGTH, batch_rows, connect_store, last_event_id, rows_to_events
 
 
 class NoStoreError(EdgecliError):
     """No event store yet: `edgecli serve` has never run in this project."""
+
+
+RowTest = Callable[[list[Any]], bool]  # on an event's row as stored (Event.to_row order)
+StoredEvent = tuple[int, Event]  # (store id: insertion order, event)
+_TS, _KIND, _FUNCTION, _REQUEST, _TASK, _LEVEL = 0, 1, 2, 4, 5, 6  # places in a stored row
+_NEWEST_PAGE = 16  # batches fetched at a time while looking back for the newest events
 
 
 @dataclass(frozen=True)
@@ -38,45 +42,86 @@ class EventQuery:
     or_tasks: tuple[str, ...] = ()
     exact_ids: bool = False  # `invoke --wait` knows the full request id: no prefix matching
 
-    def _id_clause(self, column: str, value: str, params: list[Any]) -> str:
-        if self.exact_ids:
-            params.append(value)
-            return f"{column} = ?"
-        params += [value, value + _TOP]
-        return f"({column} >= ? AND {column} < ?)"
+    def matches(self) -> RowTest:
+        """A test of one stored row: does its event pass every filter?"""
+        tests: list[RowTest] = []
+        if self.function is not None:
+            tests.append(_equals(_FUNCTION, self.function))
+        if self.request is not None:
+            by_request = self._id_test(_REQUEST, self.request)
+            if self.or_tasks:
+                tasks = frozenset(self.or_tasks)
+                tests.append(lambda row: by_request(row) or row[_TASK] in tasks)
+            else:
+                tests.append(by_request)
+        if self.task is not None:
+            tests.append(self._id_test(_TASK, self.task))
+        if self.min_level is not None:
+            allowed = frozenset(self._levels())
+            tests.append(lambda row: row[_LEVEL] in allowed)
+        if self.since is not None:
+            since = self.since
+            tests.append(lambda row: isinstance(row[_TS], int | float) and row[_TS] >= since)
+        if self.kinds:
+            kinds = frozenset(self.kinds)
+            tests.append(lambda row: row[_KIND] in kinds)
+        if len(tests) == 1:  # the common case, without a loop per row
+            (test,) = tests
+            return lambda row: len(row) == ROW_LENGTH and test(row)
+        return lambda row: len(row) == ROW_LENGTH and all(test(row) for test in tests)
 
-    def where(self) -> tuple[str, list[Any]]:
+    def batch_filter(self) -> tuple[str, list[Any]]:
+        """SQL on `event_batches` keeping only batches that may hold a match: each string a filter needs
+        must appear in the batch's text as it is encoded there. Cheap (a substring search), and it spares
+        readers unpacking batches that cannot match; `matches` decides."""
         clauses: list[str] = []
         params: list[Any] = []
+
+        def any_of(*needles: str) -> None:
+            clauses.append("(" + " OR ".join(["instr(rows, ?) > 0"] * len(needles)) + ")")
+            params.extend(needles)
+
         if self.function is not None:
-            clauses.append("function = ?")
-            params.append(self.function)
+            any_of(encode_json(self.function))
         if self.request is not None:
-            request_clause = self._id_clause("request", self.request, params)
-            if self.or_tasks:
-                request_clause = f"({request_clause} OR task IN ({', '.join('?' * len(self.or_tasks))}))"
-                params += self.or_tasks
-            clauses.append(request_clause)
+            any_of(self._needle(self.request), *map(encode_json, self.or_tasks))
         if self.task is not None:
-            clauses.append(self._id_clause("task", self.task, params))
-        if self.min_level is not None:
-            allowed = LEVELS[LEVELS.index(self.min_level) :]
-            clauses.append(f"level IN ({', '.join('?' * len(allowed))})")
-            params += allowed
-        if self.since is not None:
-            clauses.append("ts >= ?")
-            params.append(self.since)
+            any_of(self._needle(self.task))
+        if self.min_level is not None and self.min_level != LEVELS[0]:
+            any_of(*map(encode_json, self._levels()))
         if self.kinds:
-            clauses.append(f"kind IN ({', '.join('?' * len(self.kinds))})")
-            params += self.kinds
+            any_of(*map(encode_json, self.kinds))
         return (" AND ".join(clauses) or "1"), params
 
+    def _levels(self) -> tuple[str, ...]:
+        return LEVELS[LEVELS.index(self.min_level or LEVELS[0]) :]
 
-StoredEvent = tuple[int, Event]  # (store id: insertion order, event)
+    def _id_test(self, column: int, value: str) -> RowTest:
+        if self.exact_ids:
+            return _equals(column, value)
+        return lambda row: isinstance(row[column], str) and row[column].startswith(value)
+
+    def _needle(self, value: str) -> str:
+        # An id's prefix is encoded as the start of the id's encoding (every character on its own).
+        return encode_json(value) if self.exact_ids else encode_json(value)[:-1]
+
+
+def _passes(test: RowTest, row: list[Any]) -> bool:
+    try:  # TypeError: a row holding a list where an id belongs (put there by hand?)
+        return test(row)
+    except TypeError:
+        return False
+
+
+def _equals(column: int, value: str) -> RowTest:
+    return lambda row: row[column] == value
 
 
 class EventReader:
-    """A read-only view of the store at `path`; raises NoStoreError when there is none yet."""
+    """A read-only view of the store at `path`; raises NoStoreError when there is none yet.
+
+    Events are stored in batches (edgecli/store.py): every query selects the batches that may hold a
+    match by id range and `EventQuery.batch_filter`, and unpacks and tests their rows here."""
 
     def __init__(self, path: Path) -> None:
         if not path.is_file():
@@ -89,42 +134,55 @@ class EventReader:
 
     def newest(self, query: EventQuery, limit: int, upto_id: int | None = None) -> list[StoredEvent]:
         """The newest `limit` events matching `query` (up to `upto_id`), oldest first."""
-        where, params = query.where()
-        if upto_id is not None:
-            where, params = f"id <= ? AND {where}", [upto_id, *params]
-        rows = self._select(f"WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
-        rows.reverse()
-        return rows
+        upto = upto_id if upto_id is not None else self.last_id()
+        found: list[StoredEvent] = []
+        cursor = self._batches(query, "first <= ?", [upto], "last DESC")
+        while len(found) < limit and (page := cursor.fetchmany(_NEWEST_PAGE)):
+            for first, rows in page:
+                matched = [stored for stored in self._unpack(query, first, rows) if stored[0] <= upto]
+                found.extend(reversed(matched))
+                if len(found) >= limit:
+                    break
+        del found[limit:]
+        found.reverse()
+        return found
 
     def between(self, query: EventQuery, after_id: int, upto_id: int) -> list[StoredEvent]:
         """Events matching `query` with `after_id < id <= upto_id`, oldest first (follow mode polls this)."""
-        where, params = query.where()
-        return self._select(f"WHERE id > ? AND id <= ? AND {where} ORDER BY id", [after_id, upto_id, *params])
+        cursor = self._batches(query, "last > ? AND first <= ?", [after_id, upto_id], "last")
+        return [
+            stored
+            for first, rows in cursor
+            for stored in self._unpack(query, first, rows)
+            if after_id < stored[0] <= upto_id
+        ]
 
     def all(self, query: EventQuery) -> list[StoredEvent]:
-        where, params = query.where()
-        return self._select(f"WHERE {where} ORDER BY id", params)
+        cursor = self._batches(query, "1", [], "last")
+        return [stored for first, rows in cursor for stored in self._unpack(query, first, rows)]
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):
         `--task w1.t-1` must not also match w1.t-10."""
-        given = [
-            (column, value) for column, value in (("request", query.request), ("task", query.task)) if value
+        probes = [
+            EventQuery(request=query.request, exact_ids=True) if query.request else None,
+            EventQuery(task=query.task, exact_ids=True) if query.task else None,
         ]
+        given = [probe for probe in probes if probe is not None]
         if query.exact_ids or not given:
             return query
-        if all(self._has(column, value) for column, value in given):
+        if all(self._has(probe) for probe in given):
             return replace(query, exact_ids=True)
         return query
 
-    def _has(self, column: str, value: str) -> bool:
-        return (
-            self._execute(f"SELECT 1 FROM events WHERE {column} = ? LIMIT 1", [value]).fetchone() is not None
-        )
+    def _has(self, query: EventQuery) -> bool:
+        return any(self._unpack(query, first, rows) for first, rows in self._batches(query, "1", [], "last"))
 
     def last_id(self) -> int:
-        row = self._execute("SELECT max(id) FROM events", []).fetchone()
-        return int(row[0] or 0)
+        try:
+            return last_event_id(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
 
     def close(self) -> None:
         self._conn.close()
@@ -135,15 +193,25 @@ class EventReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _select(self, tail: str, params: list[Any]) -> list[StoredEvent]:
-        cursor = self._execute(f"SELECT {COLUMNS} FROM events {tail}", params)
-        return rows_to_events(cursor.fetchall())
-
-    def _execute(self, sql: str, params: list[Any]) -> sqlite3.Cursor:
+    def _batches(self, query: EventQuery, where: str, params: list[Any], order: str) -> sqlite3.Cursor:
+        """(first id, rows) of the batches in `where` that may hold a match, in `order`."""
+        matching, more = query.batch_filter()
+        sql = f"SELECT first, rows FROM event_batches WHERE {where} AND {matching} ORDER BY {order}"
         try:
-            return self._conn.execute(sql, params)
+            return self._conn.execute(sql, [*params, *more])
         except sqlite3.DatabaseError as exc:
-            raise EdgecliError(
-                f"Could not read the event store {self.path} ({exc}). If it stays unreadable, delete it: "
-                "it only holds past logs and `edgecli serve` creates a fresh one."
-            ) from None
+            raise self._unreadable(exc) from None
+
+    @staticmethod
+    def _unpack(query: EventQuery, first: int, rows: str) -> list[StoredEvent]:
+        """The batch's events that match `query`, oldest first."""
+        test = query.matches()
+        return rows_to_events(
+            first, [row if type(row) is list and _passes(test, row) else None for row in batch_rows(rows)]
+        )
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> EdgecliError:
+        return EdgecliError(
+            f"Could not read the event store {self.path} ({exc}). If it stays unreadable, delete it: "
+            "it only holds past logs and `edgecli serve` creates a fresh one."
+        )

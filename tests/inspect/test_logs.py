@@ -179,9 +179,13 @@ def test_a_stored_row_that_is_not_an_event_is_skipped(
     cli: CliRunner, project: Path, write_events: EventWriter
 ) -> None:
     write_events([log("before")])
+    kept = log("kept").to_row_json().decode()
     with sqlite3.connect(store_of(project)) as conn:  # put there by hand, or by a broken tool
-        conn.executemany("INSERT INTO event_rows (row) VALUES (?)", [("not json",), ("[1, 2]",)])
+        conn.executemany(
+            "INSERT INTO event_batches (first, last, rows) VALUES (?, ?, ?)",
+            [(2, 3, '["x",\n[1, 2]]'), (4, 5, f"[not json,\n{kept}]")],
+        )
     write_events([log("after")])
     result = cli("logs")
     assert result.returncode == 0, result.stderr
-    assert [line.split()[-1] for line in result.stdout.splitlines()] == ["before", "after"]
+    assert [line.split()[-1] for line in result.stdout.splitlines()] == ["before", "kept", "after"]
