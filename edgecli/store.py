@@ -199,7 +199,10 @@ class StoreWriter:
         self.retention = max(1, retention)
         self.emitted = 0  # events handed to `emit` or `emit_lines`
         self.written = 0  # events committed so far
-        self.failed = 0  # events lost: write errors (disk full...) or rows that are not events' rows
+        # Events lost, counted apart so that each count has one thread writing it: rows that are not
+        # events' rows (the emitting thread), and events a write failed for (disk full...: the writer).
+        self.not_rows = 0
+        self.write_failed = 0
         self.last_error: Exception | None = None
         self._on_error = on_error  # told when writes start failing (not again until one succeeds)
         self._failing = False
@@ -209,7 +212,6 @@ class StoreWriter:
         # whole slices. Appending threads only ever extend it, the writer only cuts from the front (each
         # one step under the GIL).
         self._queue: list[tuple[int, str]] = []
-        self._queued = 0  # events in the queue (an estimate while threads race: it only wakes the writer)
         self._wake = threading.Event()
         self._closing = False
         self._closed = False
@@ -219,6 +221,11 @@ class StoreWriter:
         self._trim()
         self._thread = threading.Thread(target=self._run, name="edgecli-event-store", daemon=True)
         self._thread.start()
+
+    @property
+    def failed(self) -> int:
+        """Events emitted that will never be written."""
+        return self.not_rows + self.write_failed
 
     def emit(self, event: Event) -> None:
         self.emit_lines((event.row_json or event.to_row_json()) + b"\n")
@@ -237,8 +244,8 @@ class StoreWriter:
                 try:
                     texts.append(_checked_row(row))
                 except ValueError as exc:  # not an event's row: it goes no further
-                    self.failed += 1
                     self.last_error = exc
+            self.not_rows += len(rows) - len(texts)
             self.emitted += len(rows) - len(texts)
             count, block = len(texts), ROW_SEPARATOR.join(texts)
         else:
@@ -246,9 +253,8 @@ class StoreWriter:
             block = lines[:-1].replace(b"\n", ROW_SEPARATOR.encode()).decode(errors="replace")
         if count:
             self._queue.append((count, block))
-            self._queued += count
             self.emitted += count
-            if self._queued >= BATCH_WAKE:
+            if self.emitted - self.written - self.failed >= BATCH_WAKE:
                 self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -288,7 +294,6 @@ class StoreWriter:
                 taken += 1
             blocks = queue[:taken]
             del queue[:taken]
-            self._queued -= count
             batch = "[" + ROW_SEPARATOR.join(block for _, block in blocks) + "]"
             try:
                 with self._conn:
@@ -309,7 +314,7 @@ class StoreWriter:
 
     def _failed(self, exc: Exception, count: int) -> None:
         self.last_error = exc
-        self.failed += count
+        self.write_failed += count
         if not self._failing and self._on_error is not None:
             self._on_error(exc, self.path)
         self._failing = True

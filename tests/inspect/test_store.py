@@ -1,0 +1,106 @@
+"""The store's read side in-process: every filter over events kept in batches, id ranges across batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edgecli.events import LEVELS, Event
+from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.store import StoreWriter
+
+pytestmark = pytest.mark.timeout(30)
+
+FUNCTIONS = ["hello", "café", "写真", 'quo"te', "back\\slash"]
+KINDS = ["log", "request", "task_start", "task_end"]
+
+
+def _event(i: int) -> Event:
+    return Event(
+        KINDS[i % len(KINDS)],
+        f'message {i} mentions hello and "error" and w1.t-1',  # needles inside messages match nothing
+        function=FUNCTIONS[i % len(FUNCTIONS)],
+        worker="w1",
+        request=f"r{i % 12}" if i % 3 else None,
+        task=f"w1.t-{i % 11}" if i % 2 else None,
+        level=LEVELS[i % len(LEVELS)],
+        ts=1000.0 + i,
+    )
+
+
+EVENTS = [_event(i) for i in range(600)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The events in batches of 37 (one write each), so that every query crosses batch boundaries."""
+    path = tmp_path_factory.mktemp("store") / "events.db"
+    writer = StoreWriter(path, retention=10_000)
+    for start in range(0, len(EVENTS), 37):
+        writer.emit_lines(b"".join(event.to_row_json() + b"\n" for event in EVENTS[start : start + 37]))
+        assert writer.flush()
+    writer.close()
+    return path
+
+
+def _prefix(value: str | None, prefix: str) -> bool:
+    return value is not None and value.startswith(prefix)
+
+
+QUERIES: list[tuple[EventQuery, Callable[[Event], bool]]] = [
+    (EventQuery(), lambda e: True),
+    (EventQuery(function="café"), lambda e: e.function == "café"),
+    (EventQuery(function="写真"), lambda e: e.function == "写真"),
+    (EventQuery(function='quo"te'), lambda e: e.function == 'quo"te'),
+    (EventQuery(function="back\\slash"), lambda e: e.function == "back\\slash"),
+    (EventQuery(function="hell"), lambda e: False),  # functions match exactly
+    (EventQuery(request="r1"), lambda e: _prefix(e.request, "r1")),  # r1, r10, r11
+    (EventQuery(request="r1", exact_ids=True), lambda e: e.request == "r1"),
+    (EventQuery(task="w1.t-1", exact_ids=True), lambda e: e.task == "w1.t-1"),
+    (EventQuery(task="w1.t-1"), lambda e: _prefix(e.task, "w1.t-1")),
+    (
+        EventQuery(request="r2", or_tasks=("w1.t-3", "w1.t-5"), exact_ids=True),
+        lambda e: e.request == "r2" or e.task in ("w1.t-3", "w1.t-5"),
+    ),
+    (EventQuery(min_level="warning"), lambda e: e.level in ("warning", "error")),
+    (EventQuery(min_level="debug"), lambda e: True),
+    (EventQuery(since=1500.0), lambda e: e.ts >= 1500.0),
+    (EventQuery(kinds=("task_start", "task_end")), lambda e: e.kind.startswith("task_")),
+    (
+        EventQuery(function="hello", min_level="error", kinds=("log",), since=1100.0),
+        lambda e: e.function == "hello" and e.level == "error" and e.kind == "log" and e.ts >= 1100.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), QUERIES)
+def test_every_filter_selects_what_it_says_across_batches(
+    store: Path, query: EventQuery, expected: Callable[[Event], bool]
+) -> None:
+    wanted = [(i, e) for i, e in enumerate(EVENTS, start=1) if expected(e)]
+    with EventReader(store) as reader:
+        assert reader.all(query) == wanted
+        assert reader.newest(query, 25) == wanted[-25:]
+        assert reader.newest(query, 25, upto_id=300) == [(i, e) for i, e in wanted if i <= 300][-25:]
+        assert reader.between(query, 100, 450) == [(i, e) for i, e in wanted if 100 < i <= 450]
+
+
+def test_ids_are_numbered_in_order_across_batches(store: Path) -> None:
+    with EventReader(store) as reader:
+        assert reader.last_id() == len(EVENTS)
+        assert reader.newest(EventQuery(), 3, upto_id=38) == [
+            (36, EVENTS[35]),
+            (37, EVENTS[36]),
+            (38, EVENTS[37]),
+        ]
+        assert reader.between(EventQuery(), 36, 38) == [(37, EVENTS[36]), (38, EVENTS[37])]
+        assert reader.newest(EventQuery(), 10_000) == list(enumerate(EVENTS, start=1))
+
+
+def test_ids_resolve_exactly_when_stored_as_given(store: Path) -> None:
+    with EventReader(store) as reader:
+        assert reader.resolve_ids(EventQuery(task="w1.t-1")).exact_ids
+        assert not reader.resolve_ids(EventQuery(task="w1.t-")).exact_ids  # only a prefix of ids
+        assert not reader.resolve_ids(EventQuery(request="r1", task="nope")).exact_ids
