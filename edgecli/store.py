@@ -23,9 +23,10 @@ SCHEMA_VERSION = 3
 # Events are kept in batches, one table row per write (every ~50 ms under load): the rows as they came
 # (Event.to_row_json(), what workers send), one per line of a JSON array. A table row per event cost
 # SQLite ~0.6 µs to insert and ~0.4 µs to trim again per event, with the store process's CPU taken from
-# the requests it records (bench/README.md); a row per batch costs a few hundredths of that. Events are
-# numbered in insertion order (`first`..`last` of each batch): readers select batches by that range and
-# unpack them in Python (edgecli/inspect/store.py), and the `events` view gives SQL one row per event.
+# the requests it records (bench/README.md); a row per batch costs ~0.13 µs per event in all. Events
+# are numbered in insertion order (`first`..`last` of each batch): readers select batches by that range
+# and unpack them in Python (edgecli/inspect/store.py), and the `events` view gives SQL one row per
+# event.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
     last INTEGER PRIMARY KEY,  -- id of the batch's newest event: ids number events in insertion order

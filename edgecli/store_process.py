@@ -6,7 +6,7 @@ idle priority (SCHED_IDLE on Linux, nice 19 elsewhere), and a burst waits in the
 StoreWriter's queue: delayed, never dropped. Measured against the thread (bench/bench_serve.py and
 bench_events.py, same rounds): per_worker +6 % requests/s, bursts absorbed ~1.6x faster; the latency
 added at 20,000 events/s paced was the same (~+14 % p50 on a 2-core VM): it comes from the store's CPU,
-whichever process spends it, which is why edgecli/store.py keeps each event as the row it came as.
+whichever process spends it, which is why edgecli/store.py keeps a batch of rows per SQLite row.
 
 Wire: one event row per line, as `Event.to_row_json()` writes it (ASCII JSON, so no raw newline inside).
 The process stops on EOF — serve closed the pipe, or died however it died — after writing every row it
