@@ -157,9 +157,11 @@ class _Rows:
         self.rows.extend(lines.split(b"\n")[:-1])
 
 
+@pytest.mark.parametrize("read_size", [store_process.READ_SIZE, 3])  # 3: rows span reads
 def test_the_store_process_keeps_whole_lines_and_drops_a_row_cut_short(
-    capfd: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, read_size: int
 ) -> None:
+    monkeypatch.setattr(store_process, "READ_SIZE", read_size)
     read, write = os.pipe()
     os.write(write, b'[1,"a"]\n[2,')
     os.write(write, b'"b"]\n[3,"c')  # serve killed in the middle of this row
