@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def _checked_row(row_json: bytes) -> str:
     return encode_json(_storable(row))
 
 
-def _batch_text(rows: list[str]) -> str:
+def batch_text(rows: list[str]) -> str:
     """Rows (or blocks of rows joined by ROW_SEPARATOR) as the text of one batch: built in one join,
     since each copy of a batch this large is fresh memory to fault in."""
     if not rows:
@@ -122,13 +122,13 @@ def _decoded_or_none(line: str) -> Any:
         return None
 
 
-def rows_to_events(first: int, rows: list[Any]) -> list[tuple[int, Event]]:
-    """A batch's decoded rows as (id, Event) pairs, skipping any that is not an event's row."""
+def rows_to_events(ids: Iterable[int], rows: list[Any]) -> list[tuple[int, Event]]:
+    """Decoded rows and their ids as (id, Event) pairs, skipping any that is not an event's row."""
     found = []
-    for offset, row in enumerate(rows):
+    for event_id, row in zip(ids, rows, strict=True):
         if type(row) is list:  # exactly what JSON decodes an array to
             try:
-                found.append((first + offset, Event.from_row(row)))
+                found.append((event_id, Event.from_row(row)))
             except (ValueError, TypeError):
                 continue
     return found
@@ -307,7 +307,7 @@ class StoreWriter:
                 taken += 1
             blocks = queue[:taken]
             del queue[:taken]
-            batch = _batch_text([block for _, block in blocks])
+            batch = batch_text([block for _, block in blocks])
             try:
                 with self._conn:
                     self._conn.execute(
@@ -355,5 +355,5 @@ class StoreWriter:
             kept = batch_lines(rows)[oldest_kept - first :]
             self._conn.execute(
                 "UPDATE event_batches SET first = ?, rows = ? WHERE last = ?",
-                (oldest_kept, _batch_text(kept), last),
+                (oldest_kept, batch_text(kept), last),
             )

@@ -6,6 +6,7 @@ readers and the one writer proceed side by side) and after it stopped or was kil
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,7 +16,15 @@ from typing import Any
 from edgecli.compact_json import encode_json
 from edgecli.errors import EdgecliError
 from edgecli.events import LEVELS, Event
-from edgecli.store import ROW_LENGTH, batch_rows, connect_store, last_event_id, rows_to_events
+from edgecli.store import (
+    ROW_LENGTH,
+    batch_lines,
+    batch_rows,
+    batch_text,
+    connect_store,
+    last_event_id,
+    rows_to_events,
+)
 
 
 class NoStoreError(EdgecliError):
@@ -70,28 +79,39 @@ class EventQuery:
             return lambda row: len(row) == ROW_LENGTH and test(row)
         return lambda row: len(row) == ROW_LENGTH and all(test(row) for test in tests)
 
-    def batch_filter(self) -> tuple[str, list[Any]]:
-        """SQL on `event_batches` keeping only batches that may hold a match: each string a filter needs
-        must appear in the batch's text as it is encoded there. Cheap (a substring search), and it spares
-        readers unpacking batches that cannot match; `matches` decides."""
-        clauses: list[str] = []
-        params: list[Any] = []
-
-        def any_of(*needles: str) -> None:
-            clauses.append("(" + " OR ".join(["instr(rows, ?) > 0"] * len(needles)) + ")")
-            params.extend(needles)
-
+    def needles(self) -> list[tuple[str, ...]]:
+        """Text a stored row must hold to match: one of each group, as the strings the filters need
+        are encoded in it (every character on its own, so an id's prefix encodes as the start of the
+        id's encoding). Checking for them is a substring search: it spares readers decoding most rows
+        (and batches) that cannot match; `matches` decides on the rest."""
+        groups: list[tuple[str, ...]] = []
         if self.function is not None:
-            any_of(encode_json(self.function))
+            groups.append((encode_json(self.function),))
         if self.request is not None:
-            any_of(self._needle(self.request), *map(encode_json, self.or_tasks))
+            groups.append((self._needle(self.request), *map(encode_json, self.or_tasks)))
         if self.task is not None:
-            any_of(self._needle(self.task))
+            groups.append((self._needle(self.task),))
         if self.min_level is not None and self.min_level != LEVELS[0]:
-            any_of(*map(encode_json, self._levels()))
+            groups.append(tuple(map(encode_json, self._levels())))
         if self.kinds:
-            any_of(*map(encode_json, self.kinds))
-        return (" AND ".join(clauses) or "1"), params
+            groups.append(tuple(map(encode_json, self.kinds)))
+        return groups
+
+    def batch_filter(self) -> tuple[str, list[Any]]:
+        """SQL on `event_batches` keeping the batches whose text holds every group of `needles`."""
+        groups = self.needles()
+        clauses = ["(" + " OR ".join(["instr(rows, ?) > 0"] * len(group)) + ")" for group in groups]
+        return (" AND ".join(clauses) or "1"), [needle for group in groups for needle in group]
+
+    def line_filter(self) -> Callable[[str], bool] | None:
+        """The same on one row's text; None when there is nothing to look for."""
+        # One test per group, each a single call into C.
+        tests = [re.compile("|".join(map(re.escape, group))).search for group in self.needles()]
+        if not tests:
+            return None
+        if len(tests) == 1:  # the common case, without a loop per row
+            return tests[0]  # type: ignore[return-value]
+        return lambda line: all(test(line) for test in tests)
 
     def _levels(self) -> tuple[str, ...]:
         return LEVELS[LEVELS.index(self.min_level or LEVELS[0]) :]
@@ -102,7 +122,6 @@ class EventQuery:
         return lambda row: isinstance(row[column], str) and row[column].startswith(value)
 
     def _needle(self, value: str) -> str:
-        # An id's prefix is encoded as the start of the id's encoding (every character on its own).
         return encode_json(value) if self.exact_ids else encode_json(value)[:-1]
 
 
@@ -135,12 +154,13 @@ class EventReader:
     def newest(self, query: EventQuery, limit: int, upto_id: int | None = None) -> list[StoredEvent]:
         """The newest `limit` events matching `query` (up to `upto_id`), oldest first."""
         upto = upto_id if upto_id is not None else self.last_id()
+        # Unfiltered, the newest `limit` ids are the answer: rows older than those need no decoding.
+        after = upto - limit if query == EventQuery(exact_ids=query.exact_ids) else 0
         found: list[StoredEvent] = []
-        cursor = self._batches(query, "first <= ?", [upto], "last DESC")
+        cursor = self._batches(query, "first <= ? AND last > ?", [upto, after], "last DESC")
         while len(found) < limit and (page := cursor.fetchmany(_NEWEST_PAGE)):
-            for first, rows in page:
-                matched = [stored for stored in self._unpack(query, first, rows) if stored[0] <= upto]
-                found.extend(reversed(matched))
+            for first, last, rows in page:
+                found.extend(reversed(self._unpack(query, first, rows, after, upto if last > upto else None)))
                 if len(found) >= limit:
                     break
         del found[limit:]
@@ -152,14 +172,13 @@ class EventReader:
         cursor = self._batches(query, "last > ? AND first <= ?", [after_id, upto_id], "last")
         return [
             stored
-            for first, rows in cursor
-            for stored in self._unpack(query, first, rows)
-            if after_id < stored[0] <= upto_id
+            for first, last, rows in cursor
+            for stored in self._unpack(query, first, rows, after_id, upto_id if last > upto_id else None)
         ]
 
     def all(self, query: EventQuery) -> list[StoredEvent]:
         cursor = self._batches(query, "1", [], "last")
-        return [stored for first, rows in cursor for stored in self._unpack(query, first, rows)]
+        return [stored for first, _, rows in cursor for stored in self._unpack(query, first, rows)]
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):
@@ -176,7 +195,9 @@ class EventReader:
         return query
 
     def _has(self, query: EventQuery) -> bool:
-        return any(self._unpack(query, first, rows) for first, rows in self._batches(query, "1", [], "last"))
+        return any(
+            self._unpack(query, first, rows) for first, _, rows in self._batches(query, "1", [], "last")
+        )
 
     def last_id(self) -> int:
         try:
@@ -194,20 +215,35 @@ class EventReader:
         self.close()
 
     def _batches(self, query: EventQuery, where: str, params: list[Any], order: str) -> sqlite3.Cursor:
-        """(first id, rows) of the batches in `where` that may hold a match, in `order`."""
+        """(first id, last id, rows) of the batches in `where` that may hold a match, in `order`."""
         matching, more = query.batch_filter()
-        sql = f"SELECT first, rows FROM event_batches WHERE {where} AND {matching} ORDER BY {order}"
+        sql = f"SELECT first, last, rows FROM event_batches WHERE {where} AND {matching} ORDER BY {order}"
         try:
             return self._conn.execute(sql, [*params, *more])
         except sqlite3.DatabaseError as exc:
             raise self._unreadable(exc) from None
 
     @staticmethod
-    def _unpack(query: EventQuery, first: int, rows: str) -> list[StoredEvent]:
-        """The batch's events that match `query`, oldest first."""
+    def _unpack(
+        query: EventQuery, first: int, text: str, after: int = 0, upto: int | None = None
+    ) -> list[StoredEvent]:
+        """The events of the batch `text` (ids from `first`) that match `query` with `after < id <=
+        upto`, oldest first. Rows are only decoded if their text holds what the query looks for."""
+        keep = query.line_filter()
+        start = max(after + 1 - first, 0)
+        ids: range | list[int]
+        if keep is None and start == 0 and upto is None:  # every row: the batch is decoded at once
+            rows = batch_rows(text)
+            ids = range(first, first + len(rows))
+        else:
+            lines = batch_lines(text)
+            stop = len(lines) if upto is None else min(max(upto + 1 - first, 0), len(lines))
+            picked = [i for i in range(start, stop) if keep is None or keep(lines[i])]
+            ids = [first + i for i in picked]
+            rows = batch_rows(batch_text([lines[i] for i in picked]))
         test = query.matches()
         return rows_to_events(
-            first, [row if type(row) is list and _passes(test, row) else None for row in batch_rows(rows)]
+            ids, [row if type(row) is list and _passes(test, row) else None for row in rows]
         )
 
     def _unreadable(self, exc: sqlite3.DatabaseError) -> EdgecliError:
