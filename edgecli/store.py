@@ -110,6 +110,15 @@ def batch_rows(batch: str) -> list[Any]:
     return [_decoded_or_none(line) for line in batch_lines(batch)]
 
 
+def decode_lines(lines: list[str]) -> list[Any]:
+    """Rows given as their JSON text, decoded (at once: per row, the parser's own overhead would be
+    most of the cost); one that is not JSON becomes None."""
+    rows = batch_rows(batch_text(lines))
+    if len(rows) != len(lines):  # a line holding more than one value (written by hand?)
+        return [_decoded_or_none(line) for line in lines]
+    return rows
+
+
 def batch_lines(batch: str) -> list[str]:
     """The rows of a stored batch as their JSON text, one per event."""
     return batch.removeprefix("[").removesuffix("]").split(ROW_SEPARATOR)

@@ -20,8 +20,8 @@ from edgecli.store import (
     ROW_LENGTH,
     batch_lines,
     batch_rows,
-    batch_text,
     connect_store,
+    decode_lines,
     last_event_id,
     rows_to_events,
 )
@@ -33,6 +33,7 @@ class NoStoreError(EdgecliError):
 
 RowTest = Callable[[list[Any]], bool]  # on an event's row as stored (Event.to_row order)
 StoredEvent = tuple[int, Event]  # (store id: insertion order, event)
+Batch = tuple[int, int, str]  # (first id, last id, rows) as stored
 _TS, _KIND, _FUNCTION, _REQUEST, _TASK, _LEVEL = 0, 1, 2, 4, 5, 6  # places in a stored row
 _NEWEST_PAGE = 16  # batches fetched at a time while looking back for the newest events
 
@@ -159,8 +160,8 @@ class EventReader:
         found: list[StoredEvent] = []
         cursor = self._batches(query, "first <= ? AND last > ?", [upto, after], "last DESC")
         while len(found) < limit and (page := cursor.fetchmany(_NEWEST_PAGE)):
-            for first, last, rows in page:
-                found.extend(reversed(self._unpack(query, first, rows, after, upto if last > upto else None)))
+            for batch in page:
+                found.extend(reversed(self._unpack(query, batch, after, upto)))
                 if len(found) >= limit:
                     break
         del found[limit:]
@@ -170,15 +171,11 @@ class EventReader:
     def between(self, query: EventQuery, after_id: int, upto_id: int) -> list[StoredEvent]:
         """Events matching `query` with `after_id < id <= upto_id`, oldest first (follow mode polls this)."""
         cursor = self._batches(query, "last > ? AND first <= ?", [after_id, upto_id], "last")
-        return [
-            stored
-            for first, last, rows in cursor
-            for stored in self._unpack(query, first, rows, after_id, upto_id if last > upto_id else None)
-        ]
+        return [stored for batch in cursor for stored in self._unpack(query, batch, after_id, upto_id)]
 
     def all(self, query: EventQuery) -> list[StoredEvent]:
         cursor = self._batches(query, "1", [], "last")
-        return [stored for first, _, rows in cursor for stored in self._unpack(query, first, rows)]
+        return [stored for batch in cursor for stored in self._unpack(query, batch)]
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):
@@ -195,9 +192,7 @@ class EventReader:
         return query
 
     def _has(self, query: EventQuery) -> bool:
-        return any(
-            self._unpack(query, first, rows) for first, _, rows in self._batches(query, "1", [], "last")
-        )
+        return any(self._unpack(query, batch) for batch in self._batches(query, "1", [], "last"))
 
     def last_id(self) -> int:
         try:
@@ -225,22 +220,23 @@ class EventReader:
 
     @staticmethod
     def _unpack(
-        query: EventQuery, first: int, text: str, after: int = 0, upto: int | None = None
+        query: EventQuery, batch: Batch, after: int = 0, upto: int | None = None
     ) -> list[StoredEvent]:
-        """The events of the batch `text` (ids from `first`) that match `query` with `after < id <=
-        upto`, oldest first. Rows are only decoded if their text holds what the query looks for."""
+        """The events of `batch` that match `query` with `after < id <= upto`, oldest first. Rows are
+        only decoded if their text holds what the query looks for."""
+        first, last, text = batch
         keep = query.line_filter()
         start = max(after + 1 - first, 0)
-        ids: range | list[int]
-        if keep is None and start == 0 and upto is None:  # every row: the batch is decoded at once
+        stop = (last if upto is None else min(upto, last)) + 1 - first
+        rows: list[Any] | None = None
+        if keep is None and start == 0 and stop == last + 1 - first:  # every row: decoded at once
             rows = batch_rows(text)
-            ids = range(first, first + len(rows))
-        else:
+            ids: range | list[int] = range(first, last + 1)
+        if rows is None or len(rows) != len(ids):  # or the batch was not written by edgecli
             lines = batch_lines(text)
-            stop = len(lines) if upto is None else min(max(upto + 1 - first, 0), len(lines))
-            picked = [i for i in range(start, stop) if keep is None or keep(lines[i])]
+            picked = [i for i in range(start, min(stop, len(lines))) if keep is None or keep(lines[i])]
             ids = [first + i for i in picked]
-            rows = batch_rows(batch_text([lines[i] for i in picked]))
+            rows = decode_lines([lines[i] for i in picked])
         test = query.matches()
         return rows_to_events(
             ids, [row if type(row) is list and _passes(test, row) else None for row in rows]

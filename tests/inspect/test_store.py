@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,3 +105,28 @@ def test_ids_resolve_exactly_when_stored_as_given(store: Path) -> None:
         assert reader.resolve_ids(EventQuery(task="w1.t-1")).exact_ids
         assert not reader.resolve_ids(EventQuery(task="w1.t-")).exact_ids  # only a prefix of ids
         assert not reader.resolve_ids(EventQuery(request="r1", task="nope")).exact_ids
+
+
+def test_rows_put_there_by_hand_cost_readers_only_themselves(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, retention=100)
+    writer.emit(Event("log", "first", function="fn"))
+    writer.close()
+    kept = Event("log", "kept", function="fn").to_row_json().decode()
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO event_batches (first, last, rows) VALUES (?, ?, ?)",
+            [
+                (2, 4, f'["fn",\n[1, 2],\n{kept}]'),  # JSON, but two rows are not events'
+                (5, 6, f"[not json,\n{kept}]"),
+                (7, 8, f'[1, "fn",\n{kept}]'),  # a line holding two values
+            ],
+        )
+    expected = [(1, "first"), (4, "kept"), (6, "kept"), (8, "kept")]
+    with EventReader(path) as reader:
+        for query in (EventQuery(), EventQuery(function="fn"), EventQuery(min_level="info")):
+            assert [(i, e.message) for i, e in reader.all(query)] == expected, query
+            # Unfiltered, the newest N ids are shown (7 is not an event's row): as with `LIMIT N` in SQL.
+            newest = expected[-1:] if query == EventQuery() else expected[-2:]
+            assert [(i, e.message) for i, e in reader.newest(query, 2)] == newest, query
+            assert [(i, e.message) for i, e in reader.between(query, 3, 7)] == expected[1:3], query
