@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from serving import stored_events, wait_until
 
+from edgecli import store
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, iso_ts, parse_ts
 from edgecli.store import StoreWriter, connect_store
@@ -74,6 +75,26 @@ def test_writer_creates_the_store_in_wal_mode_and_writes_everything_in_order(tmp
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
     assert stored_events(path) == events
     assert (writer.emitted, writer.written, writer.failed) == (300, 300, 0)
+
+
+def test_a_new_store_gets_its_name_only_once_its_schema_is_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `logs -f` waits for the file to appear, then reads it: it must never find an empty database.
+    path = tmp_path / "events.db"
+    existed: list[bool] = []
+    create_schema = store._create_schema
+
+    def watched(conn: sqlite3.Connection) -> None:
+        existed.append(path.exists())
+        create_schema(conn)
+
+    monkeypatch.setattr(store, "_create_schema", watched)
+    StoreWriter(path, retention=10).close()
+    assert existed[0] is False
+    assert [p.name for p in tmp_path.iterdir()] == ["events.db"]  # nothing left under another name
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_reader_sees_events_while_the_writer_runs_without_close(tmp_path: Path) -> None:
