@@ -56,6 +56,7 @@ _OLDER_FORMATS = {
     2: ("DROP VIEW IF EXISTS events", "DROP TABLE IF EXISTS event_rows"),
 }
 ROW_SEPARATOR = ",\n"  # between two rows in a batch: rows are ASCII JSON, so never hold a raw newline
+_ROW_SEPARATOR_BYTES = ROW_SEPARATOR.encode()
 # Rows holding an escaped surrogate (`\ud...`): a lone one is text readers could not print, so such
 # rows are decoded and re-encoded with it replaced (an emoji's escaped pair goes the same way, intact).
 _SURROGATE = b"\\ud"
@@ -289,7 +290,7 @@ class StoreWriter:
             count, block = len(texts), ROW_SEPARATOR.join(texts)
         else:
             count = lines.count(b"\n")
-            block = lines[:-1].replace(b"\n", ROW_SEPARATOR.encode()).decode(errors="replace")
+            block = lines[:-1].replace(b"\n", _ROW_SEPARATOR_BYTES).decode(errors="replace")
         if count:
             self._queue.append((count, block))
             self.emitted += count

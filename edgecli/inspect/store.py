@@ -10,6 +10,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ class EventQuery:
     or_tasks: tuple[str, ...] = ()
     exact_ids: bool = False  # `invoke --wait` knows the full request id: no prefix matching
 
-    def matches(self) -> RowTest:
+    # Built once per query (not per batch read): cached_property stores into the instance's __dict__,
+    # which a frozen dataclass allows.
+    @cached_property
+    def row_test(self) -> RowTest:
         """A test of one stored row: does its event pass every filter?"""
         tests: list[RowTest] = []
         if self.function is not None:
@@ -84,7 +88,7 @@ class EventQuery:
         """Text a stored row must hold to match: one of each group, as the strings the filters need
         are encoded in it (every character on its own, so an id's prefix encodes as the start of the
         id's encoding). Checking for them is a substring search: it spares readers decoding most rows
-        (and batches) that cannot match; `matches` decides on the rest."""
+        (and batches) that cannot match; `row_test` decides on the rest."""
         groups: list[tuple[str, ...]] = []
         if self.function is not None:
             groups.append((encode_json(self.function),))
@@ -104,7 +108,8 @@ class EventQuery:
         clauses = ["(" + " OR ".join(["instr(rows, ?) > 0"] * len(group)) + ")" for group in groups]
         return (" AND ".join(clauses) or "1"), [needle for group in groups for needle in group]
 
-    def line_filter(self) -> Callable[[str], bool] | None:
+    @cached_property
+    def line_test(self) -> Callable[[str], bool] | None:
         """The same on one row's text; None when there is nothing to look for."""
         # One test per group, each a single call into C.
         tests = [re.compile("|".join(map(re.escape, group))).search for group in self.needles()]
@@ -225,7 +230,7 @@ class EventReader:
         """The events of `batch` that match `query` with `after < id <= upto`, oldest first. Rows are
         only decoded if their text holds what the query looks for."""
         first, last, text = batch
-        keep = query.line_filter()
+        keep = query.line_test
         start = max(after + 1 - first, 0)
         stop = (last if upto is None else min(upto, last)) + 1 - first
         rows: list[Any] | None = None
@@ -237,7 +242,7 @@ class EventReader:
             picked = [i for i in range(start, min(stop, len(lines))) if keep is None or keep(lines[i])]
             ids = [first + i for i in picked]
             rows = decode_lines([lines[i] for i in picked])
-        test = query.matches()
+        test = query.row_test
         return rows_to_events(
             ids, [row if type(row) is list and _passes(test, row) else None for row in rows]
         )
