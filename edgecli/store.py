@@ -32,6 +32,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_batches (
     last INTEGER PRIMARY KEY,  -- id of the batch's newest event: ids number events in insertion order
     first INTEGER NOT NULL,  -- id of its oldest
+    stored REAL,  -- when it was written (epoch seconds): none of its events is newer
     rows TEXT NOT NULL  -- JSON array, one event per line: [ts, kind, function, worker, request, task,
                         -- level, message, fields]
 );
@@ -338,8 +339,8 @@ class StoreWriter:
             try:
                 with self._conn:
                     self._conn.execute(
-                        "INSERT INTO event_batches (last, first, rows) VALUES (?, ?, ?)",
-                        (self._next_id + count - 1, self._next_id, batch),
+                        "INSERT INTO event_batches (last, first, stored, rows) VALUES (?, ?, ?, ?)",
+                        (self._next_id + count - 1, self._next_id, time.time(), batch),
                     )
             except sqlite3.Error as exc:
                 # Disk full, the file removed under us: serving goes on, and whoever runs us is told.

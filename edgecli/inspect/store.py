@@ -37,6 +37,9 @@ StoredEvent = tuple[int, Event]  # (store id: insertion order, event)
 Batch = tuple[int, int, str]  # (first id, last id, rows) as stored
 _TS, _KIND, _FUNCTION, _REQUEST, _TASK, _LEVEL = 0, 1, 2, 4, 5, 6  # places in a stored row
 _NEWEST_PAGE = 16  # batches fetched at a time while looking back for the newest events
+# How far back the clock may have been set between an event and the write of its batch, for `since`
+# to still find it: a batch written before `since` minus this is not read.
+CLOCK_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,15 @@ class EventQuery:
         return groups
 
     def batch_filter(self) -> tuple[str, list[Any]]:
-        """SQL on `event_batches` keeping the batches whose text holds every group of `needles`."""
+        """SQL on `event_batches` keeping the batches whose text holds every group of `needles`, and
+        with `since`, those written since then (an event is written after it happens)."""
         groups = self.needles()
         clauses = ["(" + " OR ".join(["instr(rows, ?) > 0"] * len(group)) + ")" for group in groups]
-        return (" AND ".join(clauses) or "1"), [needle for group in groups for needle in group]
+        params: list[Any] = [needle for group in groups for needle in group]
+        if self.since is not None:
+            clauses.append("(stored IS NULL OR stored >= ?)")
+            params.append(self.since - CLOCK_SLACK_S)
+        return (" AND ".join(clauses) or "1"), params
 
     @cached_property
     def line_test(self) -> Callable[[str], bool] | None:

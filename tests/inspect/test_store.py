@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,3 +131,21 @@ def test_rows_put_there_by_hand_cost_readers_only_themselves(tmp_path: Path) -> 
             newest = expected[-1:] if query == EventQuery() else expected[-2:]
             assert [(i, e.message) for i, e in reader.newest(query, 2)] == newest, query
             assert [(i, e.message) for i, e in reader.between(query, 3, 7)] == expected[1:3], query
+
+
+def test_since_reads_only_batches_written_since_then(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    now = time.time()
+    writer = StoreWriter(path, retention=100)
+    writer.emit(Event("log", "recent", ts=now))
+    writer.close()
+    claims_later = Event("log", "claims later", ts=now).to_row_json().decode()
+    with sqlite3.connect(path) as conn:  # written an hour ago: its event cannot be from later on
+        conn.execute(
+            "INSERT INTO event_batches (first, last, stored, rows) VALUES (2, 2, ?, ?)",
+            (now - 3600, f"[{claims_later}]"),
+        )
+    with EventReader(path) as reader:
+        for since, expected in ((None, ["recent", "claims later"]), (now - 600, ["recent"])):
+            assert [e.message for _, e in reader.all(EventQuery(since=since))] == expected
+            assert [e.message for _, e in reader.newest(EventQuery(since=since), 10)] == expected
