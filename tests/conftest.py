@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `supabase init`'s config.toml, kept beside the clone (CI checks shared/ out next to it).
-STOCK_SUPABASE_CONFIG = REPO_ROOT / ".." / "shared" / "fixtures" / "supabase-init-config.toml"
+# `supabase init`'s config.toml, carried in the repository (tests/fixtures/README.md says where from).
+STOCK_SUPABASE_CONFIG = REPO_ROOT / "tests" / "fixtures" / "supabase-init-config.toml"
 
 MINIMAL_CONFIG = '[api]\nport = 54321\n\n[edge_runtime]\npolicy = "per_worker"\n'
 HELLO_SOURCE = (
@@ -61,5 +61,5 @@ def hello_source() -> str:
 @pytest.fixture
 def stock_supabase_config() -> str:
     """The text of the config.toml `supabase init` writes. Missing fixture = failure, never a skip."""
-    assert STOCK_SUPABASE_CONFIG.is_file(), f"shared fixture missing: {STOCK_SUPABASE_CONFIG}"
+    assert STOCK_SUPABASE_CONFIG.is_file(), f"test fixture missing: {STOCK_SUPABASE_CONFIG}"
     return STOCK_SUPABASE_CONFIG.read_text(encoding="utf-8")
