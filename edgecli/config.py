@@ -18,6 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from edgecli.deno import INSTALL_HINT as DENO_INSTALL_HINT
+from edgecli.deno import deno_binary
 from edgecli.errors import ConfigError, ProjectNotFoundError, UsageError
 
 Policy = Literal["per_worker", "oneshot", "per_request"]
@@ -61,11 +63,15 @@ class FunctionConfig:
     """One servable function: a folder under supabase/functions/ and/or a [functions.NAME] block."""
 
     name: str
-    entrypoint: Path  # absolute path to the Python entrypoint
+    entrypoint: Path  # absolute path to the entrypoint (.py, or .ts/.js for Deno)
     directory: Path  # absolute path to supabase/functions/NAME
     verify_jwt: bool = True
     limits: Limits = field(default_factory=Limits)
     env_file: Path | None = None  # supabase/functions/NAME/.env when it exists
+
+    @property
+    def runtime(self) -> Literal["python", "deno"]:
+        return "deno" if self.entrypoint.suffix in DENO_SUFFIXES else "python"
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,9 @@ _EDGE_RUNTIME_KEYS = frozenset({"enabled", "policy", "inspector_port", "deno_ver
 _EDGECLI_EDGE_RUNTIME_KEYS = frozenset({*LIMIT_KEYS, "event_retention"})
 _FUNCTION_KEYS = frozenset({"enabled", "verify_jwt", "entrypoint", *LIMIT_KEYS})
 _SUPABASE_FUNCTION_KEYS = frozenset({"import_map", "static"})  # Deno-only: accepted and ignored
-_NON_PYTHON_ENTRYPOINTS = ("index.ts", "index.tsx", "index.js", "index.jsx", "index.mjs")
+# Entrypoints Deno serves (a stock Supabase function is index.ts), tried when there is no index.py.
+DENO_ENTRYPOINTS = ("index.ts", "index.tsx", "index.js", "index.jsx", "index.mjs")
+DENO_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs")
 _ENV_REF = re.compile(r"^env\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -581,7 +589,12 @@ class _Discovery:
     def _entrypoint(self, name: str, block: Mapping[str, Any]) -> Path:
         value = block.get("entrypoint")
         if value is None:
-            return self.supabase_dir / "functions" / name / DEFAULT_ENTRYPOINT
+            folder = self.supabase_dir / "functions" / name
+            if not (folder / DEFAULT_ENTRYPOINT).is_file():  # a stock Supabase function: index.ts
+                for other in DENO_ENTRYPOINTS:
+                    if (folder / other).is_file():
+                        return folder / other
+            return folder / DEFAULT_ENTRYPOINT
         example = f'"./functions/{name}/index.py"'
         if not isinstance(value, str) or not value.strip():
             raise self.src.error(
@@ -603,17 +616,16 @@ class _Discovery:
         if not enabled:
             return f"disabled in config.toml ([functions.{name}] enabled = false)"
         shown = os.path.relpath(entrypoint, self.supabase_dir.resolve().parent)
-        if entrypoint.suffix != ".py":
-            return f"{shown} is not Python; edgecli serves Python functions (point entrypoint at a .py file)"
-        if entrypoint.is_file():
-            return None
-        for other in _NON_PYTHON_ENTRYPOINTS:
-            if (entrypoint.parent / other).is_file():
-                return (
-                    f"{os.path.relpath(entrypoint.parent / other, self.supabase_dir.resolve().parent)} is "
-                    f"not Python; edgecli serves Python functions (add {shown})"
-                )
-        return f"no entrypoint: {shown} does not exist"
+        if entrypoint.suffix not in (".py", *DENO_SUFFIXES):
+            return (
+                f"{shown} is neither Python nor TypeScript/JavaScript; point entrypoint at a .py, .ts or "
+                ".js file"
+            )
+        if not entrypoint.is_file():
+            return f"no entrypoint: {shown} does not exist"
+        if entrypoint.suffix in DENO_SUFFIXES and deno_binary() is None:
+            return f"{shown} needs Deno: {DENO_INSTALL_HINT}"
+        return None
 
 
 def _select(found: _Discovery, only: tuple[str, ...]) -> tuple[dict[str, FunctionConfig], tuple[str, ...]]:

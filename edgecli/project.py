@@ -5,6 +5,7 @@ functions to it from the templates shipped in `edgecli.templates` (`edgecli new`
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import re
 import shutil
@@ -26,17 +27,20 @@ DEFAULT_TEMPLATE = "hello"
 NAME_PLACEHOLDER = "__NAME__"
 PROJECT_ID_PLACEHOLDER = "__PROJECT_ID__"
 ENTRYPOINT = "index.py"
+TS_ENTRYPOINT = "index.ts"
 _SKIP_FILES = frozenset({"__pycache__", ".DS_Store"})
 
 
 @dataclass(frozen=True)
 class Template:
-    """A function template: a folder under templates/functions/ whose index.py starts with a docstring."""
+    """A function template: a folder under templates/functions/ whose index.py starts with a docstring (or
+    whose index.ts starts with a block of `//` comments)."""
 
     name: str
     description: str  # the docstring's first line
     try_it: str  # the `edgecli invoke …` line from the docstring, with the NAME placeholder
     folder: Traversable
+    entrypoint: str = ENTRYPOINT  # index.ts for a TypeScript template
 
 
 def find_project(workdir: Path | None) -> Path:
@@ -97,7 +101,7 @@ def new_function(workdir: Path | None, name: str | None, *, template: str, outpu
     chosen = _get_template(template)
     root = find_project(workdir)
     config = root / CONFIG
-    new_text = _config_with_block(config, name)
+    new_text = _config_with_block(config, name, chosen.entrypoint)
     folder = config.parent / "functions" / name
     if folder.exists() or folder.is_symlink():
         raise EdgecliError(
@@ -111,7 +115,7 @@ def new_function(workdir: Path | None, name: str | None, *, template: str, outpu
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)  # all or nothing: no function without its block
             raise EdgecliError(f"cannot update {_shown(config)}: {exc}. Nothing was created.") from None
-    output.success(f"Created {_shown(folder / ENTRYPOINT)} from the {chosen.name} template")
+    output.success(f"Created {_shown(folder / chosen.entrypoint)} from the {chosen.name} template")
     if new_text is None:
         output.line(f"note: {_shown(config)} already has [functions.{name}]; left it as it is.")
     else:
@@ -142,10 +146,17 @@ def list_templates() -> list[Template]:
 
 
 def _load_template(folder: Traversable) -> Template:
-    doc = ast.get_docstring(ast.parse((folder / ENTRYPOINT).read_text(encoding="utf-8"))) or ""
+    if (folder / TS_ENTRYPOINT).is_file():
+        entrypoint = TS_ENTRYPOINT
+        source = (folder / entrypoint).read_text(encoding="utf-8").splitlines()
+        comments = itertools.takewhile(lambda line: line.startswith("//"), source)
+        doc = "\n".join(line.removeprefix("//") for line in comments)
+    else:
+        entrypoint = ENTRYPOINT
+        doc = ast.get_docstring(ast.parse((folder / entrypoint).read_text(encoding="utf-8"))) or ""
     lines = [line.strip() for line in doc.splitlines()]
     try_it = next((line for line in lines if line.startswith("edgecli invoke")), "")
-    return Template(folder.name, lines[0] if lines else "", try_it, folder)
+    return Template(folder.name, lines[0] if lines else "", try_it, folder, entrypoint)
 
 
 def _get_template(name: str) -> Template:
@@ -172,7 +183,7 @@ def _check_name(name: str | None) -> None:
         )
 
 
-def _config_with_block(config: Path, name: str) -> str | None:
+def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) -> str | None:
     """config.toml's text with a [functions.NAME] block appended, or None when the block exists.
 
     The block is appended as text (rendered by tomlkit) rather than re-serialising the document, so every
@@ -185,7 +196,7 @@ def _config_with_block(config: Path, name: str) -> str | None:
         raise ConfigError(f"{shown}: `functions` must be a table of [functions.NAME] blocks. Fix it first.")
     if name in functions:
         return None
-    block = _function_block(name)
+    block = _function_block(name, entrypoint)
     separator = "" if not text or text.endswith("\n\n") else "\n" if text.endswith("\n") else "\n\n"
     new_text = text + separator + block
     try:
@@ -200,11 +211,11 @@ def _config_with_block(config: Path, name: str) -> str | None:
     return new_text
 
 
-def _function_block(name: str) -> str:
+def _function_block(name: str, entrypoint: str) -> str:
     table = tomlkit.table()
     table.add("enabled", True)
     table.add("verify_jwt", True)
-    table.add("entrypoint", f"./functions/{name}/{ENTRYPOINT}")
+    table.add("entrypoint", f"./functions/{name}/{entrypoint}")
     functions = tomlkit.table(is_super_table=True)
     functions.add(name, table)
     doc = tomlkit.document()

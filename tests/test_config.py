@@ -301,8 +301,9 @@ def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
 
 
 def test_discovery_skips_what_it_cannot_serve_and_says_why(
-    make_project: MakeProject, hello_source: str
+    make_project: MakeProject, hello_source: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("edgecli.config.deno_binary", lambda: "/opt/deno")
     root = make_project(
         "[functions.off]\nenabled = false\n[functions.ghost]\nverify_jwt = false\n",
         {
@@ -316,27 +317,35 @@ def test_discovery_skips_what_it_cannot_serve_and_says_why(
         },
     )
     config = load(root)
-    assert list(config.functions) == ["hello"]
+    assert list(config.functions) == ["deno", "hello"]
+    assert config.functions["deno"].runtime == "deno" and config.functions["hello"].runtime == "python"
+    assert config.functions["deno"].entrypoint.name == "index.ts"
     skipped = dict(line.split(": ", 1) for line in config.skipped)
-    assert set(skipped) == {"bad name", "deno", "empty", "ghost", "off"}  # _shared and .hidden: silent
-    assert (
-        "supabase/functions/deno/index.ts is not Python; edgecli serves Python functions" in skipped["deno"]
-    )
+    assert set(skipped) == {"bad name", "empty", "ghost", "off"}  # _shared and .hidden: silent
     assert "enabled = false" in skipped["off"]
     assert "does not exist" in skipped["empty"] and "does not exist" in skipped["ghost"]
     assert "not a valid function name" in skipped["bad name"]
 
 
-def test_supabase_block_pointing_at_typescript_is_skipped(make_project: MakeProject) -> None:
+def test_a_typescript_function_without_deno_is_skipped_with_the_install_line(
+    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edgecli.config.deno_binary", lambda: None)
     root = make_project(
         '[functions.deno]\nentrypoint = "./functions/deno/index.ts"\n', {"deno/index.ts": "export {}\n"}
     )
     config = load(root)
     assert dict(config.functions) == {}
     assert config.skipped == (
-        "deno: supabase/functions/deno/index.ts is not Python; edgecli serves Python functions "
-        "(point entrypoint at a .py file)",
+        "deno: supabase/functions/deno/index.ts needs Deno: install it with `pip install 'edgecli[deno]'` "
+        "(or put `deno` on PATH)",
     )
+
+
+def test_an_entrypoint_neither_python_nor_typescript_is_skipped(make_project: MakeProject) -> None:
+    root = make_project('[functions.rb]\nentrypoint = "./functions/rb/index.rb"\n', {"rb/index.rb": "1\n"})
+    (reason,) = load(root).skipped
+    assert "index.rb is neither Python nor TypeScript/JavaScript" in reason
 
 
 def test_block_with_its_own_entrypoint(make_project: MakeProject, hello_source: str) -> None:
@@ -356,12 +365,11 @@ def test_only_serves_the_named_functions(make_project: MakeProject, hello_source
     assert list(config.functions) == ["b"] and config.skipped == ()
 
 
-@pytest.mark.parametrize(
-    ("name", "needle"), [("nope", "functions: a, b"), ("c", "edgecli serves Python functions")]
-)
+@pytest.mark.parametrize(("name", "needle"), [("nope", "functions: a, b"), ("c", "needs Deno")])
 def test_only_with_an_unknown_or_unservable_name_is_a_usage_error(
-    make_project: MakeProject, hello_source: str, name: str, needle: str
+    make_project: MakeProject, hello_source: str, name: str, needle: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("edgecli.config.deno_binary", lambda: None)
     root = make_project("", {"a": hello_source, "b": hello_source, "c/index.ts": ""})
     with pytest.raises(UsageError, match=needle) as info:
         load(root, Overrides(only=(name,)))

@@ -39,11 +39,14 @@ def test_wheel_contains_the_templates_and_the_console_script(tmp_path: Path) -> 
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     expected = {"edgecli/templates/config.toml", "edgecli/templates/gitignore", "edgecli/py.typed"}
     expected |= {
-        f"edgecli/templates/functions/{folder.name}/index.py"
+        f"edgecli/templates/functions/{folder.name}/{entry.name}"
         for folder in (REPO / "templates" / "functions").iterdir()
         if folder.is_dir() and folder.name != "__pycache__"
+        for entry in folder.iterdir()
+        if entry.name in ("index.py", "index.ts")
     }
-    assert len(expected) >= 6 and expected <= names
+    expected |= {"edgecli/runtime/deno/worker.ts", "edgecli/runtime/deno/ipc.ts"}
+    assert len(expected) >= 10 and expected <= names
     assert "edgecli = edgecli.cli:main" in entry_points
     assert not any(n.startswith(("tests/", "supabase/")) for n in names)
 

@@ -344,5 +344,7 @@ def test_the_demo_project_is_the_templates_rendered_and_loads_cleanly() -> None:
     assert list(config.functions) == ["background", "hello", "router"]
     assert config.warnings == () and config.skipped == ()
     for t in list_templates():
+        if t.entrypoint != "index.py":
+            continue  # the TypeScript templates need Deno, which the demo's quickstart does not install
         rendered = (t.folder / "index.py").read_text().replace("__NAME__", t.name)
         assert config.functions[t.name].entrypoint.read_text() == rendered, f"regenerate the {t.name} demo"

@@ -24,6 +24,7 @@ import psutil
 
 from edgecli.config import Config, FunctionConfig, Limits
 from edgecli.events import Event
+from edgecli.host import deno
 from edgecli.host.connection import BootError, WorkerConnection
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
@@ -164,6 +165,8 @@ class Supervisor:
             "functions_dir": str(self.config.functions_dir),
             "env": self.env_for(function),
         }
+        if function.runtime == "deno":
+            spec["argv"] = deno.worker_argv(function, worker_id)
         if self.forkserver.gone:
             await self.revive_forkserver()
         try:

@@ -27,6 +27,7 @@ import starlette.requests
 import starlette.responses
 import starlette.routing  # noqa: F401
 
+from edgecli.runtime import deno_child
 from edgecli.runtime import worker as worker_mod
 from edgecli.runtime.parent import die_with_parent
 from edgecli.runtime.warmup import warm_up
@@ -61,6 +62,8 @@ def spawn(ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         die_with_parent(server_pid)
+        if spec.argv:
+            deno_child.exec_worker(spec, *fds)
         worker_mod.child_main(spec, *fds)
     for fd in fds:
         os.close(fd)

@@ -43,6 +43,7 @@ class WorkerSpec:
     functions_dir: str
     env: dict[str, str] = field(default_factory=dict)
     lifespan: bool = True
+    argv: list[str] = field(default_factory=list)  # a Deno worker: the command the child execs
 
 
 class Channel:

@@ -1,0 +1,81 @@
+// The wire protocol between the host and a worker (edgecli/ipc.py is its Python side), for Deno workers.
+//
+// Every frame is a 10-byte header — kind (u8), flags (u8), channel (u32), payload length (u32), all
+// big-endian — then the payload: raw bytes for bodies, UTF-8 JSON for control messages.
+// docs/architecture.md lists the frames and what each side does with them.
+
+export const Kind = {
+  // host -> worker
+  REQUEST: 1,
+  BODY: 2,
+  DISCONNECT: 3,
+  NOTICE: 4,
+  STOP: 5,
+  // worker -> host
+  READY: 10,
+  BOOT_ERROR: 11,
+  START: 12,
+  RESPONSE: 13,
+  FAILED: 14,
+  EVENT: 15,
+  RETIRE: 16,
+  BYE: 17,
+} as const;
+
+export const MORE = 0x01; // flags bit: more body follows
+const HEADER = 10;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export interface Frame {
+  kind: number;
+  flags: number;
+  channel: number;
+  payload: Uint8Array;
+}
+
+export function pack(kind: number, channel = 0, payload: Uint8Array = new Uint8Array(), flags = 0): Uint8Array {
+  const frame = new Uint8Array(HEADER + payload.length);
+  const view = new DataView(frame.buffer);
+  view.setUint8(0, kind);
+  view.setUint8(1, flags);
+  view.setUint32(2, channel);
+  view.setUint32(6, payload.length);
+  frame.set(payload, HEADER);
+  return frame;
+}
+
+export function packJson(kind: number, channel: number, value: unknown): Uint8Array {
+  return pack(kind, channel, encoder.encode(JSON.stringify(value)));
+}
+
+export function parseJson<T>(payload: Uint8Array): T {
+  return JSON.parse(decoder.decode(payload)) as T;
+}
+
+/** Turns a byte stream into frames; feed it whatever a read returned. */
+export class FrameParser {
+  private buf = new Uint8Array(0);
+
+  feed(data: Uint8Array): Frame[] {
+    const joined = new Uint8Array(this.buf.length + data.length);
+    joined.set(this.buf);
+    joined.set(data, this.buf.length);
+    const view = new DataView(joined.buffer);
+    const frames: Frame[] = [];
+    let pos = 0;
+    while (joined.length - pos >= HEADER) {
+      const length = view.getUint32(pos + 6);
+      if (joined.length - pos - HEADER < length) break;
+      frames.push({
+        kind: view.getUint8(pos),
+        flags: view.getUint8(pos + 1),
+        channel: view.getUint32(pos + 2),
+        payload: joined.slice(pos + HEADER, pos + HEADER + length),
+      });
+      pos += HEADER + length;
+    }
+    this.buf = joined.slice(pos);
+    return frames;
+  }
+}

@@ -1,0 +1,229 @@
+"""Real-process tests: stock Supabase TypeScript functions served by Deno workers beside Python ones."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from serving import Served, make_project, wait_until
+
+from edgecli.deno import deno_binary
+
+pytestmark = pytest.mark.skipif(deno_binary() is None, reason="Deno is not installed (edgecli[deno])")
+
+# The shape of Supabase's own background-task example.
+SEED = """
+async function asyncLongRunningTask(ms: number) {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  console.log("long task done");
+}
+
+addEventListener("beforeunload", (ev: any) => {
+  console.log("Function will be shutdown due to", ev.detail?.reason);
+});
+
+EdgeRuntime.waitUntil(asyncLongRunningTask(10));
+
+Deno.serve(async (req: Request) => {
+  const { name } = req.method === "POST" ? await req.json() : { name: "GET" };
+  EdgeRuntime.waitUntil(asyncLongRunningTask(Number(new URL(req.url).searchParams.get("ms") ?? "200")));
+  console.log("hello from", new URL(req.url).pathname);
+  return new Response(JSON.stringify({ message: `Hello ${name}!` }), {
+    headers: { "Content-Type": "application/json", "x-runtime": "deno" },
+  });
+});
+"""
+
+PYTHON_HELLO = """
+from starlette.responses import JSONResponse
+from edgecli import serve
+
+async def handler(req):
+    return JSONResponse({"runtime": "python"})
+
+serve(handler)
+"""
+
+
+def config(policy: str = "per_worker", extra: str = "") -> str:
+    runtime = f'[edge_runtime]\npolicy = "{policy}"\ngraceful_exit_timeout_sec = 5\n{extra}'
+    return f"[api]\nport = 54321\n\n{runtime}"
+
+
+def project(tmp_path: Path, files: dict[str, str], policy: str = "per_worker", extra: str = "") -> Path:
+    root = make_project(tmp_path, {}, config(policy, extra))
+    for relative, text in files.items():
+        write(root, relative, text)
+    return root
+
+
+def write(root: Path, relative: str, text: str) -> None:
+    path = root / "supabase" / "functions" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.parent / f".{path.name}.staged"
+    staged.write_text(textwrap.dedent(text))
+    os.replace(staged, path)  # atomic, as editors save: the watcher never sees a half-written file
+
+
+def test_a_stock_supabase_function_serves_beside_a_python_one(tmp_path: Path) -> None:
+    root = project(tmp_path, {"seed/index.ts": SEED, "py/index.py": PYTHON_HELLO})
+    with Served(root) as srv:
+        r = srv.post("seed", "/sub", json={"name": "Ada"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"message": "Hello Ada!"}
+        assert r.headers["x-runtime"] == "deno" and r.headers["x-request-id"]
+        assert srv.get("py").json() == {"runtime": "python"}
+        request = r.headers["x-request-id"]
+        line = srv.wait_event(kind="log", message="hello from /seed/sub")
+        assert line["request"] == request and line["function"] == "seed"
+        end = srv.wait_event(lambda e: e["request"] == request, kind="task_end")
+        assert end["status"] == "completed" and end["name"].startswith("waitUntil@index.ts:")
+        module_level = srv.wait_event(lambda e: e["request"] is None, kind="task_end")
+        assert module_level["status"] == "completed"
+        assert srv.wait_event(kind="request", request=request)["status"] == 200
+        srv.stop()
+        unload = srv.wait_event(kind="beforeunload", function="seed")
+        assert unload["reason"] == "termination"
+        srv.wait_event(kind="log", message="Function will be shutdown due to termination")
+
+
+def test_oneshot_cuts_the_task_off_and_says_so(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"seed/index.ts": SEED}, policy="oneshot")) as srv:
+        r = srv.post("seed", json={"name": "x"}, params={"ms": "3000"})
+        assert r.status_code == 200
+        request = r.headers["x-request-id"]
+        end = srv.wait_event(lambda e: e["request"] == request, kind="task_end")
+        assert end["status"] == "cancelled" and end["reason"] == "termination"
+        srv.wait_event(lambda e: "cut off" in e["message"] and "per_worker" in e["message"], kind="log")
+        srv.wait_event(kind="log", message="Function will be shutdown due to termination")
+
+
+STREAMING = """
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const body = new ReadableStream({
+      async start(controller) {
+        for (const part of ["one ", "two ", "three"]) {
+          controller.enqueue(new TextEncoder().encode(part));
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        controller.close();
+      },
+    });
+    return new Response(body, { status: 201, headers: { "content-type": "text/plain" } });
+  },
+};
+"""
+
+ECHO = """
+Deno.serve(async (req: Request) => new Response(await req.arrayBuffer()));
+"""
+
+
+def test_export_default_fetch_streams_and_request_bodies_arrive_whole(tmp_path: Path) -> None:
+    root = project(tmp_path, {"stream/index.ts": STREAMING, "echo/index.ts": ECHO})
+    with Served(root) as srv:
+        r = srv.get("stream")
+        assert (r.status_code, r.text) == (201, "one two three")
+        payload = os.urandom(3 * 1024 * 1024)
+        assert srv.post("echo", content=payload).content == payload
+
+
+FAILING = """
+addEventListener("unhandledrejection", (ev: any) => {
+  console.log("listener saw:", ev.reason?.message);
+  ev.preventDefault();
+});
+
+Deno.serve((req: Request) => {
+  const url = new URL(req.url);
+  if (url.pathname.endsWith("/task")) {
+    EdgeRuntime.waitUntil(Promise.reject(new Error("task broke")));
+    return new Response("ok");
+  }
+  throw new Error("handler broke");
+});
+"""
+
+
+def test_errors_are_500s_and_rejections_reach_the_listener(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"fail/index.ts": FAILING})) as srv:
+        r = srv.get("fail")
+        assert r.status_code == 500 and r.json()["code"] == "WORKER_ERROR"
+        logged = srv.wait_event(lambda e: "handler broke" in e["message"], kind="log", level="error")
+        assert logged["request"] == r.headers["x-request-id"]
+        assert srv.get("fail", "/task").status_code == 200
+        srv.wait_event(kind="log", message="listener saw: task broke")
+        end = srv.wait_event(kind="task_end")
+        assert end["status"] == "failed" and "task broke" in end["error"]
+        assert srv.get("fail", "/task").status_code == 200  # prevented: the worker keeps serving
+
+
+def test_a_syntax_error_is_a_boot_error_until_the_file_is_fixed(tmp_path: Path) -> None:
+    root = project(tmp_path, {"ts/index.ts": "Deno.serve((req: Request) => { return new Response('x' ;\n"})
+    with Served(root) as srv:
+        r = srv.get("ts")
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "BOOT_ERROR"
+        srv.wait_event(kind="boot_error", function="ts")
+        write(root, "ts/index.ts", "Deno.serve(() => new Response('fixed'));\n")
+        wait_until(lambda: srv.get("ts").text == "fixed", 20, what="the fixed function to serve")
+
+
+def test_a_missing_npm_package_is_a_clear_boot_error(tmp_path: Path) -> None:
+    source = (
+        'import leftPad from "npm:left-pad-edgecli-missing@9.9.9";\n'
+        'Deno.serve(() => new Response(leftPad("x", 3)));\n'
+    )
+    with Served(project(tmp_path, {"npm/index.ts": source})) as srv:
+        r = srv.get("npm")
+        assert r.status_code == 503 and r.json()["code"] == "BOOT_ERROR"
+        error = srv.wait_event(kind="boot_error", function="npm")
+        assert "left-pad-edgecli-missing" in error["error"]
+
+
+def test_the_function_folder_deno_json_import_map_is_honoured(tmp_path: Path) -> None:
+    files = {
+        "mapped/deno.json": '{"imports": {"greeting": "./lib/greeting.ts"}}',
+        "mapped/lib/greeting.ts": "export const greeting = (name: string) => `hi ${name}`;\n",
+        "mapped/index.ts": (
+            'import { greeting } from "greeting";\nDeno.serve(() => new Response(greeting("map")));\n'
+        ),
+    }
+    with Served(project(tmp_path, files)) as srv:
+        assert srv.get("mapped").text == "hi map"
+
+
+HOG = """
+Deno.serve((req: Request) => {
+  const what = new URL(req.url).searchParams.get("do");
+  if (what === "spin") {
+    const end = Date.now() + 5000;
+    while (Date.now() < end) {}
+  } else if (what === "eat") {
+    const hold: Uint8Array[] = [];
+    for (let i = 0; i < 400; i++) hold.push(new Uint8Array(1024 * 1024).fill(1));
+    return new Response(String(hold.length));
+  }
+  return new Response("fine");
+});
+"""
+
+
+@pytest.mark.parametrize(
+    ("limits", "what", "reason"),
+    [
+        ("cpu_time_soft_limit_ms = 300\ncpu_time_hard_limit_ms = 600", "spin", "cpu"),
+        ("memory_limit_mb = 150", "eat", "memory"),
+    ],
+)
+def test_limits_kill_a_deno_worker_with_546(tmp_path: Path, limits: str, what: str, reason: str) -> None:
+    with Served(project(tmp_path, {"hog/index.ts": HOG}, extra=limits)) as srv:
+        r = srv.get("hog", params={"do": what})
+        assert r.status_code == 546, r.text
+        assert r.json()["code"] == "WORKER_LIMIT" and reason in r.json()["message"].lower()
+        shutdown = srv.wait_event(kind="shutdown", function="hog")
+        assert shutdown["reason"] == reason
+        assert srv.get("hog").text == "fine"  # a fresh worker serves the next request
