@@ -138,6 +138,32 @@ def test_new_from_each_template(make_project: MakeProject, stock_supabase_config
     assert "edgecli serve" in out.text and "edgecli invoke my-fn" in out.text
 
 
+@pytest.mark.parametrize("template", ["ts-hello", "ts-background"])
+def test_new_from_a_typescript_template(
+    make_project: MakeProject, stock_supabase_config: str, template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edgecli.config.deno_binary", lambda: "/opt/deno")
+    root = make_project(stock_supabase_config)
+    out = Captured()
+    new_function(root, "my-ts", template=template, output=out)
+    folder = root / "supabase" / "functions" / "my-ts"
+    assert sorted(p.name for p in folder.iterdir()) == ["index.ts"]
+    source = (folder / "index.ts").read_text()
+    assert "__NAME__" not in source and "edgecli invoke my-ts" in source and "Deno.serve(" in source
+    config = load_config(root, environ={})
+    assert config.functions["my-ts"].runtime == "deno" and config.warnings == ()
+    assert tomllib.loads((root / "supabase" / "config.toml").read_text())["functions"]["my-ts"][
+        "entrypoint"
+    ] == "./functions/my-ts/index.ts"
+    assert "supabase/functions/my-ts/index.ts" in out.text and "edgecli invoke my-ts" in out.text
+
+
+def test_new_list_describes_the_typescript_templates() -> None:
+    described = {t.name: t.description for t in list_templates()}
+    assert described["ts-hello"].startswith("JSON in, JSON out in TypeScript")
+    assert described["ts-background"].startswith("Background work in TypeScript")
+
+
 def test_new_appends_the_block_and_keeps_every_existing_byte(
     make_project: MakeProject, stock_supabase_config: str
 ) -> None:

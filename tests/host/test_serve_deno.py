@@ -31,7 +31,11 @@ Deno.serve(async (req: Request) => {
   EdgeRuntime.waitUntil(asyncLongRunningTask(Number(new URL(req.url).searchParams.get("ms") ?? "200")));
   console.log("hello from", new URL(req.url).pathname);
   return new Response(JSON.stringify({ message: `Hello ${name}!` }), {
-    headers: { "Content-Type": "application/json", "x-runtime": "deno" },
+    headers: {
+      "Content-Type": "application/json",
+      "x-runtime": "deno",
+      "x-supabase-url": Deno.env.get("SUPABASE_URL") ?? "",
+    },
   });
 });
 """
@@ -74,6 +78,7 @@ def test_a_stock_supabase_function_serves_beside_a_python_one(tmp_path: Path) ->
         assert r.status_code == 200, r.text
         assert r.json() == {"message": "Hello Ada!"}
         assert r.headers["x-runtime"] == "deno" and r.headers["x-request-id"]
+        assert r.headers["x-supabase-url"] == srv.base_url  # the environment Python functions get
         assert srv.get("py").json() == {"runtime": "python"}
         request = r.headers["x-request-id"]
         line = srv.wait_event(kind="log", message="hello from /seed/sub")
