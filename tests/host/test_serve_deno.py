@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -232,3 +233,31 @@ def test_limits_kill_a_deno_worker_with_546(tmp_path: Path, limits: str, what: s
         shutdown = srv.wait_event(kind="shutdown", function="hog")
         assert shutdown["reason"] == reason
         assert srv.get("hog").text == "fine"  # a fresh worker serves the next request
+
+
+WALL = """
+addEventListener("beforeunload", (ev: any) => console.log("unload", ev.detail.reason));
+
+Deno.serve((req: Request) => {
+  EdgeRuntime.waitUntil(new Promise((resolve) => setTimeout(resolve, 60_000)));
+  return new Response("started");
+});
+"""
+
+
+def test_the_wall_clock_limit_warns_then_cuts_the_task_off(tmp_path: Path) -> None:
+    extra = "wall_clock_limit_sec = 2\n"
+    with Served(project(tmp_path, {"wall/index.ts": WALL}, extra=extra)) as srv:
+        r = srv.get("wall")
+        assert r.text == "started"
+        srv.wait_event(kind="log", message="unload wall_clock", timeout=10)
+        end = srv.wait_event(kind="task_end", request=r.headers["x-request-id"], timeout=10)
+        assert end["status"] == "cancelled" and end["reason"] == "wall_clock"
+        srv.wait_event(kind="shutdown", reason="wall_clock", function="wall")
+
+
+def test_no_deno_worker_outlives_a_killed_serve(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"seed/index.ts": SEED})) as srv:
+        assert srv.post("seed", json={"name": "x"}).status_code == 200
+        assert any("deno" in " ".join(p.cmdline()) for p in srv.family())
+        srv.stop(signal.SIGKILL)  # asserts that the fork server and every worker are gone
