@@ -152,9 +152,10 @@ def test_new_from_a_typescript_template(
     assert "__NAME__" not in source and "edgecli invoke my-ts" in source and "Deno.serve(" in source
     config = load_config(root, environ={})
     assert config.functions["my-ts"].runtime == "deno" and config.warnings == ()
-    assert tomllib.loads((root / "supabase" / "config.toml").read_text())["functions"]["my-ts"][
-        "entrypoint"
-    ] == "./functions/my-ts/index.ts"
+    assert (
+        tomllib.loads((root / "supabase" / "config.toml").read_text())["functions"]["my-ts"]["entrypoint"]
+        == "./functions/my-ts/index.ts"
+    )
     assert "supabase/functions/my-ts/index.ts" in out.text and "edgecli invoke my-ts" in out.text
 
 
