@@ -6,6 +6,7 @@ one-paragraph message on stderr and the error's exit status (1 failed operation,
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -46,6 +47,17 @@ def _run(fn: Callable[[], T]) -> T:
     except EdgecliError as exc:
         _output().error(str(exc))
         raise typer.Exit(exc.exit_code) from None
+
+
+def _until_ctrl_c(fn: Callable[[], int]) -> int:
+    """Run a command that runs until Ctrl-C: Ctrl-C is how it ends, so it ends with status 0 wherever it
+    lands (between loops, during a read, while closing), and a second one while exiting is ignored."""
+    try:
+        return _run(fn)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _workdir(ctx: typer.Context, workdir: Path | None) -> Path | None:
@@ -141,7 +153,7 @@ def serve(
 
         return run_server(config, _output(), overrides)
 
-    raise typer.Exit(_run(go))
+    raise typer.Exit(_until_ctrl_c(go))
 
 
 @app.command()
@@ -205,7 +217,11 @@ def logs(
         lines=lines,
         json_output=json_output,
     )
-    raise typer.Exit(_run(lambda: logs_mod.run(_workdir(ctx, workdir), args, _output())))
+
+    def go() -> int:
+        return logs_mod.run(_workdir(ctx, workdir), args, _output())
+
+    raise typer.Exit(_until_ctrl_c(go) if follow else _run(go))
 
 
 @tasks_app.callback(invoke_without_command=True)
