@@ -2,6 +2,10 @@
 
 Everything a user can get wrong surfaces as an `EdgecliError` from the library; `_run` turns it into a
 one-paragraph message on stderr and the error's exit status (1 failed operation, 2 bad usage/config).
+
+Each command imports what it needs when it runs: `edgecli --version` and `--help` load no Rich console,
+no HTTP client and no config parser (tests/test_startup.py checks the imports, bench/bench_startup.py the
+time).
 """
 
 from __future__ import annotations
@@ -9,14 +13,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from edgecli import __version__
-from edgecli.config import Overrides
-from edgecli.console import Output
 from edgecli.errors import EdgecliError
+
+if TYPE_CHECKING:
+    from edgecli.console import Output
 
 app = typer.Typer(
     name="edgecli",
@@ -25,6 +30,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
 app.add_typer(tasks_app, name="tasks")
@@ -38,6 +44,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.
 
 
 def _output() -> Output:
+    from edgecli.console import Output
+
     return Output()
 
 
@@ -69,7 +77,7 @@ def _workdir(ctx: typer.Context, workdir: Path | None) -> Path | None:
 
 def _version(value: bool) -> None:
     if value:
-        _output().line(f"edgecli {__version__}")
+        typer.echo(f"edgecli {__version__}")
         raise typer.Exit()
 
 
@@ -101,9 +109,7 @@ def init(
 @app.command()
 def new(
     ctx: typer.Context,
-    name: Annotated[
-        str | None, typer.Argument(metavar="NAME", help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")
-    ] = None,
+    name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
     template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
     workdir: WorkdirOpt = None,
@@ -121,8 +127,16 @@ def new(
 @app.command()
 def serve(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="Serve only these functions.")] = None,
-    policy: Annotated[str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Serve only these functions (default: all of them).", show_default=False),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", help="per_worker | oneshot | per_request (default: \\[edge_runtime] policy)."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[api] port or 54321).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
@@ -133,7 +147,7 @@ def serve(
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
     from edgecli import project
-    from edgecli.config import load_config
+    from edgecli.config import Overrides, load_config
 
     overrides = Overrides(
         policy=policy,
@@ -163,13 +177,31 @@ def invoke(
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="Body: JSON text, @file, or - for stdin.")
     ] = None,
-    method: Annotated[str | None, typer.Option("-X", "--request", help="HTTP method.")] = None,
-    headers: Annotated[list[str] | None, typer.Option("-H", "--header", help="'Key: Value'")] = None,
+    method: Annotated[
+        str | None, typer.Option("-X", "--request", help="HTTP method (default: POST).")
+    ] = None,
+    headers: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="A request header, 'Key: Value'; repeatable.")
+    ] = None,
     path: Annotated[str, typer.Option("--path", help="Sub-path inside the function.")] = "",
-    url: Annotated[str | None, typer.Option("--url", help="Server base URL.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Server base URL. [dim]\\[default: the running serve's, else http://127.0.0.1:<\\[api] port>][/dim]",  # noqa: E501
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
+    ] = None,
     service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds to wait for the response (and with --wait, for the tasks)."),
+    ] = 60.0,
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -183,6 +215,7 @@ def invoke(
         headers=tuple(headers or ()),
         path=path,
         url=url,
+        port=port,
         service_role=service_role,
         wait=wait,
         timeout=timeout,
@@ -198,7 +231,10 @@ def logs(
     function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
     request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
     task: Annotated[str | None, typer.Option("--task", help="Only this task id.")] = None,
-    level: Annotated[str | None, typer.Option("--level", help="This level and more severe.")] = None,
+    level: Annotated[
+        str | None,
+        typer.Option("--level", help="debug | info | warning | error: this level and more severe."),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="10m, 2h, 1d or ISO time.")] = None,
     lines: Annotated[int, typer.Option("-n", "--lines", help="Newest N events.")] = 100,
     json_output: JsonOpt = False,
@@ -248,7 +284,7 @@ def tasks(
 @tasks_app.command("show")
 def tasks_show(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", help="Task id.")],
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:

@@ -238,12 +238,17 @@ def _show(value: object) -> str:
 
 
 def load_config(
-    project_dir: Path, overrides: Overrides | None = None, *, environ: Mapping[str, str] | None = None
+    project_dir: Path,
+    overrides: Overrides | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    with_secrets: bool = True,
 ) -> Config:
     """Build the Config for the project at `project_dir`. Raises ConfigError (exit 2) on bad input.
 
     Precedence: defaults < supabase/config.toml < environment (EDGECLI_*) < CLI flags (`overrides`).
-    `environ` defaults to the process environment (tests pass their own).
+    `environ` defaults to the process environment (tests pass their own). Only serve hands secrets to
+    functions: other commands pass `with_secrets=False`, so an `env(NAME)` unset in their shell is no error.
     """
     over = overrides or Overrides()
     env = os.environ if environ is None else environ
@@ -252,7 +257,9 @@ def load_config(
     edge = _table(src, data, ("edge_runtime",))
     limits = _read_limits(src, ("edge_runtime",), edge, Limits())
     warnings = _unknown_edge_runtime_keys(src, edge)
-    secrets, secret_warnings = _read_secrets(src, _table(src, edge, ("edge_runtime", "secrets")), env)
+    secrets, secret_warnings = (
+        _read_secrets(src, _table(src, edge, ("edge_runtime", "secrets")), env) if with_secrets else ({}, [])
+    )
     verify_jwt = not (over.no_verify_jwt or _env_flag(env, ENV_NO_VERIFY_JWT))
     blocks = _table(src, data, ("functions",))
     found = _Discovery(src, project_dir / "supabase", blocks, limits, verify_jwt).run()

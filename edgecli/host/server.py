@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from edgecli import listening
 from edgecli.config import Config, FunctionConfig, Overrides
 from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
@@ -104,12 +105,20 @@ class ServeCommand:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        # Where serve listens, for `invoke` and `logs -f` in other shells; the socket already listens.
+        here = listening.Listening(
+            listening.client_url(self.config.host, self.sock.getsockname()[1]),
+            os.getpid(),
+            tuple(self.config.functions),
+        )
+        recorded = listening.record(self.config.state_dir, here)
         try:
             await self.startup()
             if not self.stopping:
                 assert self.server is not None
                 await self.server.serve(sockets=[self.sock])
         finally:
+            listening.forget(recorded)
             await self.shutdown()
         return 0
 

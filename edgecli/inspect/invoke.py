@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from edgecli import __version__
-from edgecli.config import Config, load_config
+from edgecli import __version__, listening
+from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.console import Output, print_body, print_fields, print_status
 from edgecli.errors import EdgecliError, ProjectNotFoundError, UsageError
 from edgecli.inspect.render import status_tone
@@ -35,6 +35,7 @@ class InvokeArgs:
     headers: tuple[str, ...] = ()
     path: str = ""
     url: str | None = None
+    port: int | None = None
     service_role: bool = False
     wait: bool = False
     timeout: float = 60.0
@@ -50,10 +51,15 @@ class Body:
 def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds (got {args.timeout}).")
+    if not FUNCTION_NAME_RE.match(args.name):
+        raise UsageError(
+            f"{args.name!r} is not a function name: names are letters, digits, - and _, starting with a "
+            "letter (a folder under supabase/functions/). Give a sub-path with --path, e.g. --path /a/b."
+        )
     config = _config(workdir, args)
     body = read_data(args.data)
     headers = _request_headers(config, args, body)
-    base = (args.url or config.base_url).rstrip("/").removesuffix("/functions/v1")
+    base = server_url(config, args)
     url = f"{base}/functions/v1/{args.name}{_sub_path(args.path)}"
     response = _send(args.method or "POST", url, headers, body, args.timeout, base)
     request_id = response.headers.get("x-request-id") or headers["x-request-id"]
@@ -65,12 +71,26 @@ def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
     return 0 if ok else 1
 
 
+def server_url(config: Config, args: InvokeArgs) -> str:
+    """--url, else --port on this machine, else the running serve of this project, else config.toml's."""
+    if args.url is not None and args.port is not None:
+        raise UsageError("give either --url or --port, not both (--port N means http://127.0.0.1:N).")
+    if args.url is not None:
+        base = args.url
+    elif args.port is not None:
+        base = listening.client_url("127.0.0.1", args.port)
+    else:
+        running = listening.url_for(config.state_dir, args.name)
+        base = running or listening.client_url(config.host, config.port)
+    return base.rstrip("/").removesuffix("/functions/v1")
+
+
 def _config(workdir: Path | None, args: InvokeArgs) -> Config:
     """The project's config (port, JWT secret, event store); with --url and no project, the defaults."""
     try:
-        return load_config(find_project(workdir))
+        return load_config(find_project(workdir), with_secrets=False)
     except ProjectNotFoundError:
-        if args.url is None or args.wait or workdir is not None:
+        if (args.url is None and args.port is None) or args.wait or workdir is not None:
             raise
         return Config(project_dir=Path.cwd())
 
@@ -166,7 +186,10 @@ def _send(
     try:
         return httpx.request(method.upper(), url, headers=headers, content=body.content, timeout=timeout)
     except httpx.ConnectError:
-        raise EdgecliError(f"no edgecli serve running on {base} — start it with `edgecli serve`.") from None
+        raise EdgecliError(
+            f"nothing answers on {base}: no edgecli serve is running there. Start one with `edgecli serve`, "
+            "or say where yours listens with --port N or --url URL."
+        ) from None
     except httpx.TimeoutException:
         raise EdgecliError(
             f"{base} did not answer {method.upper()} {url} within {timeout:g} s. Raise --timeout if the "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from edgecli import listening
 from edgecli.config import Config
 from edgecli.console import EventPrinter, Output
 from edgecli.errors import UsageError
@@ -94,6 +95,11 @@ def run(workdir: Path | None, args: LogsArgs, output: Output) -> int:
         for _, event in backlog:
             printer.emit(event)
         if args.follow:
+            if not listening.running(path.parent):
+                output.warning(
+                    "no edgecli serve is running for this project: new events show here once one starts "
+                    "(Ctrl-C stops)."
+                )
             _follow(reader, query, top, printer)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from edgecli.config import DEFAULT_JWT_SECRET
+from edgecli import listening
+from edgecli.config import DEFAULT_JWT_SECRET, Config
 from edgecli.events import Event
 from edgecli.store import StoreWriter
 
@@ -162,8 +164,44 @@ def test_default_url_comes_from_config_and_refused_connections_say_what_to_do(
     (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
     result = cli("invoke", "hello")
     assert result.returncode == 1
-    expected = f"no edgecli serve running on http://127.0.0.1:{port} — start it with `edgecli serve`"
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert f"nothing answers on http://127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert "`edgecli serve`" in result.stderr and "--port N" in result.stderr and "--url URL" in result.stderr
+
+
+def test_invoke_calls_the_serve_recorded_in_the_project(
+    cli: CliRunner, project: Path, server_url: str
+) -> None:
+    # What a running `edgecli serve --port N` leaves behind (tests/test_listening.py covers serve's side).
+    (project / "supabase" / "config.toml").write_text(f"[api]\nport = {_free_port()}\n")
+    listening.record(
+        Config(project_dir=project).state_dir, listening.Listening(server_url, os.getpid(), ("echo",))
+    )
+    result = cli("invoke", "echo")
+    assert result.returncode == 0, result.stderr
+    assert _echoed(result.stdout)["path"] == "/functions/v1/echo"
+
+
+def test_port_means_this_machine(cli: CliRunner, server_url: str) -> None:
+    port = server_url.rsplit(":", 1)[1]
+    result = cli("invoke", "echo", "--port", port)
+    assert result.returncode == 0, result.stderr
+    both = cli("invoke", "echo", "--port", port, "--url", server_url)
+    assert both.returncode == 2 and "either --url or --port" in both.stderr
+
+
+def test_invoke_does_not_resolve_secrets(cli: CliRunner, project: Path, server_url: str) -> None:
+    config = project / "supabase" / "config.toml"
+    config.write_text(
+        '[api]\nport = 54321\n\n[edge_runtime.secrets]\napi_key = "env(EDGECLI_TEST_UNSET_KEY)"\n'
+    )
+    result = cli("invoke", "echo", "--url", server_url)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "echo?x=1", ""])
+def test_a_name_that_is_not_a_function_name_is_refused(cli: CliRunner, server_url: str, name: str) -> None:
+    result = cli("invoke", name, "--url", server_url)
+    assert result.returncode == 2 and "is not a function name" in result.stderr and "--path" in result.stderr
 
 
 # --- --wait: the server here is a stand-in, so the request's events are written to the store by hand. ---

@@ -164,6 +164,14 @@ def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None
         assert proc.wait(timeout=10) == 0
 
 
+def test_follow_says_when_no_serve_is_running(project: Path, write_events: EventWriter) -> None:
+    write_events([log("old news", function="hello")])
+    with running_cli(project, "logs", "-f") as proc:
+        assert proc.stderr is not None and "no edgecli serve is running" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:
     writer = StoreWriter(store_of(project), retention=1000)
     try:
