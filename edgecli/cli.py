@@ -27,8 +27,10 @@ app = typer.Typer(
     name="edgecli",
     help="Serve, invoke and inspect Python edge functions locally, like `supabase functions serve`.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Click's plain help, not Rich's panels: it reads as well, and Rich's help costs `edgecli --help`
+    # more start-up than the rest of the command (bench/bench_startup.py).
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -92,21 +94,20 @@ def main_callback(
     ctx.obj = {"workdir": workdir}
 
 
-@app.command()
+@app.command(short_help="Write supabase/config.toml (with [edge_runtime]) and functions/.")
 def init(
     ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.toml.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    # Rich reads "[word]" as markup, so the TOML section names in help text are escaped as "\\[".
-    """Write supabase/config.toml (documented \\[edge_runtime]) and supabase/functions/."""
+    """Write supabase/config.toml (documented [edge_runtime]) and supabase/functions/."""
     from edgecli import project
 
     target = _workdir(ctx, workdir) or Path.cwd()
     _run(lambda: project.init_project(target, force=force, output=_output()))
 
 
-@app.command()
+@app.command(short_help="Scaffold a function from a template; adds [functions.NAME].")
 def new(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
@@ -114,7 +115,7 @@ def new(
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Scaffold supabase/functions/NAME/ from a template and add \\[functions.NAME] to config.toml."""
+    """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
     from edgecli import project
 
     out = _output()
@@ -133,11 +134,9 @@ def serve(
     ] = None,
     policy: Annotated[
         str | None,
-        typer.Option(
-            "--policy", help="per_worker | oneshot | per_request (default: \\[edge_runtime] policy)."
-        ),
+        typer.Option("--policy", help="per_worker | oneshot | per_request (default: [edge_runtime] policy)."),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[api] port or 54321).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: [api] port or 54321).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
@@ -188,7 +187,7 @@ def invoke(
         str | None,
         typer.Option(
             "--url",
-            help="Server base URL. [dim]\\[default: the running serve's, else http://127.0.0.1:<\\[api] port>][/dim]",  # noqa: E501
+            help="Server base URL.  [default: the running serve's, else http://127.0.0.1:<[api] port>]",
             show_default=False,
         ),
     ] = None,

@@ -6,26 +6,26 @@ Environment: nothing else in edgecli prints.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
 from rich.cells import cell_len
 from rich.console import COLOR_SYSTEMS, Console
-from rich.json import JSON
 from rich.markup import escape
 from rich.style import Style
-from rich.table import Table
 from rich.text import Text
 
 from edgecli.events import Event
+
+if TYPE_CHECKING:
+    import asyncio
 from edgecli.inspect.render import describe, last_line, short_id
 
 
@@ -54,6 +54,19 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/bold red] {escape(text)}")
+
+    def record(self, record: Mapping[str, Any]) -> None:
+        """One `--json` record: a JSON object on a line of its own, written at once."""
+        self.records([record])
+
+    def records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """`--json` records, one JSON object a line, in one write."""
+        text = "".join(json.dumps(record, default=str) + "\n" for record in records)
+        try:
+            self.out.file.write(text)
+            self.out.file.flush()
+        except BrokenPipeError:  # `edgecli tasks --json | head`: the reader has all it wanted
+            pass
 
 
 # --- Event lines: the serve terminal, `logs`, `tasks show`, `invoke --wait`. ---------------------------
@@ -163,9 +176,8 @@ class EventPrinter:
         # line once it has the response): they leave at the end of the loop pass that made them. The
         # lines are joined here, not left to stdout's buffer: stdout writes through on every line when
         # it is a terminal (line buffering) or when PYTHONUNBUFFERED is set.
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # off a loop (start-up, shutdown, the inspect commands): now
+        loop = _running_loop()
+        if loop is None:  # off a loop (start-up, shutdown, the inspect commands): now
             self.flush()
             return
         if self._json:
@@ -243,6 +255,18 @@ class EventPrinter:
             fmt = "%Y-%m-%d %H:%M:%S" if self._with_date else "%H:%M:%S"
             self._clock = (second, time.strftime(fmt, time.localtime(second)))
         return f"{self._clock[1]}.{int((ts - second) * 1000):03d}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # The inspect commands never import asyncio, and do not pay for it here: without it no loop runs.
+    if "asyncio" not in sys.modules:
+        return None
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _short_worker(worker: str | None, function: str) -> str:
@@ -326,6 +350,8 @@ def _table_line(cells: Sequence[tuple[str, str]], widths: Sequence[int], paint: 
 
 
 def _print_folded_table(output: Output, columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -357,6 +383,8 @@ def print_status(output: Output, text: str, tone: str) -> None:
 def print_body(output: Output, body: str, *, is_json: bool) -> None:
     """A response body; JSON pretty-printed and highlighted."""
     if is_json:
+        from rich.json import JSON
+
         output.out.print(JSON(body, indent=2))
     else:
         output.out.print(Text(body))

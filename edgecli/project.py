@@ -15,8 +15,6 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-import tomlkit
-
 from edgecli.config import FUNCTION_NAME_RE, parse_toml
 from edgecli.console import Output
 from edgecli.errors import ConfigError, EdgecliError, ProjectNotFoundError, UsageError
@@ -212,6 +210,8 @@ def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) ->
 
 
 def _function_block(name: str, entrypoint: str) -> str:
+    import tomlkit  # only `edgecli new` writes TOML; invoke and logs find the project through here
+
     table = tomlkit.table()
     table.add("enabled", True)
     table.add("verify_jwt", True)

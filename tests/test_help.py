@@ -14,9 +14,9 @@ pytestmark = pytest.mark.timeout(60)
 COMMANDS = ("", "init", "new", "serve", "invoke", "logs", "tasks", "tasks show")
 
 
-def help_of(command: str, cwd: Path) -> str:
+def help_of(command: str, cwd: Path, columns: int = 120) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECLI_")}
-    env.update(COLUMNS="120", NO_COLOR="1", TERM="dumb")
+    env.update(COLUMNS=str(columns), NO_COLOR="1", TERM="dumb")
     result = subprocess.run(
         [sys.executable, "-m", "edgecli", *command.split(), "--help"],
         cwd=cwd,
@@ -63,3 +63,9 @@ def test_values_and_defaults_are_shown(helps: dict[str, str]) -> None:
 
 def test_completion_options_stay_out_of_the_way(helps: dict[str, str]) -> None:
     assert "--install-completion" not in helps[""]
+
+
+def test_commands_are_summed_up_whole_in_80_columns(tmp_path: Path) -> None:
+    commands = help_of("", tmp_path, columns=80).split("Commands:", 1)[1]
+    assert "..." not in commands
+    assert "[edge_runtime]" in commands and "[functions.NAME]" in commands

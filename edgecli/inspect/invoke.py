@@ -9,14 +9,12 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from edgecli import __version__, listening
 from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.console import Output, print_body, print_fields, print_status
-from edgecli.errors import EdgecliError, ProjectNotFoundError, UsageError
+from edgecli.errors import ProjectNotFoundError, UsageError
+from edgecli.inspect.client import Response, send
 from edgecli.inspect.render import status_tone
 from edgecli.inspect.wait import follow_request
 from edgecli.project import find_project
@@ -61,10 +59,10 @@ def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
     headers = _request_headers(config, args, body)
     base = server_url(config, args)
     url = f"{base}/functions/v1/{args.name}{_sub_path(args.path)}"
-    response = _send(args.method or "POST", url, headers, body, args.timeout, base)
-    request_id = response.headers.get("x-request-id") or headers["x-request-id"]
+    response = send((args.method or "POST").upper(), url, headers, body.content, args.timeout)
+    request_id = response.header("x-request-id") or headers["x-request-id"]
     _print_response(output, response, request_id, args.json_output)
-    ok = 200 <= response.status_code < 300
+    ok = 200 <= response.status < 300
     if args.wait:
         settled = follow_request(config.events_db, request_id, args.timeout, output, args.json_output)
         ok = ok and settled.ok
@@ -180,53 +178,29 @@ def _sub_path(path: str) -> str:
     return "/" + path
 
 
-def _send(
-    method: str, url: str, headers: dict[str, str], body: Body, timeout: float, base: str
-) -> httpx.Response:
-    try:
-        return httpx.request(method.upper(), url, headers=headers, content=body.content, timeout=timeout)
-    except httpx.ConnectError:
-        raise EdgecliError(
-            f"nothing answers on {base}: no edgecli serve is running there. Start one with `edgecli serve`, "
-            "or say where yours listens with --port N or --url URL."
-        ) from None
-    except httpx.TimeoutException:
-        raise EdgecliError(
-            f"{base} did not answer {method.upper()} {url} within {timeout:g} s. Raise --timeout if the "
-            "function is slow, or look at `edgecli logs` for what it is doing."
-        ) from None
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise UsageError(
-            f"--url {base} is not a usable server URL ({exc}); e.g. http://127.0.0.1:54321."
-        ) from None
-    except httpx.HTTPError as exc:
-        raise EdgecliError(f"calling {url} failed: {exc}.") from None
-
-
-def _print_response(output: Output, response: httpx.Response, request_id: str, json_output: bool) -> None:
-    is_json = "json" in response.headers.get("content-type", "") and _is_json(response.content)
+def _print_response(output: Output, response: Response, request_id: str, json_output: bool) -> None:
+    is_json = "json" in response.header("content-type") and _is_json(response.content)
+    text = _body_text(response)
     if json_output:
-        record: dict[str, Any] = {
-            "status": response.status_code,
-            "headers": dict(response.headers),
-            "body": response.json() if is_json else response.text,
-            "request": request_id,
-        }
-        output.out.file.write(json.dumps(record) + "\n")
-        output.out.file.flush()
+        output.record(
+            {
+                "status": response.status,
+                "headers": dict(response.headers),
+                "body": json.loads(response.content) if is_json else text,
+                "request": request_id,
+            }
+        )
         return
-    print_status(
-        output, f"HTTP {response.status_code} {response.reason_phrase}", status_tone(response.status_code)
-    )
-    shown = [(name, value) for name, value in response.headers.items() if name not in _BORING_HEADERS]
+    print_status(output, f"HTTP {response.status} {response.reason}".rstrip(), status_tone(response.status))
+    shown = [(name, value) for name, value in response.headers if name not in _BORING_HEADERS]
     print_fields(output, shown)
     if response.content:
         output.line()
-        print_body(output, _body_text(response), is_json=is_json)
+        print_body(output, text, is_json=is_json)
 
 
-def _body_text(response: httpx.Response) -> str:
+def _body_text(response: Response) -> str:
     try:
-        return response.content.decode(response.encoding or "utf-8")
+        return response.content.decode(response.charset)
     except (UnicodeDecodeError, LookupError):
         return f"[{len(response.content)} bytes of binary data]"
