@@ -1,7 +1,8 @@
 """The only module that renders with Rich: CLI messages, event lines, the serve banner, tables.
 
 Commands get an `Output` injected (tests swap in one writing to a buffer), in the style of httpie's
-Environment: nothing else in edgecli prints.
+Environment: nothing else in edgecli prints, and every `--json` record goes out through `Output.record`.
+What an event says in words (no Rich) is `render.py` beside this module.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from edgecli.events import Event
 
 if TYPE_CHECKING:
     import asyncio
-from edgecli.inspect.render import describe, last_line, short_id
+from edgecli.render import describe, last_line, short_id
 
 
 def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
@@ -312,7 +313,7 @@ def print_banner(
     out.file.flush()
 
 
-Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.inspect.render
+Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.render
 _GAP = "   "
 
 

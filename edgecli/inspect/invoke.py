@@ -15,9 +15,9 @@ from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.console import Output, print_body, print_fields, print_status
 from edgecli.errors import ProjectNotFoundError, UsageError
 from edgecli.inspect.client import Response, send
-from edgecli.inspect.render import status_tone
 from edgecli.inspect.wait import follow_request
 from edgecli.project import find_project
+from edgecli.render import status_tone
 
 # Headers every response has; the rest (content-type, x-request-id, what the function set) are shown.
 _BORING_HEADERS = frozenset(

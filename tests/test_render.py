@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgecli.events import Event
-from edgecli.inspect.render import describe, fmt_duration, short_id
+from edgecli.render import describe, fmt_duration, short_id
 
 pytestmark = pytest.mark.timeout(5)
 
