@@ -293,8 +293,15 @@ def print_banner(
     anon_key: str,
     service_role_key: str,
     notes: Sequence[str],
+    verify_jwt: bool = True,
+    reload: bool = True,
 ) -> None:
-    """serve's start-up banner: function URLs as `supabase functions serve` lists them, then the keys."""
+    """serve's start-up banner: function URLs as `supabase functions serve` lists them, the keys, a curl
+    line to paste for the first function, and how to stop.
+
+    Keys and the curl line are printed without line breaks whatever the terminal's width, so that a
+    copy from the terminal pastes them whole.
+    """
     out = output.out
     out.print(
         f"[bold]edgecli[/bold] serving [cyan]{escape(project)}[/cyan] · policy [bold]{escape(policy)}[/bold]"
@@ -303,14 +310,30 @@ def print_banner(
         base = functions[0][1].rsplit("/", 1)[0]
         out.print(f"Serving functions on [bold]{escape(base)}/<function-name>[/bold]")
         for name, url in functions:
-            out.print(f" - [{function_colour(name)}]{escape(url)}[/]")
+            out.print(f" - [{function_colour(name)}]{escape(url)}[/]", soft_wrap=True)
     else:
         out.print("[yellow]No functions to serve[/yellow] — create one with `edgecli new NAME`.")
-    out.print(f"[dim]        anon key:[/dim] {escape(anon_key)}")
-    out.print(f"[dim]service_role key:[/dim] {escape(service_role_key)}")
+    out.print(f"[dim]        anon key:[/dim] {escape(anon_key)}", soft_wrap=True)
+    out.print(f"[dim]service_role key:[/dim] {escape(service_role_key)}", soft_wrap=True)
+    if not verify_jwt:
+        out.print("[yellow]![/yellow] JWT verification is off (--no-verify-jwt): any caller is let in.")
     for note in notes:
         out.print(f"[yellow]![/yellow] {escape(note)}")
+    if functions:
+        out.print("[dim]Try it:[/dim]")
+        out.print("  " + escape(curl_line(functions[0][1], anon_key if verify_jwt else None)), soft_wrap=True)
+    watching = "watching for changes · " if reload else ""
+    out.print(f"[dim]{watching}Ctrl-C to stop[/dim]")
     out.file.flush()
+
+
+def curl_line(url: str, key: str | None) -> str:
+    """A ready-to-paste curl call of a function, as Supabase's docs write it."""
+    auth = f"--header 'Authorization: Bearer {key}' " if key else ""
+    return (
+        f"curl -i --request POST '{url}' {auth}--header 'Content-Type: application/json' "
+        """--data '{"name":"Functions"}'"""
+    )
 
 
 Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.render

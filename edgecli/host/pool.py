@@ -8,7 +8,9 @@ wait for a worker up to `request_wait_timeout_ms` (then 504). A function that fa
 - PerWorkerPool: warm workers reused by many concurrent requests; more are started (up to
   max_parallelism) only when the warm ones are saturated or retired.
 - PerRequestPool: one request at a time per worker; an idle worker is reused, and leaves once it has
-  had neither requests nor background tasks for a moment.
+  had neither requests nor background tasks for a moment. A worker that has served nothing yet (the one
+  booted at start-up or reload) waits for its first request instead: else every function's warm worker
+  would stop, all at once, a moment after start-up.
 - OneshotPool: every request gets a fresh, already-booted spare; after the response it is terminated.
 """
 
@@ -210,14 +212,25 @@ class PerRequestPool(Pool):
     def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
         super().__init__(function, supervisor)
         self.idle_since: dict[Worker, float] = {}
+        self.unused: set[Worker] = set()  # booted, not yet handed a request
         self._sweeper = asyncio.get_running_loop().create_task(self.sweep())
+
+    def add(self, worker: Worker) -> None:
+        super().add(worker)
+        self.unused.add(worker)
+
+    def pick(self) -> Worker | None:
+        worker = super().pick()
+        if worker is not None:
+            self.unused.discard(worker)
+        return worker
 
     async def sweep(self) -> None:
         while True:
             await asyncio.sleep(PER_REQUEST_LINGER / 4)
             now = time.monotonic()
             for worker in list(self.workers):
-                if worker.inflight or worker.tasks:
+                if worker.inflight or worker.tasks or worker in self.unused:
                     self.idle_since.pop(worker, None)
                 elif now - self.idle_since.setdefault(worker, now) >= PER_REQUEST_LINGER:
                     self.idle_since.pop(worker, None)
@@ -225,6 +238,7 @@ class PerRequestPool(Pool):
 
     def on_gone(self, worker: Worker) -> None:
         self.idle_since.pop(worker, None)
+        self.unused.discard(worker)
         super().on_gone(worker)
 
     def close(self, retire: bool = True) -> None:

@@ -168,6 +168,8 @@ class ServeCommand:
             anon_key=make_key(config.jwt_secret, "anon"),
             service_role_key=make_key(config.jwt_secret, "service_role"),
             notes=list(dict.fromkeys(notes)),
+            verify_jwt=config.verify_jwt,
+            reload=config.reload,
         )
 
     def request_stop(self, sig: int) -> None:
