@@ -11,7 +11,7 @@ import json
 import sys
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -325,6 +325,21 @@ def print_banner(
     watching = "watching for changes · " if reload else ""
     out.print(f"[dim]{watching}Ctrl-C to stop[/dim]")
     out.file.flush()
+
+
+def print_draining(output: Output, task_functions: Sequence[str], grace: float) -> None:
+    """What serve waits for after Ctrl-C: how many tasks, of which functions, until when."""
+    counts = Counter(task_functions)
+    n = len(task_functions)
+    which = ", ".join(f"{name} ({count})" if count > 1 else name for name, count in sorted(counts.items()))
+    until = time.strftime("%H:%M:%S", time.localtime(time.time() + grace))
+    output.out.print(
+        f"[yellow]Stopping:[/yellow] waiting up to {grace:g} s (until {until}) for {n} background "
+        f"task{'' if n == 1 else 's'} of {escape(which)} to finish. "
+        "[bold]Ctrl-C again[/bold] stops now (they are cancelled).",
+        soft_wrap=True,
+    )
+    output.out.file.flush()
 
 
 def curl_line(url: str, key: str | None) -> str:

@@ -20,7 +20,7 @@ import uvicorn
 
 from edgecli import listening
 from edgecli.config import Config, FunctionConfig, Overrides
-from edgecli.console import EventPrinter, Output, print_banner
+from edgecli.console import EventPrinter, Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
@@ -95,6 +95,7 @@ class ServeCommand:
         self.pools: dict[str, Pool] = {}
         self.server: _Uvicorn | None = None
         self.stopping = False
+        self.hurry = False  # Ctrl-C came twice
         self._warming: asyncio.Future[Any] | None = None
         self.reloader: Reloader | None = None
 
@@ -156,12 +157,8 @@ class ServeCommand:
         notes: list[str] = list(config.warnings) + list(config.skipped)
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
-        # With --json, stdout carries only event records (for piping); the banner goes to stderr.
-        banner_output = (
-            Output(out=self.output.err, err=self.output.err) if config.json_output else self.output
-        )
         print_banner(
-            banner_output,
+            self._person_output(),
             project=config.project_id or config.project_dir.name or str(config.project_dir),
             policy=config.policy,
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
@@ -172,9 +169,20 @@ class ServeCommand:
             reload=config.reload,
         )
 
+    def _person_output(self) -> Output:
+        """Where lines for a person go: with --json, stdout carries only event records (for piping), so
+        the banner and notices go to stderr."""
+        if self.config.json_output:
+            return Output(out=self.output.err, err=self.output.err)
+        return self.output
+
     def request_stop(self, sig: int) -> None:
-        if self.stopping and sig == signal.SIGINT and self.server is not None:
-            self.server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        if self.stopping and sig == signal.SIGINT:
+            # A second Ctrl-C: wait for nothing, neither open connections nor background tasks.
+            self.hurry = True
+            if self.server is not None:
+                self.server.force_exit = True
+            self.supervisor.stop_now()
         self.stopping = True
         if self._warming is not None:
             self._warming.cancel()
@@ -186,7 +194,12 @@ class ServeCommand:
             await self.reloader.stop()
         for pool in self.pools.values():
             pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
-        await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
+        grace = 0.0 if self.hurry else self.config.limits.graceful_exit_timeout_sec
+        tasks = self.supervisor.running_tasks()
+        if tasks and grace > 0:
+            self.printer.flush()
+            print_draining(self._person_output(), tasks, grace)
+        await self.supervisor.shutdown(grace)
         self.sock.close()
         self.store.close()
         self.printer.flush()

@@ -443,6 +443,16 @@ class Supervisor:
 
     # -- shutdown --------------------------------------------------------------------------------------
 
+    def running_tasks(self) -> list[str]:
+        """The function of each background task running now, one entry per task."""
+        return [worker.function.name for worker in self.workers.values() for _ in worker.tasks]
+
+    def stop_now(self) -> None:
+        """Serve was told twice to stop: every worker goes now; its running tasks end as cancelled
+        (termination), recorded by `finish`."""
+        for worker in list(self.workers.values()):
+            self.kill(worker, "termination")
+
     async def shutdown(self, grace: float) -> None:
         """Drain every worker for up to `grace` s, kill what is left, stop the fork server."""
         for worker in list(self.workers.values()):
