@@ -183,7 +183,7 @@ class Supervisor:
             # Not reported: a boot we cut short ourselves (shutdown), or the same failure again.
             if worker.kill_reason is None and self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
-                self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
+                self.emit(self.event(worker, "boot_error", exc.message, "error", error=exc.error))
             self.kill(worker, "boot_error")
             raise
         self._boot_failures.pop(function.name, None)

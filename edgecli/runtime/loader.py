@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgecli.runtime.api import served
+from edgecli.runtime.tracebacks import UserMistake
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -29,7 +30,7 @@ class BootFailure(Exception):
     """The function cannot be served (no handler, not callable); the message says how to fix it."""
 
 
-class NotAResponse(Exception):
+class NotAResponse(UserMistake):
     """A handler returned something that is not a Starlette Response."""
 
 
@@ -72,6 +73,16 @@ def _is_asgi(target: Any) -> bool:
     return _positional_arity(target) == 3
 
 
+def _where(handler: Any) -> str:
+    """`handle() in index.py line 4`: the user's function, named with where it is defined."""
+    name = getattr(handler, "__qualname__", type(handler).__name__) + "()"
+    call = getattr(handler, "__call__", None)  # noqa: B004 - a callable object's method
+    code = getattr(handler, "__code__", None) or getattr(call, "__code__", None)
+    if code is None:
+        return name
+    return f"{name} in {Path(code.co_filename).name} line {code.co_firstlineno}"
+
+
 def handler_app(handler: Callable[[Request], Any]) -> ASGIApp:
     """Wrap `handler(Request) -> Response` as ASGI; sync handlers run in a thread, not on the loop."""
     call = getattr(handler, "__call__", handler)  # noqa: B004 - a callable object's coroutine __call__
@@ -89,7 +100,7 @@ def handler_app(handler: Callable[[Request], Any]) -> ASGIApp:
             response = await response
         if not isinstance(response, Response):
             raise NotAResponse(
-                f"the handler returned {type(response).__name__}, not a Response: return e.g. "
+                f"{_where(handler)} returned {type(response).__name__}, not a Response: return e.g. "
                 "JSONResponse({...}) or Response(text) from starlette.responses"
             )
         await response(scope, receive, send)

@@ -10,12 +10,12 @@ import asyncio
 import contextvars
 import itertools
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edgecli.runtime import report
+from edgecli.runtime.tracebacks import format_exception
 
 
 @dataclass
@@ -33,10 +33,6 @@ def _task_name(awaitable: Awaitable[Any]) -> str:
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
 class TaskTracker:

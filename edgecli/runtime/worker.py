@@ -26,6 +26,7 @@ from edgecli.runtime import capture, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
+from edgecli.runtime.tracebacks import UserMistake, boot_failure
 
 _DISCONNECT = object()
 T = TypeVar("T")
@@ -110,8 +111,7 @@ class Worker:
                 self.lifespan = Lifespan(self.app)
                 await self.lifespan.startup()
         except BaseException as exc:  # SystemExit / KeyboardInterrupt at import are boot errors too
-            message = str(exc) if isinstance(exc, BootFailure) else f"{type(exc).__name__}: {exc}"
-            error = message if isinstance(exc, BootFailure) else format_exception(exc)
+            message, error = (str(exc), str(exc)) if isinstance(exc, BootFailure) else boot_failure(exc)
             capture.flush_all(*self.writers)
             self.write(ipc.pack_json(Kind.BOOT_ERROR, 0, {"message": message, "error": error}))
             return False
@@ -212,6 +212,9 @@ class Worker:
                 self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
             self.fail(channel, "the worker stopped before the response was complete")
+        except UserMistake as exc:  # its message says what to change; a traceback would only blur it
+            report.reporter.log(str(exc), "error")
+            self.fail(channel, str(exc))
         except Exception as exc:
             report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
             self.fail(channel, f"{type(exc).__name__}: {exc}")
