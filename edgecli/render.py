@@ -115,7 +115,7 @@ def _task_end(event: Event) -> Described:
     headline = [("task ", "dim"), (name, "accent"), (f" {status}", "bad"), (f" after {took}", "dim")]
     if error:
         headline.append((f": {last_line(error)}", "bad"))
-    return Described(headline, error.rstrip() or None)
+    return Described(headline, error.rstrip() if "\n" in error.strip() else None)  # a one-liner: once
 
 
 def _boot(event: Event) -> Described:

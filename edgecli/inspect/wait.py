@@ -53,7 +53,8 @@ class Settlement:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and "failed" not in self.outcomes.values()
+        # A cancelled task did not do its work either: as for a failed one, the command fails.
+        return not self.timed_out and not {"failed", "cancelled"} & set(self.outcomes.values())
 
     def counts(self) -> Counter[str]:
         counts = Counter(self.outcomes.values())

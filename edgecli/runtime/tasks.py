@@ -35,6 +35,9 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+Judge = Callable[[BaseException, "asyncio.Task[Any]"], Awaitable[bool]]
+
+
 class TaskTracker:
     def __init__(self) -> None:
         self.prefix = "t"
@@ -42,8 +45,9 @@ class TaskTracker:
         self._ids = itertools.count(1)
         self._idle = asyncio.Event()
         self._idle.set()
-        # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`).
-        self.on_failure: Callable[[BaseException, asyncio.Task[Any]], None] | None = None
+        # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`); True when a
+        # listener handled it.
+        self.on_failure: Judge | None = None
 
     def spawn(self, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
         try:
@@ -68,31 +72,70 @@ class TaskTracker:
         task = loop.create_task(coro, context=ctx)
         self.pending[task] = info
         self._idle.clear()
-        task.add_done_callback(self._done)
+        # In the task's own context: what runs after it (its listeners) is tagged with the task.
+        task.add_done_callback(self._done, context=ctx)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         info = self.pending.pop(task)
         duration_ms = round((time.time() - info.started) * 1000, 3)
-        error = None
-        exc: BaseException | None = None
+        exc = None if task.cancelled() else task.exception()  # retrieved: no "never retrieved" noise
         if task.cancelled():
-            status, level = "cancelled", "warning"
             reason = info.cancel_reason or "cancelled"
-            message = f"task {info.name} cancelled ({reason})"
+            self._end(info, duration_ms, "cancelled", f"task {info.name} cancelled ({reason})", reason=reason)
+        elif exc is None:
+            self._end(info, duration_ms, "completed", f"task {info.name} completed")
+        elif self.on_failure is None:
+            self._failed(info, duration_ms, exc, handled=False)
         else:
-            exc = task.exception()  # also marks it retrieved: no "never retrieved" noise
-            reason = None
-            if exc is None:
-                status, level, message = "completed", "info", f"task {info.name} completed"
-            else:
-                status, level = "failed", "error"
-                error = format_exception(exc)
-                message = f"task {info.name} failed: {type(exc).__name__}: {exc}"
+            # The `unhandledrejection` listeners say whether the failure was handled before its task_end
+            # does; meanwhile the task still counts as pending, so a draining worker waits for them.
+            judging = asyncio.ensure_future(self._judge(self.on_failure, exc, task, info, duration_ms))
+            self.pending[judging] = info
+        if not self.pending:
+            self._idle.set()
+
+    async def _judge(
+        self,
+        on_failure: Judge,
+        exc: BaseException,
+        task: asyncio.Task[Any],
+        info: TaskInfo,
+        duration_ms: float,
+    ) -> None:
+        handled = False
+        try:
+            handled = await on_failure(exc, task)
+        finally:
+            self._failed(info, duration_ms, exc, handled=handled)
+            self.pending.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if not self.pending:
+                self._idle.set()
+
+    def _failed(self, info: TaskInfo, duration_ms: float, exc: BaseException, *, handled: bool) -> None:
+        summary = f"{type(exc).__name__}: {exc}"
+        if handled:  # a listener called prevent_default(): one line, no traceback
+            message = f"task {info.name} failed: {summary} (handled by an unhandledrejection listener)"
+            self._end(info, duration_ms, "failed", message, "warning", error=summary)
+        else:
+            message = f"task {info.name} failed: {summary}"
+            self._end(info, duration_ms, "failed", message, "error", error=format_exception(exc))
+
+    def _end(
+        self,
+        info: TaskInfo,
+        duration_ms: float,
+        status: str,
+        message: str,
+        level: str = "info",
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         report.reporter.emit(
             "task_end",
             message,
-            level,
+            "warning" if status == "cancelled" else level,
             request=info.request,
             task=info.id,
             name=info.name,
@@ -101,10 +144,6 @@ class TaskTracker:
             error=error,
             reason=reason,
         )
-        if not self.pending:
-            self._idle.set()
-        if exc is not None and self.on_failure is not None:
-            self.on_failure(exc, task)
 
     async def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no task is pending; False when `timeout` ran out first."""

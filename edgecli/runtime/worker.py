@@ -226,25 +226,25 @@ class Worker:
 
     # -- background tasks and lifecycle ----------------------------------------------------------------
 
-    def on_task_failure(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
-        self.background(self.reject(exc, task))
-
     def background(self, coro: Any) -> None:
         """Run our own housekeeping coroutine, keeping a reference so it is not garbage-collected."""
         task = asyncio.ensure_future(coro)
         self._housekeeping.add(task)
         task.add_done_callback(self._housekeeping.discard)
 
-    async def reject(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
+    async def on_task_failure(self, exc: BaseException, task: asyncio.Task[Any]) -> bool:
+        """A background task raised: its `unhandledrejection` listeners run (tagged with the task); unless
+        one calls prevent_default(), the worker asks to be retired. True when handled."""
         event = UnhandledRejectionEvent(exc, task)
         await listeners.dispatch("unhandledrejection", event, self.listener_failed)
         if event.default_prevented:
-            return
+            return True
         name = getattr(task.get_coro(), "__qualname__", "task")
         report.reporter.log(
             f"Unhandled exception in background task {name}:\n{format_exception(exc)}", "error"
         )
         self.write(ipc.pack_json(Kind.RETIRE, 0, {"reason": "unhandledrejection"}))
+        return False
 
     def listener_failed(self, exc: BaseException) -> None:
         report.reporter.log(f"An event listener raised:\n{format_exception(exc)}", "error")

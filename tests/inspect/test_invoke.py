@@ -233,6 +233,15 @@ def test_wait_prints_task_logs_and_a_summary(
     assert result.stdout.rstrip().endswith("3 tasks: 2 completed, 1 failed")
 
 
+def test_wait_exits_one_when_a_task_was_cancelled(
+    cli: CliRunner, server_url: str, write_events: EventWriter
+) -> None:
+    write_events(_task_events("req-wc", {"t-1": "completed", "t-2": "cancelled"}))
+    result = cli("invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-wc")
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("2 tasks: 1 completed, 1 cancelled")
+
+
 def test_wait_exit_zero_when_tasks_completed_and_json_summary(
     cli: CliRunner, server_url: str, write_events: EventWriter
 ) -> None:
