@@ -94,6 +94,11 @@ def run(workdir: Path | None, args: LogsArgs, output: Output) -> int:
         printer = _printer(output, args, backlog)
         for _, event in backlog:
             printer.emit(event)
+        if args.function and not backlog and not reader.newest(EventQuery(function=args.function), 1):
+            output.warning(
+                f"no function named {args.function!r} has events in this project's store. Function names "
+                "are the folders under supabase/functions/; `edgecli logs` without --function shows them all."
+            )
         if args.follow:
             if not listening.running(path.parent):
                 output.warning(

@@ -45,6 +45,10 @@ async def broken(request: Request) -> Response:
     return JSONResponse({"code": "WORKER_ERROR", "message": "boom"}, status_code=500)
 
 
+async def limit(request: Request) -> Response:
+    return JSONResponse({"code": "WORKER_LIMIT", "message": "memory"}, status_code=546)
+
+
 async def text(request: Request) -> Response:
     return PlainTextResponse("plain words")
 
@@ -53,6 +57,7 @@ APP = Starlette(
     routes=[
         Route("/functions/v1/broken", broken, methods=["GET", "POST"]),
         Route("/functions/v1/text", text, methods=["POST"]),
+        Route("/functions/v1/limit", limit, methods=["POST"]),
         Route("/functions/v1/echo", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/functions/v1/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
@@ -146,6 +151,8 @@ def test_exit_status_follows_the_response(cli: CliRunner, server_url: str) -> No
     assert failed.stdout.startswith("HTTP 500 Internal Server Error") and "WORKER_ERROR" in failed.stdout
     missing = cli("invoke", "nothing-here", "--url", server_url)
     assert missing.returncode == 1 and missing.stdout.startswith("HTTP 404")
+    limited = cli("invoke", "limit", "--url", server_url)
+    assert limited.returncode == 1 and limited.stdout.startswith("HTTP 546 Resource Limit\n")
     plain = cli("invoke", "text", "--url", server_url)
     assert plain.returncode == 0 and plain.stdout.rstrip().endswith("plain words")
 
