@@ -11,6 +11,7 @@ time).
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -141,6 +142,21 @@ def serve(
     env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
     no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
+    inspect: Annotated[
+        str | None,
+        typer.Option(
+            "--inspect",
+            metavar="[=HOST:PORT]",
+            help=f"Debug the one function named with debugpy (VS Code, PyCharm attach; limits off). "
+            f"[default: {DEFAULT_INSPECT}]",
+        ),
+    ] = None,
+    inspect_mode: Annotated[
+        str,
+        typer.Option(
+            "--inspect-mode", help="run | brk (stop before the module runs) | wait (for the debugger)."
+        ),
+    ] = "run",
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -149,7 +165,7 @@ def serve(
     from edgecli.config import Overrides, load_config
 
     overrides = Overrides(
-        policy=policy,
+        policy=policy or ("per_worker" if inspect is not None else None),
         port=port,
         host=host,
         env_file=env_file,
@@ -157,6 +173,8 @@ def serve(
         reload=False if no_reload else None,
         json_output=json_output,
         only=tuple(names or ()),
+        inspect=_inspect_address(inspect, inspect_mode, names, policy),
+        inspect_mode=inspect_mode,
     )
 
     def go() -> int:
@@ -296,5 +314,37 @@ def tasks_show(
     raise typer.Exit(_run(lambda: tasks_mod.show(wd, task_id, json_output, _output())))
 
 
+DEFAULT_INSPECT = "127.0.0.1:5678"  # debugpy's usual port, what editors' attach configurations expect
+
+
+def _inspect_address(
+    address: str | None, mode: str, names: list[str] | None, policy: str | None
+) -> str | None:
+    """--inspect's HOST:PORT, checked; None without --inspect."""
+    if address is None:
+        return None
+    if mode not in ("run", "brk", "wait"):
+        _usage(f"--inspect-mode {mode!r} is not a mode. Use run, brk or wait.")
+    if len(names or ()) != 1:
+        _usage("--inspect debugs one function: name it, e.g. `edgecli serve --inspect hello`.")
+    if policy not in (None, "per_worker"):
+        _usage("--inspect serves the function with one per_worker worker to attach to; leave out --policy.")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        _usage(f"--inspect={address} is not HOST:PORT; e.g. --inspect={DEFAULT_INSPECT}.")
+    return address
+
+
+def _usage(message: str) -> None:
+    _output().error(message)
+    raise typer.Exit(2)
+
+
+def _bare_inspect(args: list[str]) -> list[str]:
+    """`--inspect` alone means the default address: its value is given only as `--inspect=HOST:PORT`, so
+    that `serve --inspect hello` reads `hello` as the function."""
+    return [f"--inspect={DEFAULT_INSPECT}" if arg == "--inspect" else arg for arg in args]
+
+
 def main() -> None:
-    app(prog_name="edgecli")
+    app(args=_bare_inspect(sys.argv[1:]), prog_name="edgecli")

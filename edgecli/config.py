@@ -86,6 +86,8 @@ class Overrides:
     reload: bool | None = None
     json_output: bool = False
     only: tuple[str, ...] = ()
+    inspect: str | None = None  # --inspect: HOST:PORT the debugger listens on (serve's one named function)
+    inspect_mode: str = "run"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Config:
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
+    inspect: str | None = None  # HOST:PORT of the debugger for the (one) function served, if inspecting
+    inspect_mode: str = "run"  # run | brk | wait
 
     @property
     def supabase_dir(self) -> Path:
@@ -264,6 +268,8 @@ def load_config(
     blocks = _table(src, data, ("functions",))
     found = _Discovery(src, project_dir / "supabase", blocks, limits, verify_jwt).run()
     functions, skipped = _select(found, over.only)
+    if over.inspect is not None:
+        functions = {name: _inspected(fn) for name, fn in functions.items()}
     return Config(
         project_dir=project_dir,
         policy=_resolve_policy(src, edge, env, over),
@@ -272,6 +278,8 @@ def load_config(
         verify_jwt=verify_jwt,
         reload=True if over.reload is None else over.reload,
         json_output=over.json_output,
+        inspect=over.inspect,
+        inspect_mode=over.inspect_mode,
         jwt_secret=_resolve_jwt_secret(src, data, env),
         db_url=_resolve_db_url(src, data),
         env_file=_resolve_env_file(project_dir, env, over),
@@ -633,6 +641,21 @@ class _Discovery:
         if entrypoint.suffix in DENO_SUFFIXES and deno_binary() is None:
             return f"{shown} needs Deno: {DENO_INSTALL_HINT}"
         return None
+
+
+def _inspected(function: FunctionConfig) -> FunctionConfig:
+    """A function being debugged: one worker (one debugger port), and no limit that would kill it while
+    it stands at a breakpoint."""
+    limits = replace(
+        function.limits,
+        max_parallelism=1,
+        wall_clock_limit_sec=0,
+        cpu_time_soft_limit_ms=0,
+        cpu_time_hard_limit_ms=0,
+        memory_limit_mb=0,
+        request_wait_timeout_ms=3_600_000,  # requests queue behind one paused at a breakpoint
+    )
+    return replace(function, limits=limits)
 
 
 def _select(found: _Discovery, only: tuple[str, ...]) -> tuple[dict[str, FunctionConfig], tuple[str, ...]]:

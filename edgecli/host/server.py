@@ -31,6 +31,8 @@ from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
 from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
+from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
+from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
 
 WARM_WAIT = 5.0
 
@@ -100,7 +102,14 @@ class ServeCommand:
         self.reloader: Reloader | None = None
 
     def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        return build_function_env(self.config, function, self._host_env).env
+        env = build_function_env(self.config, function, self._host_env).env
+        if self.config.inspect is not None:  # the worker listens for a debugger (runtime/debugger.py)
+            env = {
+                **env,
+                ENV_INSPECT_ADDRESS: self.config.inspect,
+                ENV_INSPECT_MODE: self.config.inspect_mode,
+            }
+        return env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -155,6 +164,12 @@ class ServeCommand:
         config = self.config
         self.printer.flush()  # events of the start-up so far print above the banner, as they happened
         notes: list[str] = list(config.warnings) + list(config.skipped)
+        if config.inspect is not None:
+            waits = {"run": "", "wait": "; it waits for you", "brk": "; it waits and stops before it runs"}
+            notes.append(
+                f"debugger: attach to {config.inspect} (debugpy; limits off for "
+                f"{', '.join(config.functions)}{waits.get(config.inspect_mode, '')})"
+            )
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
         print_banner(

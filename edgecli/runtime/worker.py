@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from edgecli import ipc
 from edgecli.events import Event
 from edgecli.ipc import MORE, Kind
-from edgecli.runtime import capture, report
+from edgecli.runtime import capture, debugger, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
@@ -105,6 +105,7 @@ class Worker:
         started = time.perf_counter()
         entry = Path(self.spec.entrypoint)
         try:
+            debugger.start()  # --inspect: before the module runs, so its first lines can be debugged
             module = import_entrypoint(entry)
             self.app, is_asgi = resolve_app(module, entry)
             if self.spec.lifespan and is_asgi:
