@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,25 @@ def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path) ->
         dap.send("disconnect")
         dap.sock.close()
         wait_until(lambda: srv.events(kind="request", status=200), what="the request to finish")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--inspect"], "--inspect debugs one function: name it"),
+        (["--inspect", "a", "b"], "--inspect debugs one function: name it"),
+        (["--inspect=nowhere", "hello"], "--inspect=nowhere is not HOST:PORT"),
+        (["--inspect", "--inspect-mode", "later", "hello"], "--inspect-mode 'later' is not a mode"),
+        (["--inspect", "--policy", "oneshot", "hello"], "leave out --policy"),
+    ],
+)
+def test_inspect_usage_errors(tmp_path: Path, args: list[str], says: str) -> None:
+    project = make_project(tmp_path, {"hello": HELLO})
+    result = subprocess.run(
+        [sys.executable, "-m", "edgecli", "serve", "--workdir", str(project), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
