@@ -15,7 +15,6 @@ from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.console import Output, print_body, print_fields, print_status
 from edgecli.errors import ProjectNotFoundError, UsageError
 from edgecli.inspect.client import Response, send
-from edgecli.inspect.wait import follow_request
 from edgecli.project import find_project
 from edgecli.render import status_tone
 
@@ -64,6 +63,8 @@ def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
     _print_response(output, response, request_id, args.json_output)
     ok = 200 <= response.status < 300
     if args.wait:
+        from edgecli.inspect.wait import follow_request  # the store reader, only when following
+
         settled = follow_request(config.events_db, request_id, args.timeout, output, args.json_output)
         ok = ok and settled.ok
     return 0 if ok else 1
