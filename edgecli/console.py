@@ -313,8 +313,11 @@ def print_banner(
             out.print(f" - [{function_colour(name)}]{escape(url)}[/]", soft_wrap=True)
     else:
         out.print("[yellow]No functions to serve[/yellow] — create one with `edgecli new NAME`.")
-    out.print(f"[dim]        anon key:[/dim] {escape(anon_key)}", soft_wrap=True)
-    out.print(f"[dim]service_role key:[/dim] {escape(service_role_key)}", soft_wrap=True)
+    # Each key on a line of its own: the anon key then fits a 160-column terminal whole.
+    out.print("[dim]anon key (what clients and `edgecli invoke` send):[/dim]")
+    out.print(escape(anon_key), soft_wrap=True)
+    out.print("[dim]service_role key (bypasses row-level security; keep it on the server):[/dim]")
+    out.print(escape(service_role_key), soft_wrap=True)
     if not verify_jwt:
         out.print("[yellow]![/yellow] JWT verification is off (--no-verify-jwt): any caller is let in.")
     for note in notes:

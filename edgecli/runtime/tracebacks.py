@@ -46,7 +46,12 @@ def format_exception(exc: BaseException) -> str:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        current.stack = traceback.StackSummary.from_list(_from_the_users_code(list(current.stack)))
+        if _in_users_file(current):
+            # A syntax error in the user's module: where it is (file, line, caret) is the whole story,
+            # the frames are only importlib compiling it.
+            current.stack = traceback.StackSummary.from_list([])
+        else:
+            current.stack = traceback.StackSummary.from_list(_from_the_users_code(list(current.stack)))
         pending += [current.__cause__, current.__context__]
     return "".join(report.format()).rstrip()
 
@@ -57,6 +62,13 @@ def _from_the_users_code(frames: list[traceback.FrameSummary]) -> list[traceback
         if _is_ours(frames[i - 1].filename) and not _is_ours(frames[i].filename):
             return frames[i:]
     return frames  # raised by edgecli itself: every frame matters
+
+
+def _in_users_file(report: traceback.TracebackException) -> bool:
+    filename = getattr(report, "filename", None)  # set for syntax errors only
+    if not isinstance(filename, str) or not issubclass(report.exc_type or type(None), SyntaxError):
+        return False
+    return not _is_ours(filename)
 
 
 def _is_ours(filename: str) -> bool:

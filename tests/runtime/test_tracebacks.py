@@ -32,6 +32,12 @@ def test_edgecli_and_importlib_frames_above_the_users_are_dropped(tmp_path: Path
     assert text.endswith("ZeroDivisionError: division by zero")
 
 
+def test_a_syntax_error_shows_only_where_it_is(tmp_path: Path) -> None:
+    text = format_exception(_import_error(tmp_path, "x = 1\ndef broken(:\n"))
+    assert "Traceback" not in text and "loader.py" not in text and "<frozen" not in text
+    assert 'index.py", line 2' in text and text.endswith("SyntaxError: invalid syntax")
+
+
 def test_a_chained_exception_keeps_the_users_frames_of_both(tmp_path: Path) -> None:
     source = "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('no k') from e\n"
     text = format_exception(_import_error(tmp_path, source))
