@@ -333,13 +333,15 @@ def print_banner(
 def print_draining(output: Output, task_functions: Sequence[str], grace: float) -> None:
     """What serve waits for after Ctrl-C: how many tasks, of which functions, until when."""
     counts = Counter(task_functions)
-    n = len(task_functions)
-    which = ", ".join(f"{name} ({count})" if count > 1 else name for name, count in sorted(counts.items()))
+    total = len(task_functions)
+    # Per-function counts only when they tell something: "2 tasks of jobs", "3 tasks of hello (2), jobs".
+    alone = len(counts) == 1
+    which = ", ".join(name if alone or n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
     until = time.strftime("%H:%M:%S", time.localtime(time.time() + grace))
     output.out.print(
-        f"[yellow]Stopping:[/yellow] waiting up to {grace:g} s (until {until}) for {n} background "
-        f"task{'' if n == 1 else 's'} of {escape(which)} to finish. "
-        "[bold]Ctrl-C again[/bold] stops now (they are cancelled).",
+        f"[yellow]Stopping:[/yellow] waiting up to {grace:g} s (until {until}) for {total} background "
+        f"task{'' if total == 1 else 's'} of {escape(which)} to finish. "
+        f"[bold]Ctrl-C again[/bold] stops now and cancels {'it' if total == 1 else 'them'}.",
         soft_wrap=True,
     )
     output.out.file.flush()

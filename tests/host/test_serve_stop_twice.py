@@ -36,7 +36,7 @@ def test_a_second_ctrl_c_cancels_the_tasks_it_was_waiting_for(tmp_path: Path) ->
             lambda: next((line for line in srv.output().splitlines() if "Stopping:" in line), None),
             what=f"the notice of what serve waits for\n{srv.output()}",
         )
-        assert "waiting up to 40 s (until " in notice and "for 2 background tasks of bg (2)" in notice
+        assert "waiting up to 40 s (until " in notice and "for 2 background tasks of bg to finish" in notice
         assert "Ctrl-C again" in notice
         stopped_at = time.monotonic()
     finally:
