@@ -1,10 +1,14 @@
 """Start-up time of everyday commands, against `python -c pass` in the same run.
 
-    python bench/bench_startup.py [--runs 10]
+    python bench/bench_startup.py [--runs 10] [--against DIR]
 
 Each command runs `--runs` times as a user runs it (the `edgecli` console script, in a fresh process);
 the figure is the median wall time, beside Python's own start-up. `logs -n 1` reads a store of a few
-events; `invoke` calls a small local HTTP server. The goal (README of bench/) is 150 ms for each.
+events; `invoke` calls a small local HTTP server. The goal (bench/README.md) is 150 ms for each.
+
+`--against DIR` also times another edgecli source tree (e.g. `git archive main | tar -x -C DIR`), both
+as `python -m edgecli` with that tree first on sys.path, their runs taking turns, so that a busy machine
+weighs on both alike.
 """
 
 from __future__ import annotations
@@ -71,9 +75,34 @@ def _median_ms(cmd: list[str], runs: int, cwd: Path) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def _side_by_side(cases: dict[str, list[str]], trees: dict[str, Path], runs: int, cwd: Path) -> None:
+    """Each case under each tree, the trees' runs taking turns; medians of wall and CPU time."""
+    print(f"median of {runs} runs, the trees taking turns")
+    print(f"{'command':<20}" + "".join(f" {name + ' wall/cpu ms':>24}" for name in trees))
+    for case, cmd in cases.items():
+        if not cmd[0].endswith("edgecli"):
+            continue
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+        for _ in range(runs):
+            for name, tree in trees.items():
+                module_cmd = [sys.executable, "-m", "edgecli", *cmd[1:]]
+                os.environ["PYTHONPATH"] = str(tree)
+                try:
+                    results[name].append(_median_ms(module_cmd, 1, cwd))
+                finally:
+                    del os.environ["PYTHONPATH"]
+        row = f"{case:<20}"
+        for runs_of_tree in results.values():
+            wall = statistics.median(w for w, _ in runs_of_tree)
+            cpu = statistics.median(c for _, c in runs_of_tree)
+            row += f" {f'{wall:.0f} / {cpu:.0f}':>24}"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--against", type=Path, help="another edgecli source tree to time beside this one")
     args = parser.parse_args()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -96,6 +125,9 @@ def main() -> None:
             wall, cpu = _median_ms(cmd, args.runs, root)
             base = base or wall
             print(f"{name:<20} {wall:>8.0f} {cpu:>8.0f} {wall - base:>18.0f}")
+        if args.against is not None:
+            trees = {"this tree": Path(__file__).resolve().parents[1], "against": args.against.resolve()}
+            _side_by_side(cases, trees, args.runs, root)
     server.shutdown()
 
 
