@@ -33,7 +33,8 @@ class Dap:
     """Just enough of the Debug Adapter Protocol to attach, continue and hear what happened."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        # The worker listens once it starts booting; a probe connection would take the one client slot.
+        self.sock = wait_until(lambda: _connect(port), timeout=30, what="the debugger's port")
         self.buffer = b""
         self.seq = 0
 
@@ -77,18 +78,22 @@ def test_inspected_functions_run_without_limits(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["run", "wait", "brk"])
+def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path, mode: str) -> None:
     debug_port = free_port()
-    with Served(
-        make_project(tmp_path, {"hello": HELLO}), f"--inspect=127.0.0.1:{debug_port}", "hello"
-    ) as srv:
-        srv.wait_event(kind="boot", function="hello", timeout=30)
+    project = make_project(tmp_path, {"hello": HELLO})
+    with Served(project, f"--inspect=127.0.0.1:{debug_port}", "--inspect-mode", mode, "hello") as srv:
+        if mode == "run":  # the others boot only once a debugger is attached
+            srv.wait_event(kind="boot", function="hello", timeout=30)
         dap = Dap(debug_port)
         dap.send("initialize", adapterID="edgecli-test", clientID="test")
         dap.wait_for("response", "initialize")
         dap.send("attach", justMyCode=True)
         dap.wait_for("event", "initialized")
         dap.send("configurationDone")
+        if mode == "brk":  # stopped before the module runs
+            at_boot = dap.wait_for("event", "stopped")
+            dap.send("continue", threadId=at_boot["body"]["threadId"])
         answers: list[httpx.Response] = []
         calling = threading.Thread(target=lambda: answers.append(srv.get("hello")))
         calling.start()
@@ -100,6 +105,13 @@ def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path) ->
         dap.send("disconnect")
         dap.sock.close()
         wait_until(lambda: srv.events(kind="request", status=200), what="the request to finish")
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=20)
+    except ConnectionRefusedError:
+        return None
 
 
 @pytest.mark.timeout(60)
