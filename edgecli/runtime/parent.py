@@ -70,9 +70,14 @@ def kill(pid: int) -> None:
         pass
 
 
-# Python's own choices at start-up, which every Python process has.
-_PYTHON_IGNORES = {signal.SIGPIPE, signal.SIGXFSZ}
-_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+# The standard signals, less those nobody can catch and those Python itself ignores at start-up
+# (every Python process has those). Listed once, at import, in the fork server.
+_RESETTABLE = tuple(
+    sig
+    for sig in signal.Signals
+    if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE, signal.SIGXFSZ)
+    and sig < getattr(signal, "SIGRTMIN", 32)
+)
 
 
 def restore_signals() -> None:
@@ -80,11 +85,7 @@ def restore_signals() -> None:
     (a shell's background job ignores SIGINT and SIGQUIT) set: what a function starts inherits them,
     so a subprocess stops on SIGINT/SIGTERM as it should."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    for sig in signal.valid_signals():
-        if sig in _UNCATCHABLE or sig in _PYTHON_IGNORES or signal.getsignal(sig) in (signal.SIG_DFL, None):
-            continue
-        try:
+    for sig in _RESETTABLE:
+        if signal.getsignal(sig) not in (signal.SIG_DFL, None):
             signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):  # real-time signals the C library keeps for itself
-            pass
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from edgecli.events import Event
+from edgecli.log_size import truncate
 
 current_request: ContextVar[str | None] = ContextVar("edgecli_request", default=None)
 current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
@@ -34,17 +35,28 @@ class Reporter:
         task: str | None = None,
         **fields: Any,
     ) -> None:
-        self._send(
-            Event(
-                kind=kind,
-                message=message,
-                level=level,
-                function=self.function,
-                worker=self.worker,
-                request=request,
-                task=task,
-                fields=fields,
-            )
+        self._send(self.event(kind, message, level, request=request, task=task, **fields))
+
+    def event(
+        self,
+        kind: str,
+        message: str = "",
+        level: str = "info",
+        *,
+        request: str | None = None,
+        task: str | None = None,
+        **fields: Any,
+    ) -> Event:
+        """An event of this worker's, a log message capped at the size a record may have."""
+        return Event(
+            kind=kind,
+            message=truncate(message) if kind == "log" else message,
+            level=level,
+            function=self.function,
+            worker=self.worker,
+            request=request,
+            task=task,
+            fields=fields,
         )
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
