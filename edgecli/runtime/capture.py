@@ -1,7 +1,7 @@
 """Turn what a function prints or logs into `log` events tagged with its request or task.
 
-`sys.stdout`/`sys.stderr` are replaced by writers that send one event per `print` call (per write that
-ends a line), tagged with the request/task that printed it; `logging` gets a root handler doing the same
+`sys.stdout`/`sys.stderr` are replaced by writers that send one event per `print` call (what was written
+up to a write that ends a line), tagged with the request/task that printed it; `logging` gets a root handler doing the same
 with the record's level. A record leaves for the host before the call that wrote it returns: a worker
 killed right after a `print` (a limit, a segfault) has lost nothing it printed, and a function that
 prints faster than serve can take blocks in `print` (back-pressure) instead of buffering without bound.
@@ -100,7 +100,7 @@ class Partial:
 
 
 class LineWriter(io.TextIOBase):
-    """A text stream: each write that ends a line sends what it ended as one log event at `level`."""
+    """A text stream: each write that ends a line sends what was written up to it as one log event."""
 
     def __init__(self, level: str, fileno: int, outlet: Outlet, loop: asyncio.AbstractEventLoop) -> None:
         self.level = level
@@ -141,18 +141,18 @@ class LineWriter(io.TextIOBase):
         return len(text)
 
     def _end_lines(self, key: Key, text: str) -> str | None:
-        """Add `text` to `key`'s partial line; the message it ends, capped, if it ends one."""
+        """Add `text` to `key`'s pending text; the message it ends, capped, if it ends one.
+
+        A record ends with a write that ends a line: `print("a\\nb")` writes "a\\nb" then "\\n", and is one
+        record, as one print call should be."""
         partial = self._partial.pop(key, None)
         head, size = (partial.text, partial.size) if partial is not None else ("", 0)
-        if "\n" not in text:
+        if not text.endswith("\n"):
             if text or partial is not None:
-                # Only the start is kept: a line without end is bounded in memory too.
+                # Only the start is kept: text without end is bounded in memory too.
                 self._partial[key] = Partial((head + text)[: MAX_MESSAGE + 1], size + len(text))
             return None
-        done, _, rest = text.rpartition("\n")
-        if rest:
-            self._partial[key] = Partial(rest[: MAX_MESSAGE + 1], len(rest))
-        return truncate((head + done)[: MAX_MESSAGE + 1], size + len(done))
+        return truncate((head + text[:-1])[: MAX_MESSAGE + 1], size + len(text) - 1)
 
     def _hold_or_release(self, key: Key, message: str) -> list[str]:
         """The messages to send now: a traceback is held while later writes may still continue it."""
@@ -262,7 +262,7 @@ class EventHandler(logging.Handler):
             level = self.LEVELS.get(record.levelno, "error" if record.levelno > logging.WARNING else "debug")
             request, task = report.current_request.get(), report.current_task.get()
             event = report.reporter.event(
-                "log", message, level, request=request, task=task, logger=record.name
+                "log", truncate(message), level, request=request, task=task, logger=record.name
             )
             self._outlet.send(event)
         except Exception:

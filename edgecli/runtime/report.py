@@ -35,6 +35,8 @@ class Reporter:
         task: str | None = None,
         **fields: Any,
     ) -> None:
+        if kind == "log":
+            message = truncate(message)
         self._send(self.event(kind, message, level, request=request, task=task, **fields))
 
     def event(
@@ -47,10 +49,10 @@ class Reporter:
         task: str | None = None,
         **fields: Any,
     ) -> Event:
-        """An event of this worker's, a log message capped at the size a record may have."""
+        """An event of this worker's (a log message as given: capped already, see log_size.py)."""
         return Event(
             kind=kind,
-            message=truncate(message) if kind == "log" else message,
+            message=message,
             level=level,
             function=self.function,
             worker=self.worker,
