@@ -1,12 +1,14 @@
 """Turn what a function prints or logs into `log` events tagged with its request or task.
 
-`sys.stdout`/`sys.stderr` are replaced by writers that send one event per `print` call (what was written
-up to a write that ends a line), tagged with the request/task that printed it; `logging` gets a root handler doing the same
-with the record's level. A record leaves for the host before the call that wrote it returns: a worker
-killed right after a `print` (a limit, a segfault) has lost nothing it printed, and a function that
-prints faster than serve can take blocks in `print` (back-pressure) instead of buffering without bound.
-Messages are capped (edgecli/log_size.py). A traceback printed chunk by chunk (`traceback.print_exc`)
-is held until the chunk that does not continue it, or the end of the loop's pass, so it is one event.
+`sys.stdout`/`sys.stderr` are replaced by writers that send one event per `print` call (what was
+written up to a write that ends a line), tagged with the request/task that printed it; `logging` gets
+a root handler doing the same with the record's level.
+
+A record leaves for the host before the call that wrote it returns: a worker killed right after a
+`print` (a limit, a segfault) has lost nothing it printed, and a function that prints faster than
+serve can take blocks in `print` (back-pressure) instead of buffering without bound. Messages are
+capped (edgecli/log_size.py). A traceback printed chunk by chunk (`traceback.print_exc`) is held until
+a chunk that does not continue it, or the end of the loop's pass, so that it is one event.
 Raw writes to fd 1/2 do not come here: serve reads those from pipes (see host/output.py).
 """
 
