@@ -7,8 +7,9 @@ a root handler doing the same with the record's level.
 A record leaves for the host before the call that wrote it returns: a worker killed right after a
 `print` (a limit, a segfault) has lost nothing it printed, and a function that prints faster than
 serve can take blocks in `print` (back-pressure) instead of buffering without bound. Messages are
-capped (edgecli/log_size.py). A traceback printed chunk by chunk (`traceback.print_exc`) is held until
-a chunk that does not continue it, or the end of the loop's pass, so that it is one event.
+capped, and a flood is paced (edgecli/log_limits.py). A traceback printed chunk by chunk
+(`traceback.print_exc`) is held until a chunk that does not continue it, or the end of the loop's
+pass, so that it is one event.
 Raw writes to fd 1/2 do not come here: serve reads those from pipes (see host/output.py).
 """
 
@@ -21,13 +22,14 @@ import os
 import select
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from edgecli import ipc
 from edgecli.events import Event
 from edgecli.ipc import Kind
-from edgecli.log_size import MAX_MESSAGE, truncate
+from edgecli.log_limits import MAX_MESSAGE, Budget, cost, truncate
 from edgecli.runtime import report
 from edgecli.runtime.tasks import format_exception
 
@@ -43,6 +45,8 @@ class Outlet:
         self._proto = proto
         self._loop = loop
         self._main = threading.main_thread()
+        self._budget = Budget()
+        self._budget_lock = threading.Lock()
         self.writers: list[LineWriter] = []
 
     def send(self, event: Event, source: LineWriter | None = None) -> None:
@@ -51,6 +55,10 @@ class Outlet:
             if writer is not source and writer.holding:
                 writer.send_held()
         frame = ipc.pack(Kind.EVENT, 0, event.to_row_json())
+        with self._budget_lock:
+            wait = self._budget.spend(cost(len(event.message)))
+        if wait:
+            time.sleep(wait)  # a flood goes on at the budget's pace, as if the socket were full
         if threading.current_thread() is self._main:
             self._write(frame)
             return

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from edgecli.events import Event
-from edgecli.log_size import truncate
+from edgecli.log_limits import truncate
 
 current_request: ContextVar[str | None] = ContextVar("edgecli_request", default=None)
 current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
@@ -49,7 +49,7 @@ class Reporter:
         task: str | None = None,
         **fields: Any,
     ) -> Event:
-        """An event of this worker's (a log message as given: capped already, see log_size.py)."""
+        """An event of this worker's (a log message as given: capped already, see log_limits.py)."""
         return Event(
             kind=kind,
             message=message,

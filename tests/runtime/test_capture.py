@@ -12,7 +12,7 @@ import pytest
 
 from edgecli.events import Event
 from edgecli.host.output import PipeLines
-from edgecli.log_size import MAX_MESSAGE, truncate
+from edgecli.log_limits import MAX_MESSAGE, truncate
 from edgecli.runtime import capture, report
 
 pytestmark = pytest.mark.timeout(20)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from serving import Served, make_project, stored_events, wait_until
 
-from edgecli.log_size import MAX_MESSAGE
+from edgecli.log_limits import MAX_MESSAGE
 
 FLOOD = """
 import ctypes
