@@ -164,5 +164,5 @@ def test_a_source_that_is_not_utf8_and_an_entrypoint_that_is_a_directory(project
         assert "latin/index.py is not valid UTF-8 (line 1" in r.json()["message"]
         for name, shown in (("dir", "functions/dir/index.py"), ("folder", "functions/folder")):
             assert srv.get(name).status_code == 404
-            assert f"{shown} is a directory; point entrypoint at a Python file" in srv.output()
+            assert f"{shown} is a directory; point entrypoint at a file" in srv.output()
         assert srv.get("hello").text == "hi"
