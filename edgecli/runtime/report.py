@@ -25,19 +25,11 @@ class Reporter:
         self.worker = worker
         self._send = send
 
-    def emit(
-        self,
-        kind: str,
-        message: str = "",
-        level: str = "info",
-        *,
-        request: str | None = None,
-        task: str | None = None,
-        **fields: Any,
-    ) -> None:
+    def emit(self, kind: str, message: str = "", level: str = "info", **tags_and_fields: Any) -> None:
+        """Send an event (`request=`, `task=` and the kind's fields as keywords, as `event` takes them)."""
         if kind == "log":
             message = truncate(message)
-        self._send(self.event(kind, message, level, request=request, task=task, **fields))
+        self._send(self.event(kind, message, level, **tags_and_fields))
 
     def event(
         self,
