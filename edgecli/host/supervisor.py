@@ -332,7 +332,9 @@ class Supervisor:
         if worker.state is State.DEAD:
             self.finish(worker)
         else:
-            worker.conn.proto.close()  # a child process may hold the socket open; the worker is gone
+            # A child process may hold the socket open; the worker is gone. What it wrote first is kept.
+            worker.conn.read_remaining()
+            worker.conn.proto.close()
 
     def finish(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:

@@ -11,7 +11,7 @@ from serving import Served, make_project, stored_events, wait_until
 from edgecli.log_limits import MAX_MESSAGE
 
 FLOOD = """
-import ctypes
+import ctypes, os
 from starlette.responses import PlainTextResponse
 
 async def handler(req):
@@ -25,6 +25,8 @@ async def handler(req):
     if then == "spin":
         while True:
             pass
+    if then == "exit":
+        os._exit(0)
     return PlainTextResponse("ok")
 """
 
@@ -89,6 +91,21 @@ def test_every_printed_line_is_kept_when_the_worker_dies_right_after(
         assert srv.get("big").status_code == 200  # serve is fine
     kept = [e for e in stored_events(project / "supabase/.temp/edgecli/events.db") if e.request == request]
     assert sum(e.kind == "log" and e.level == "info" for e in kept) == LINES + 1  # the store has them all
+
+
+@pytest.mark.timeout(120)
+def test_the_last_lines_of_a_worker_that_exits_are_kept(project: Path) -> None:
+    # The fork server's report of the exit may reach serve before the worker's last bytes on its socket.
+    with Served(project) as srv:
+        requests = []
+        for _ in range(10):
+            r = srv.get("flood", params={"n": 2000, "then": "exit"})
+            assert r.status_code == 500
+            requests.append(r.headers["x-request-id"])
+        wait_until(lambda: len(srv.events(kind="shutdown", function="flood")) >= 10, 30, what="10 exits")
+        for request in requests:
+            lines = lines_of(srv.events(), request)
+            assert len(lines) == 2001 and lines[-1] == "last line", (request, len(lines))
 
 
 @pytest.mark.timeout(60)
