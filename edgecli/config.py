@@ -48,6 +48,7 @@ class Limits:
     memory_limit_mb: int = 256
     request_wait_timeout_ms: int = 10000
     graceful_exit_timeout_sec: float = 15
+    boot_timeout_sec: float = 30  # a module still importing after this long is a boot error (503)
 
     @property
     def parallelism(self) -> int:
@@ -160,6 +161,7 @@ _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
     "memory_limit_mb": (int, 0, 1_048_576),
     "request_wait_timeout_ms": (int, 0, 3_600_000),
     "graceful_exit_timeout_sec": (float, 0, 3_600),
+    "boot_timeout_sec": (float, 0, 3_600),
 }
 _RETENTION_RANGE = (1, 100_000_000)
 _PORT_RANGE = (1, 65_535)
@@ -631,6 +633,9 @@ class _Discovery:
         if not enabled:
             return f"disabled in config.toml ([functions.{name}] enabled = false)"
         shown = os.path.relpath(entrypoint, self.supabase_dir.resolve().parent)
+        if entrypoint.is_dir():
+            example = f" (e.g. {shown}/index.py)" if entrypoint.suffix not in (".py", *DENO_SUFFIXES) else ""
+            return f"no entrypoint: {shown} is a directory; point entrypoint at a file{example}"
         if entrypoint.suffix not in (".py", *DENO_SUFFIXES):
             return (
                 f"{shown} is neither Python nor TypeScript/JavaScript; point entrypoint at a .py, .ts or "

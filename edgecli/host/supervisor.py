@@ -177,7 +177,7 @@ class Supervisor:
             raise BootError(message, transient=True) from None
         self.by_pid[worker.pid] = worker
         try:
-            ready = await conn.ready
+            ready = await self._booted(worker)
         except BootError as exc:
             failure = (id(pool), exc.error)
             # Not reported: a boot we cut short ourselves (shutdown), or the same failure again.
@@ -192,6 +192,24 @@ class Supervisor:
             worker.state = State.READY
         self.emit(self.event(worker, "boot", f"booted in {ready['boot_ms']} ms", boot_ms=ready["boot_ms"]))
         return worker
+
+    @staticmethod
+    async def _booted(worker: Worker) -> dict[str, Any]:
+        """READY's payload; a module still importing after boot_timeout_sec is a boot error."""
+        timeout = worker.limits.boot_timeout_sec
+        if not timeout:
+            return await worker.conn.ready
+        try:
+            return await asyncio.wait_for(asyncio.shield(worker.conn.ready), timeout)
+        except TimeoutError:
+            # The worker is killed next; its `ready` then fails, and nobody is left to look.
+            worker.conn.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+            message = (
+                f"{worker.function.name} did not finish booting within {timeout:g} s (boot_timeout_sec): "
+                "something at module level blocks (a network call, a sleep, a long computation); move it "
+                "into the handler, or raise boot_timeout_sec in config.toml"
+            )
+            raise BootError(message) from None
 
     # -- retire / terminate / kill ---------------------------------------------------------------------
 
@@ -314,7 +332,9 @@ class Supervisor:
         if worker.state is State.DEAD:
             self.finish(worker)
         else:
-            worker.conn.proto.close()  # a child process may hold the socket open; the worker is gone
+            # A child process may hold the socket open; the worker is gone. What it wrote first is kept.
+            worker.conn.read_remaining()
+            worker.conn.proto.close()
 
     def finish(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:

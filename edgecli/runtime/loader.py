@@ -40,7 +40,17 @@ def import_entrypoint(entrypoint: Path) -> Any:
         raise BootFailure(f"{entrypoint.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules["index"] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        if "codec can't decode" in str(exc.msg) or "Non-UTF-8 code" in str(exc.msg):
+            raise BootFailure(
+                f"{entrypoint} is not valid UTF-8 (line {exc.lineno}: {exc.msg}); save it as UTF-8, or "
+                "declare its encoding on its first line (# -*- coding: latin-1 -*-)"
+            ) from None
+        raise
+    except IsADirectoryError:
+        raise BootFailure(f"{entrypoint} is a directory; the entrypoint must be a Python file") from None
     return module
 
 

@@ -96,7 +96,7 @@ class Worker:
         report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
         tracker.prefix = f"{self.spec.worker}.t"
         tracker.on_failure = self.on_task_failure
-        self.writers = capture.install(loop)
+        self.writers = capture.install(loop, capture.Outlet(proto, loop))
         if await self.boot():
             await self.done
         await self.leave()
