@@ -117,6 +117,21 @@ def serve(
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
     no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
     json_output: JsonOpt = False,
+    prod: Annotated[
+        bool,
+        typer.Option(
+            "--prod",
+            help="Serve as in a container: 0.0.0.0 and $PORT, JSON lines, /_internal/health, no reload.",
+        ),
+    ] = False,
+    store: Annotated[
+        bool | None,
+        typer.Option(
+            "--store/--no-store",
+            help="Record events for `edgecli logs` (default: on; --prod: off).",
+            show_default=False,
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
@@ -132,6 +147,8 @@ def serve(
         reload=False if no_reload else None,
         json_output=json_output,
         only=tuple(names or ()),
+        prod=prod,
+        store=store,
     )
 
     def go() -> int:

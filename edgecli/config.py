@@ -86,6 +86,8 @@ class Overrides:
     reload: bool | None = None
     json_output: bool = False
     only: tuple[str, ...] = ()
+    prod: bool = False  # `serve --prod`: the container contract (see _prod_settings)
+    store: bool | None = None  # --store / --no-store; None: on in dev, off in prod
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Config:
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
+    prod: bool = False  # serve as in a container: no reload, JSON lines, /_internal/health, $PORT
+    store: bool = True  # record events in the event store
 
     @property
     def supabase_dir(self) -> Path:
@@ -146,6 +150,8 @@ ENV_PORT = "EDGECLI_PORT"
 ENV_HOST = "EDGECLI_HOST"
 ENV_NO_VERIFY_JWT = "EDGECLI_NO_VERIFY_JWT"
 ENV_ENV_FILE = "EDGECLI_ENV_FILE"
+ENV_PLATFORM_PORT = "PORT"  # set by Knative, Cloud Run and most container platforms
+PROD_HOST = "0.0.0.0"
 
 # (type, lowest, highest) per limit key: generous maxima, so that only typos and unit mix-ups are refused.
 _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
@@ -257,7 +263,7 @@ def load_config(
     blocks = _table(src, data, ("functions",))
     found = _Discovery(src, project_dir / "supabase", blocks, limits, verify_jwt).run()
     functions, skipped = _select(found, over.only)
-    return Config(
+    config = Config(
         project_dir=project_dir,
         policy=_resolve_policy(src, edge, env, over),
         host=over.host or env.get(ENV_HOST) or DEFAULT_HOST,
@@ -276,6 +282,33 @@ def load_config(
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
+        store=over.store is not False,
+    )
+    return _prod_settings(config, env, over) if over.prod else config
+
+
+def _prod_settings(config: Config, env: Mapping[str, str], over: Overrides) -> Config:
+    """`serve --prod` follows the container contract of Knative and Cloud Run: every interface, the port
+    the platform puts in $PORT (else --port, as in dev), logs as JSON lines, no file watching, and no
+    event store unless --store asks for one (a container's disk is usually neither kept nor read)."""
+    port = config.port
+    text = env.get(ENV_PLATFORM_PORT, "").strip()
+    if text:
+        lo, hi = _PORT_RANGE
+        if not (text.isdigit() and lo <= int(text) <= hi):
+            raise UsageError(
+                f"environment variable {ENV_PLATFORM_PORT}={text!r} is not a port; allowed: a number from "
+                f"{lo} to {hi}. `edgecli serve --prod` listens on $PORT when it is set: fix or unset it."
+            )
+        port = int(text)
+    return replace(
+        config,
+        prod=True,
+        host=over.host or PROD_HOST,
+        port=port,
+        reload=False,
+        json_output=True,
+        store=over.store is True,
     )
 
 
