@@ -447,12 +447,17 @@ def _read_secrets(
     return secrets, warnings
 
 
+def env_reference(value: object) -> str | None:
+    """NAME when `value` is an "env(NAME)" reference to the host environment, else None."""
+    match = _ENV_REF.match(value.strip()) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
 def _substitute(src: _Source, table: tuple[str, ...], key: str, value: str, env: Mapping[str, str]) -> str:
     """`env(NAME)` → the host's NAME, as the Supabase CLI does; any other string is taken literally."""
-    match = _ENV_REF.match(value.strip())
-    if match is None:
+    name = env_reference(value)
+    if name is None:
         return value
-    name = match.group(1)
     if name not in env:
         raise src.error(
             table,

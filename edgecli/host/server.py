@@ -24,7 +24,7 @@ from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
-from edgecli.host.env import build_function_env, host_env
+from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
 from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
@@ -90,6 +90,11 @@ class ServeCommand:
         self.sock = sock
         self.store = StoreFeed(config.events_db, config.event_retention) if config.store else None
         self._host_env = host_env(os.environ)  # read once: what serve was started with
+        # Under --prod the container's platform owns SUPABASE_URL and the keys (a self-hosted Supabase's
+        # compose file sets them for its functions container): when it sets them, functions see those.
+        self._platform_env = (
+            {k: os.environ[k] for k in injected_env(config) if k in os.environ} if config.prod else {}
+        )
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
         self.pools: dict[str, Pool] = {}
         self.health = Health(self.pools) if config.prod else None
@@ -102,7 +107,7 @@ class ServeCommand:
         self.reloader: Reloader | None = None
 
     def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        return build_function_env(self.config, function, self._host_env).env
+        return build_function_env(self.config, function, self._host_env).env | self._platform_env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
