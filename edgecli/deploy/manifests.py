@@ -55,7 +55,10 @@ def _container(spec: DeploySpec, image: str, *, knative: bool) -> dict[str, Any]
         else [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "readinessProbe": _probe(spec, port=not knative, period=2),
         "livenessProbe": {**_probe(spec, port=not knative, period=10), "initialDelaySeconds": 30},
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+        # Knative's Revision allows only a few securityContext fields; runAsNonRoot is one of them.
+        "securityContext": {"runAsNonRoot": True}
+        if knative
+        else {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
     env = _env(spec)
     if env:
