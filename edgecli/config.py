@@ -304,7 +304,7 @@ def _prod_settings(config: Config, env: Mapping[str, str], over: Overrides) -> C
     return replace(
         config,
         prod=True,
-        host=over.host or PROD_HOST,
+        host=over.host or env.get(ENV_HOST) or PROD_HOST,
         port=port,
         reload=False,
         json_output=True,

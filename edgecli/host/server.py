@@ -149,11 +149,12 @@ class ServeCommand:
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
             self.reloader = Reloader(self)
             self.reloader.start()
-        # Boot one worker per function now (--prod: max_parallelism of them, so that no early request is a
-        # cold one): the first request is fast and boot errors show at once. A module that hangs at import
-        # must not hold up serving: give up waiting after WARM_WAIT. Under --prod serving starts at once,
-        # and the health probe says when the workers are up.
-        workers = {name: f.limits.parallelism if config.prod else 1 for name, f in config.functions.items()}
+        # Boot one worker per function now (--prod, per_worker: max_parallelism of them, so that no early
+        # request is a cold one): the first request is fast and boot errors show at once. A module that
+        # hangs at import must not hold up serving: give up waiting after WARM_WAIT. Under --prod serving
+        # starts at once, and the health probe says when the workers are up.
+        warm_all = config.prod and config.policy == "per_worker"
+        workers = {name: f.limits.parallelism if warm_all else 1 for name, f in config.functions.items()}
         warming = (pool.warm(workers[name]) for name, pool in self.pools.items())
         self._warming = asyncio.ensure_future(asyncio.gather(*warming))
         self._warming.add_done_callback(_retrieved)
