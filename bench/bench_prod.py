@@ -8,9 +8,11 @@
 - SIGTERM to exit: an idle --prod server; then one with a background task of --task-seconds running
   (registered by the request just before the signal): the drain lets it finish, then serve exits.
   Baseline: bare uvicorn, idle.
-- throughput on hello (64 connections, closed loop): --prod (JSON lines to a file, no event store)
-  against dev serve with its defaults (terminal log to a file, event store on, file watcher), loaded
-  in turn, round after round; "prod / dev" is taken round by round.
+- throughput on hello (64 connections, closed loop): --prod (JSON lines to a file, no event store,
+  max_parallelism warm workers: one per CPU) against dev serve with its defaults (terminal log to a file,
+  event store on, file watcher, one warm worker), loaded in turn, round after round; also --prod with
+  max_parallelism = 1, the mode alone. Ratios to dev are taken round by round, for req/s and for the CPU
+  a request costs in serve, the fork server and the workers.
 Every figure is a median over the rounds.
 """
 
@@ -149,16 +151,19 @@ def lifecycle(tmp: Path, args: argparse.Namespace) -> dict[str, list[float]]:
 
 
 def throughput(tmp: Path, args: argparse.Namespace) -> dict[str, list[float]]:
-    root = project(tmp / "hello", {"hello": HELLO})
+    """req/s, p50 and CPU per request (serve, fork server, workers, event store) of each server, per round."""
+    one = project(tmp / "hello-1", {"hello": HELLO}, "max_parallelism = 1\n")
+    variants = {"dev": (project(tmp / "hello", {"hello": HELLO}), ()), "prod": (tmp / "hello", ("--prod",))}
+    variants["prod1"] = (one, ("--prod",))  # one warm worker, as dev has: the mode alone
     servers = {}
-    for name, flags in (("dev", ()), ("prod", ("--prod",))):
+    for name, (root, flags) in variants.items():
         port = free_port()
         url = f"http://127.0.0.1:{port}/functions/v1/hello"
         servers[name] = Server(
             name, edgecli_cmd(root, port, "--no-verify-jwt", *flags), url, tmp / f"{name}.log"
         )
     everyone = list(servers.values())
-    rps: dict[str, list[float]] = {"dev": [], "prod": [], "p50_dev": [], "p50_prod": []}
+    got: dict[str, list[float]] = {f"{k}_{n}": [] for n in servers for k in ("rps", "p50", "cpu")}
     try:
         for server in everyone:
             server.start()
@@ -169,16 +174,22 @@ def throughput(tmp: Path, args: argparse.Namespace) -> dict[str, list[float]]:
         for round_ in range(args.rounds):
             for name, server in servers.items():
                 settle(everyone)
+                before = server.cpu()
                 load = run_load(args.tool, server.url, args.connections, args.seconds, args.procs)
-                rps[name].append(load.rps)
-                rps[f"p50_{name}"].append(load.p50_ms)
+                settle(everyone)
+                after = server.cpu()
+                cpu = (
+                    (after.host + after.workers - before.host - before.workers) * 1e6 / max(load.requests, 1)
+                )
+                for key, value in (("rps", load.rps), ("p50", load.p50_ms), ("cpu", cpu)):
+                    got[f"{key}_{name}"].append(value)
                 print(f"  round {round_ + 1} {name:<5} {load.rps:9,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
-                      f"p99 {load.p99_ms:6.2f} ms  errors {load.errors}", flush=True)  # fmt: skip
+                      f"CPU {cpu:5.0f} µs/req  errors {load.errors}", flush=True)  # fmt: skip
     finally:
         left = stop_all(everyone)
     if left:
         raise RuntimeError(f"left behind: {left}")
-    return rps
+    return got
 
 
 def report(life: dict[str, list[float]], load: dict[str, list[float]], args: argparse.Namespace) -> None:
@@ -194,11 +205,14 @@ def report(life: dict[str, list[float]], load: dict[str, list[float]], args: arg
     )
     print(f"SIGTERM to exit, idle: {ms('stop_idle')}  (bare uvicorn: {ms('uv_stop')})")
     print(f"SIGTERM to exit, a {args.task_seconds:g} s background task running: {ms('stop_task')}")
-    ratios = [p / d for p, d in zip(load["prod"], load["dev"], strict=True)]
-    prod = f"--prod {med('prod'):,.0f} req/s (p50 {med('p50_prod'):.2f} ms)"
-    dev = f"dev {med('dev'):,.0f} req/s (p50 {med('p50_dev'):.2f} ms)"
+    for name, what in (("prod", "--prod"), ("prod1", "--prod, max_parallelism = 1")):
+        ratio = statistics.median(p / d for p, d in zip(load[f"rps_{name}"], load["rps_dev"], strict=True))
+        cpu = statistics.median(p / d for p, d in zip(load[f"cpu_{name}"], load["cpu_dev"], strict=True))
+        print(f"hello, {args.connections} connections, {what}: {med(f'rps_{name}'):,.0f} req/s "
+              f"(p50 {med(f'p50_{name}'):.2f} ms, {med(f'cpu_{name}'):.0f} µs CPU/req); "
+              f"against dev: {ratio:.3f}x req/s, {cpu:.3f}x CPU/req")  # fmt: skip
     print(
-        f"hello, {args.connections} connections: {prod}, {dev}; prod / dev = {statistics.median(ratios):.3f}"
+        f"  dev: {med('rps_dev'):,.0f} req/s (p50 {med('p50_dev'):.2f} ms, {med('cpu_dev'):.0f} µs CPU/req)"
     )
 
 
