@@ -17,9 +17,14 @@ from edgecli.deploy.spec import APP_DIR, DeploySpec
 MARK = "# Written by `edgecli build`"
 USER = "edge"
 UID = 10001
+
+
 # The image may run where edgecli's own package index is not the default one: the build argument
 # EDGECLI_PACKAGE names what pip installs (a version, a wheel copied into the context, a VCS URL).
-DEFAULT_PACKAGE = f"edgecli=={__version__}"
+def default_package(spec: DeploySpec) -> str:
+    return f"edgecli[deno]=={__version__}" if spec.deno else f"edgecli=={__version__}"
+
+
 ENTRYPOINT = ("edgecli", "serve", "--prod")
 HEALTHCHECK_CODE = (
     "import os, urllib.request; "
@@ -52,7 +57,7 @@ def render(spec: DeploySpec, python: str) -> str:
         f"    PORT={spec.port}",
         "",
         "# edgecli itself: `docker build --build-arg EDGECLI_PACKAGE=...` installs another version.",
-        f'ARG EDGECLI_PACKAGE="{DEFAULT_PACKAGE}"',
+        f'ARG EDGECLI_PACKAGE="{default_package(spec)}"',
         'RUN pip install "$EDGECLI_PACKAGE"',
         *_dependency_lines(spec),
         "",

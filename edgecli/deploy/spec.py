@@ -50,6 +50,7 @@ class DeploySpec:
     secret_env: tuple[str, ...]  # environment variables config.toml reads with env(NAME)
     deps: tuple[FunctionDeps, ...]
     functions: tuple[str, ...]
+    deno: bool = False  # a TypeScript or JavaScript function is served: the image needs edgecli[deno]
 
 
 class _AnyName(Mapping[str, str]):
@@ -93,6 +94,7 @@ def deploy_spec(config: Config) -> DeploySpec:
         secret_env=secret_env(config),
         deps=tuple(function_deps(config, name) for name in config.functions),
         functions=tuple(config.functions),
+        deno=any(f.runtime == "deno" for f in config.functions.values()),
     )
 
 

@@ -73,6 +73,17 @@ def test_build_without_docker_prints_the_command(tmp_path: Path) -> None:
     assert instructions(project)[0]["value"] == "python:3.13-slim"
 
 
+def test_typescript_functions_get_edgecli_with_deno(tmp_path: Path) -> None:
+    project = deploy_project(tmp_path / "project")
+    (project / "supabase" / "functions" / "ts").mkdir()
+    (project / "supabase" / "functions" / "ts" / "index.ts").write_text(
+        "Deno.serve(() => new Response('ok'))\n"
+    )
+    assert run("build", cwd=project, env={"PATH": str(tmp_path)}).returncode == 0
+    (arg,) = [s["value"] for s in instructions(project) if s["instruction"] == "ARG"]
+    assert arg.startswith('EDGECLI_PACKAGE="edgecli[deno]==')
+
+
 def test_a_failed_docker_build_is_a_failed_operation(tmp_path: Path) -> None:
     project = deploy_project(tmp_path / "project")
     fake_docker(tmp_path / "bin", status=3)
