@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -71,6 +72,14 @@ def health(srv: Served) -> httpx.Response:
     return srv.client.get("/_internal/health")
 
 
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def stdout_records(srv: Served) -> list[dict[str, object]]:
     """Every line serve wrote on stdout, each of which must be one JSON record of the event format."""
     records = []
@@ -98,9 +107,10 @@ def test_prod_prints_json_lines_only_and_health_turns_ready_once_every_function_
         assert srv.get("hello").json() == {"message": "hello"}
         # max_parallelism workers per function were booted at start, before any request came.
         srv.wait_event(kind="request", status=200)
+        # Health needs one booted worker per function; the second of hello's two may come a little later.
+        wait_until(lambda: len(srv.events(kind="boot", function="hello")) == 2, 20, what="hello's 2 boots")
         records = stdout_records(srv)
-        boots = [r for r in records if r["kind"] == "boot" and r["function"] == "hello"]
-        assert len(boots) == 2
+        assert len([r for r in records if r["kind"] == "boot" and r["function"] == "hello"]) == 2
         assert not any(r["kind"] == "request" and r["path"] == "/_internal/health" for r in records)
     finally:
         assert srv.stop(signal.SIGTERM) == 0
@@ -155,7 +165,10 @@ def test_sigterm_lets_in_flight_requests_and_background_tasks_finish_then_exits_
     thread.start()
     srv.wait_event(lambda e: e["message"] == "slow request started")
     started = time.monotonic()
-    code = srv.stop(signal.SIGTERM, timeout=30)
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: refused(srv.port), 5, what="serve to stop accepting connections")
+    code = srv.stop(signal.SIGTERM, timeout=30)  # waits for the exit (a second SIGTERM changes nothing)
     thread.join(10)
     assert code == 0
     assert slow["r"].status_code == 200 and slow["r"].text == "slow done"
