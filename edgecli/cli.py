@@ -158,6 +158,21 @@ def serve(
         ),
     ] = "run",
     json_output: JsonOpt = False,
+    prod: Annotated[
+        bool,
+        typer.Option(
+            "--prod",
+            help="Serve as in a container: 0.0.0.0 and $PORT, JSON lines, /_internal/health, no reload.",
+        ),
+    ] = False,
+    store: Annotated[
+        bool | None,
+        typer.Option(
+            "--store/--no-store",
+            help="Record events for `edgecli logs` (default: on; --prod: off).",
+            show_default=False,
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
@@ -175,6 +190,8 @@ def serve(
         only=tuple(names or ()),
         inspect=_inspect_address(inspect, inspect_mode, names, policy),
         inspect_mode=inspect_mode,
+        prod=prod,
+        store=store,
     )
 
     def go() -> int:
@@ -185,6 +202,48 @@ def serve(
         return run_server(config, _output(), overrides)
 
     raise typer.Exit(_until_ctrl_c(go))
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Image tag (default: <project>:latest).")
+    ] = None,
+    python: Annotated[str, typer.Option("--python", help="Python version of the base image.")] = "3.12",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a Dockerfile edgecli did not write.")
+    ] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write a Dockerfile (entrypoint `edgecli serve --prod`) and .dockerignore; run docker build if there."""
+    import os
+
+    from edgecli.deploy import build as deploy
+
+    def go() -> int:
+        return deploy.build(
+            _workdir(ctx, workdir), _output(), os.environ, tag=tag, python=python, force=force
+        )
+
+    raise typer.Exit(_run(go))
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="knative | kubernetes | compose")],
+    image: Annotated[str | None, typer.Option("--image", help="Image (default: <project>:latest).")] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Print manifests for an engine: a Knative Service, a Kubernetes Deployment + Service, or compose."""
+    import os
+
+    from edgecli.deploy import build as deploy
+
+    raise typer.Exit(
+        _run(lambda: deploy.export(_workdir(ctx, workdir), target, _output(), os.environ, image))
+    )
 
 
 @app.command()

@@ -89,6 +89,8 @@ class Overrides:
     only: tuple[str, ...] = ()
     inspect: str | None = None  # --inspect: HOST:PORT the debugger listens on (serve's one named function)
     inspect_mode: str = "run"
+    prod: bool = False  # `serve --prod`: the container contract (see _prod_settings)
+    store: bool | None = None  # --store / --no-store; None: on in dev, off in prod
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class Config:
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
     inspect: str | None = None  # HOST:PORT of the debugger for the (one) function served, if inspecting
     inspect_mode: str = "run"  # run | brk | wait
+    prod: bool = False  # serve as in a container: no reload, JSON lines, /_internal/health, $PORT
+    store: bool = True  # record events in the event store
 
     @property
     def supabase_dir(self) -> Path:
@@ -151,6 +155,8 @@ ENV_PORT = "EDGECLI_PORT"
 ENV_HOST = "EDGECLI_HOST"
 ENV_NO_VERIFY_JWT = "EDGECLI_NO_VERIFY_JWT"
 ENV_ENV_FILE = "EDGECLI_ENV_FILE"
+ENV_PLATFORM_PORT = "PORT"  # set by Knative, Cloud Run and most container platforms
+PROD_HOST = "0.0.0.0"
 
 # (type, lowest, highest) per limit key: generous maxima, so that only typos and unit mix-ups are refused.
 _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
@@ -272,7 +278,7 @@ def load_config(
     functions, skipped = _select(found, over.only)
     if over.inspect is not None:
         functions = {name: _inspected(fn) for name, fn in functions.items()}
-    return Config(
+    config = Config(
         project_dir=project_dir,
         policy=_resolve_policy(src, edge, env, over),
         host=over.host or env.get(ENV_HOST) or DEFAULT_HOST,
@@ -293,6 +299,33 @@ def load_config(
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
+        store=over.store is not False,
+    )
+    return _prod_settings(config, env, over) if over.prod else config
+
+
+def _prod_settings(config: Config, env: Mapping[str, str], over: Overrides) -> Config:
+    """`serve --prod` follows the container contract of Knative and Cloud Run: every interface, the port
+    the platform puts in $PORT (else --port, as in dev), logs as JSON lines, no file watching, and no
+    event store unless --store asks for one (a container's disk is usually neither kept nor read)."""
+    port = config.port
+    text = env.get(ENV_PLATFORM_PORT, "").strip()
+    if text:
+        lo, hi = _PORT_RANGE
+        if not (text.isdigit() and lo <= int(text) <= hi):
+            raise UsageError(
+                f"environment variable {ENV_PLATFORM_PORT}={text!r} is not a port; allowed: a number from "
+                f"{lo} to {hi}. `edgecli serve --prod` listens on $PORT when it is set: fix or unset it."
+            )
+        port = int(text)
+    return replace(
+        config,
+        prod=True,
+        host=over.host or env.get(ENV_HOST) or PROD_HOST,
+        port=port,
+        reload=False,
+        json_output=True,
+        store=over.store is True,
     )
 
 
@@ -431,12 +464,17 @@ def _read_secrets(
     return secrets, warnings
 
 
+def env_reference(value: object) -> str | None:
+    """NAME when `value` is an "env(NAME)" reference to the host environment, else None."""
+    match = _ENV_REF.match(value.strip()) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
 def _substitute(src: _Source, table: tuple[str, ...], key: str, value: str, env: Mapping[str, str]) -> str:
     """`env(NAME)` → the host's NAME, as the Supabase CLI does; any other string is taken literally."""
-    match = _ENV_REF.match(value.strip())
-    if match is None:
+    name = env_reference(value)
+    if name is None:
         return value
-    name = match.group(1)
     if name not in env:
         raise src.error(
             table,

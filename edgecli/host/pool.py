@@ -150,9 +150,10 @@ class Pool:
     def add(self, worker: Worker) -> None:
         self.workers.append(worker)
 
-    async def warm(self) -> None:
-        """Boot the first worker now, so the first request is fast and boot errors show at startup."""
-        if self.can_spawn():
+    async def warm(self, workers: int = 1) -> None:
+        """Boot `workers` workers now (at most max_parallelism), so the first requests are fast and boot
+        errors show at startup."""
+        for _ in range(min(workers, self.function.limits.parallelism) - self.live_count()):
             self.spawn()
         await self.settle()
 
@@ -277,8 +278,8 @@ class OneshotPool(Pool):
         self.refill()
         self.wake()
 
-    async def warm(self) -> None:
-        self.refill()
+    async def warm(self, workers: int = 1) -> None:
+        self.refill()  # always max_parallelism spares
         await self.settle()
 
     def reload(self, function: FunctionConfig) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,7 +25,8 @@ from edgecli.console import EventPrinter, Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
-from edgecli.host.env import build_function_env, host_env
+from edgecli.host.env import build_function_env, host_env, injected_env
+from edgecli.host.health import HEALTH_PATH, Health
 from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
@@ -89,12 +91,19 @@ class ServeCommand:
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
-        self.store = StoreFeed(config.events_db, config.event_retention)
+        self.store = StoreFeed(config.events_db, config.event_retention) if config.store else None
         self._host_env = host_env(os.environ)  # read once: what serve was started with
+        # Under --prod the container's platform owns SUPABASE_URL and the keys (a self-hosted Supabase's
+        # compose file sets them for its functions container): when it sets them, functions see those.
+        self._platform_env = (
+            {k: os.environ[k] for k in injected_env(config) if k in os.environ} if config.prod else {}
+        )
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
-        self.hub = Hub([self.printer, self.store])
-        self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
         self.pools: dict[str, Pool] = {}
+        self.health = Health(self.pools) if config.prod else None
+        self.hub = Hub([sink for sink in (self.printer, self.store, self.health) if sink is not None])
+        self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
+        self.stop_requested_at: float | None = None
         self.server: _Uvicorn | None = None
         self.stopping = False
         self.hurry = False  # Ctrl-C came twice
@@ -102,7 +111,7 @@ class ServeCommand:
         self.reloader: Reloader | None = None
 
     def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        env = build_function_env(self.config, function, self._host_env).env
+        env = build_function_env(self.config, function, self._host_env).env | self._platform_env
         if self.config.inspect is not None:  # the worker listens for a debugger (runtime/debugger.py)
             env = {
                 **env,
@@ -137,8 +146,13 @@ class ServeCommand:
         await self.supervisor.start()
         for name, function in config.functions.items():
             self.pools[name] = make_pool(config.policy, function, self.supervisor)
-        relay = Relay(self.pools, Verifier(config.jwt_secret), self.hub.emit, verify_jwt=config.verify_jwt)
-        self.banner()
+        health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
+        verifier = Verifier(config.jwt_secret)
+        relay = Relay(self.pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
+        if config.prod:
+            self.announce()
+        else:
+            self.banner()
         uv_config = uvicorn.Config(
             relay,
             http=HttpProtocol,
@@ -154,11 +168,16 @@ class ServeCommand:
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
             self.reloader = Reloader(self)
             self.reloader.start()
-        # Boot one worker per function now: the first request is fast and boot errors show at once.
-        # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
-        self._warming = asyncio.ensure_future(asyncio.gather(*(pool.warm() for pool in self.pools.values())))
+        # Boot one worker per function now (--prod, per_worker: max_parallelism of them, so that no early
+        # request is a cold one): the first request is fast and boot errors show at once. A module that
+        # hangs at import must not hold up serving: give up waiting after WARM_WAIT. Under --prod serving
+        # starts at once, and the health probe says when the workers are up.
+        warm_all = config.prod and config.policy == "per_worker"
+        workers = {name: f.limits.parallelism if warm_all else 1 for name, f in config.functions.items()}
+        warming = (pool.warm(workers[name]) for name, pool in self.pools.items())
+        self._warming = asyncio.ensure_future(asyncio.gather(*warming))
         self._warming.add_done_callback(_retrieved)
-        await asyncio.wait([self._warming], timeout=WARM_WAIT)
+        await asyncio.wait([self._warming], timeout=0 if config.prod else WARM_WAIT)
 
     def banner(self) -> None:
         config = self.config
@@ -191,6 +210,19 @@ class ServeCommand:
             return Output(out=self.output.err, err=self.output.err)
         return self.output
 
+    def announce(self) -> None:
+        """--prod's start-up: the config's warnings and where it listens, as records on stdout. No keys:
+        a container's log is read by more people than a developer's terminal."""
+        config = self.config
+        notes: list[str] = list(config.warnings) + list(config.skipped)
+        for function in config.functions.values():
+            notes.extend(build_function_env(config, function).warnings)
+        for note in dict.fromkeys(notes):
+            self.hub.emit(Event(kind="log", level="warning", message=note))
+        names = ", ".join(config.functions) or "no functions"
+        message = f"serving {names} on {config.base_url} (prod, policy {config.policy})"
+        self.hub.emit(Event(kind="log", level="info", message=message))
+
     def request_stop(self, sig: int) -> None:
         if self.stopping and sig == signal.SIGINT:
             # A second Ctrl-C: wait for nothing, neither open connections nor background tasks.
@@ -199,24 +231,36 @@ class ServeCommand:
                 self.server.force_exit = True
             self.supervisor.stop_now()
         self.stopping = True
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
         if self._warming is not None:
             self._warming.cancel()
         if self.server is not None:
             self.server.should_exit = True
+
+    def drain_time(self) -> float:
+        """How long background tasks may still run. Under --prod the platform kills the container a
+        grace period after its SIGTERM, so requests and tasks share one graceful_exit_timeout_sec counted
+        from the signal (tasks run while responses finish)."""
+        grace = self.config.limits.graceful_exit_timeout_sec
+        if not self.config.prod or self.stop_requested_at is None:
+            return grace
+        return max(0.0, grace - (time.monotonic() - self.stop_requested_at))
 
     async def shutdown(self) -> None:
         if self.reloader is not None:
             await self.reloader.stop()
         for pool in self.pools.values():
             pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
-        grace = 0.0 if self.hurry else self.config.limits.graceful_exit_timeout_sec
+        grace = 0.0 if self.hurry else self.drain_time()
         tasks = self.supervisor.running_tasks()
-        if tasks and grace > 0:
+        if tasks and grace > 0 and not self.config.prod:
             self.printer.flush()
             print_draining(self._person_output(), tasks, grace)
         await self.supervisor.shutdown(grace)
         self.sock.close()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         self.printer.flush()
 
 
