@@ -109,6 +109,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
+    state_root: Path | None = None  # EDGECLI_STATE_DIR: runtime state kept away from supabase/.temp
 
     @property
     def supabase_dir(self) -> Path:
@@ -124,7 +125,7 @@ class Config:
 
     @property
     def state_dir(self) -> Path:
-        return self.supabase_dir / ".temp" / "edgecli"
+        return self.state_root or self.supabase_dir / ".temp" / "edgecli"
 
     @property
     def events_db(self) -> Path:
@@ -146,6 +147,9 @@ ENV_PORT = "EDGECLI_PORT"
 ENV_HOST = "EDGECLI_HOST"
 ENV_NO_VERIFY_JWT = "EDGECLI_NO_VERIFY_JWT"
 ENV_ENV_FILE = "EDGECLI_ENV_FILE"
+# Where serve keeps its runtime state (the event store) instead of supabase/.temp/edgecli: the test
+# plugin's servers write theirs in pytest's temporary directory, never into the project.
+ENV_STATE_DIR = "EDGECLI_STATE_DIR"
 
 # (type, lowest, highest) per limit key: generous maxima, so that only typos and unit mix-ups are refused.
 _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
@@ -276,6 +280,7 @@ def load_config(
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
+        state_root=Path(env[ENV_STATE_DIR]).resolve() if env.get(ENV_STATE_DIR) else None,
     )
 
 
