@@ -130,6 +130,10 @@ class Worker:
         concurrent requests leave in one write; a request alone in flight has nothing to share it with,
         and must not be held back by a background task that blocks the loop right after it."""
         if self.proto is not None:
+            # Lines printed so far go first: once a response is complete, its handler's log lines are
+            # recorded (a test reads them as soon as it has the response).
+            for writer in self.writers:
+                writer.send_pending()
             self.proto.write(frame)
             if len(self.channels) == 1:
                 self.proto.flush()
