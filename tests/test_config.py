@@ -171,7 +171,9 @@ def test_env_file_precedence(make_project: MakeProject, tmp_path: Path) -> None:
     assert load(root, Overrides(env_file=from_flag), EDGECLI_ENV_FILE=str(from_env)).env_file == from_flag
 
 
-def test_state_dir_moves_the_event_store_out_of_the_project(make_project: MakeProject, tmp_path: Path) -> None:
+def test_state_dir_moves_the_event_store_out_of_the_project(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
     root = make_project()
     assert load(root).events_db == root.resolve() / "supabase" / ".temp" / "edgecli" / "events.db"
     elsewhere = tmp_path / "state"
