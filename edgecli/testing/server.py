@@ -19,20 +19,20 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-import httpx
-import jwt
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgecli.testing.process import ServeProcess
 from edgecli.testing.records import EventLog, Record, TaskResult
 from edgecli.testing.settings import ServeSettings
 
+if TYPE_CHECKING:
+    import httpx
+
 Role = Literal["anon", "service_role"]
 START_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 10.0  # how long `logs` / `events` wait for the records of requests already answered
 LEAK_GRACE_S = 3.0  # how long the leak check waits to learn how tasks running at the test's end ended
-CLIENT_TIMEOUT = httpx.Timeout(180.0, connect=10.0)  # beyond serve's own idle timeout (150 s)
+CLIENT_TIMEOUT_S = 180.0  # beyond serve's own idle timeout (150 s)
 
 
 class EdgeServerError(RuntimeError):
@@ -78,7 +78,10 @@ class EdgeServer:
             cmd, self.settings.serve_env(self.state_dir), self.state_dir / "serve.err", self._log
         )
         self._process.start()
-        self._client = httpx.Client(base_url=self.url, timeout=CLIENT_TIMEOUT)
+        # httpx is imported while serve boots, not before: the first test waits for the slower of the two.
+        import httpx
+
+        self._client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(CLIENT_TIMEOUT_S, connect=10.0))
         try:
             self._wait_until_answering()
         except BaseException:
@@ -88,6 +91,8 @@ class EdgeServer:
         return self
 
     def _wait_until_answering(self) -> None:
+        import httpx
+
         assert self._client is not None and self._process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -146,6 +151,8 @@ class EdgeServer:
     ) -> httpx.Response:
         """Call function `name` (at `path` below it) with the anon key, the `role` key, no key
         (`role=None`), or a JWT signed with `claims`. Returns the response once it is complete."""
+        import httpx
+
         client = self._live_client()
         sent = httpx.Headers(headers or {})
         token = self._token(role, claims)
@@ -169,6 +176,8 @@ class EdgeServer:
 
     def _token(self, role: Role | None, claims: Mapping[str, Any] | None) -> str | None:
         if claims is not None:
+            import jwt
+
             with warnings.catch_warnings():  # a short project secret is the config's business, not the test's
                 warnings.simplefilter("ignore")
                 return jwt.encode(dict(claims), self._secret, algorithm="HS256")
