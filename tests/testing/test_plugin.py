@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 # Imported here, so the nested sessions (run in this process) share these modules instead of importing
 # them afresh each time: pytester restores sys.modules after each run, and httpx (which imports httpcore
@@ -329,3 +330,30 @@ def test_edge_server_from_a_plain_script(project: pytest.Pytester) -> None:
     )
     assert not (project.path / "supabase" / ".temp").exists()  # the project's own store is untouched
     assert not _servers_of(project)
+
+
+SIGNUP = """\
+import asyncio
+from starlette.responses import JSONResponse
+from edgecli import EdgeRuntime, serve
+
+async def send_welcome(email):
+    await asyncio.sleep(0.05)
+    print("welcome sent to", email)
+
+async def handler(req):
+    EdgeRuntime.wait_until(send_welcome((await req.json())["email"]))
+    return JSONResponse({"ok": True})
+
+serve(handler)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_example_passes(project: pytest.Pytester) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Testing your functions") :]
+    example = section[section.index("```python\n") + 10 : section.index("```\n", section.index("```python"))]
+    (project.path / "supabase" / "functions" / "signup").mkdir()
+    (project.path / "supabase" / "functions" / "signup" / "index.py").write_text(SIGNUP)
+    run(project, example).assert_outcomes(passed=2)
