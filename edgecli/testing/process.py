@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -116,12 +116,12 @@ class ServeProcess:
         """Describe (and kill) what is still alive of serve's family once serve has exited."""
         assert self.proc is not None
         self._seen.discard(self.proc.pid)
-        alive = _alive(self._seen)
-        if alive:
-            psutil.wait_procs(alive, timeout=LEFTOVER_WAIT_S)
-            alive = _alive(self._seen)
+        left = alive(self._seen)
+        if left:
+            psutil.wait_procs(left, timeout=LEFTOVER_WAIT_S)
+            left = alive(self._seen)
         described = []
-        for proc in alive:
+        for proc in left:
             try:
                 described.append(f"pid {proc.pid} ({' '.join(proc.cmdline())[:200]})")
                 proc.kill()
@@ -130,16 +130,17 @@ class ServeProcess:
         return described
 
 
-def _alive(pids: set[int]) -> list[psutil.Process]:
-    alive = []
+def alive(pids: Iterable[int]) -> list[psutil.Process]:
+    """The processes among `pids` that still run (a zombie has exited: it only waits to be reaped)."""
+    running = []
     for pid in pids:
         try:
             proc = psutil.Process(pid)
             if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
+                running.append(proc)
         except psutil.Error:
             pass
-    return alive
+    return running
 
 
 def _die_with_us() -> Callable[[], None] | None:
