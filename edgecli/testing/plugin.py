@@ -113,11 +113,12 @@ def edge(request: pytest.FixtureRequest, _edge_servers: _Servers) -> Iterator[Ed
     """A real `edgecli serve` for the project, shared by the tests with the same settings."""
     server = _edge_servers.get(_settings(request))
     yield server
-    # Only a test body that passed is checked: a failed one has its own report, and an interrupted one
-    # (Ctrl-C) has none, which a leak report would only bury.
-    if not request.node.stash.get(_CALL_PASSED, False):
+    # Only a test body that passed is checked for leaks: a failed one has its own report. An interrupted
+    # one (Ctrl-C) has no report at all, and the session is ending: nothing to wait for.
+    outcome = request.node.stash.get(_CALL_PASSED, None)
+    if outcome is None:
         return
-    leaks = server.leaked_tasks()
+    leaks = server.end_test(check=outcome)
     if leaks:
         from edgecli.testing.server import describe_tasks
 

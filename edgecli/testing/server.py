@@ -5,7 +5,7 @@
         tasks = edge.wait_for_tasks(r)
 
 The pytest plugin (edgecli/testing/plugin.py) shares one per distinct settings across a session and
-gives each test its own view of the records (`begin_test` / `leaked_tasks`).
+gives each test its own view of the records (`begin_test` / `end_test`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ Role = Literal["anon", "service_role"]
 START_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 10.0  # how long `logs` / `events` wait for the records of requests already answered
 LEAK_GRACE_S = 3.0  # how long the leak check waits to learn how tasks running at the test's end ended
+PORT_ATTEMPTS = 3
 CLIENT_TIMEOUT_S = 180.0  # beyond serve's own idle timeout (150 s)
 
 
 class EdgeServerError(RuntimeError):
     """The server could not be started, or went away."""
+
+
+class _PortTaken(Exception):
+    """serve found its port taken between our choosing it and its binding it."""
 
 
 class EdgeServer:
@@ -71,9 +76,29 @@ class EdgeServer:
 
     def start(self) -> EdgeServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(PORT_ATTEMPTS):
+            self._spawn()
+            try:
+                self._wait_until_answering()
+                break
+            except _PortTaken:  # another process took the port first; this serve has exited
+                assert self._process is not None
+                self._process.stop(self._stop_timeout)
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise EdgeServerError(
+                        f"no free port for edgecli serve after {PORT_ATTEMPTS} tries"
+                    ) from None
+            except BaseException:
+                self.stop()
+                raise
+        self.begin_test()
+        return self
+
+    def _spawn(self) -> None:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "edgecli", *self.settings.serve_args(port, self.state_dir)]
+        self._log = EventLog()
         self._process = ServeProcess(
             cmd, self.settings.serve_env(self.state_dir), self.state_dir / "serve.err", self._log
         )
@@ -81,30 +106,31 @@ class EdgeServer:
         # httpx is imported while serve boots, not before: the first test waits for the slower of the two.
         import httpx
 
+        if self._client is not None:
+            self._client.close()
         self._client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(CLIENT_TIMEOUT_S, connect=10.0))
-        try:
-            self._wait_until_answering()
-        except BaseException:
-            self.stop()
-            raise
-        self.begin_test()
-        return self
 
     def _wait_until_answering(self) -> None:
+        """Until serve answers a probe and its record of that probe has arrived: then the records work,
+        and the probe's is known before the first test's records begin."""
         import httpx
 
         assert self._client is not None and self._process is not None
+        probe = f"edgecli-testing-probe-{uuid.uuid4()}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             status = self._process.exit_status()
             if status is not None:
+                stderr = self._process.stderr().strip()
+                if "cannot listen on" in stderr:
+                    raise _PortTaken
                 raise EdgeServerError(
                     f"edgecli serve for {self.settings.describe()} exited with status {status} before it "
-                    f"answered:\n{self._process.stderr().strip()}"
+                    f"answered:\n{stderr}"
                 )
             try:
-                self._client.get("/functions/v1/", timeout=1.0)
-                return
+                self._client.get("/functions/v1/", headers={"x-request-id": probe}, timeout=1.0)
+                break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise EdgeServerError(
@@ -112,6 +138,11 @@ class EdgeServer:
                         f"{START_TIMEOUT_S:g} s:\n{self._process.stderr().strip()}"
                     ) from None
                 time.sleep(0.01)
+        if not self._log.wait(self._log.answered([probe]), max(deadline - time.monotonic(), SYNC_TIMEOUT_S)):
+            raise EdgeServerError(
+                f"edgecli serve for {self.settings.describe()} answered, but printed no record of it:\n"
+                + "\n".join(self._log.output)
+            )
 
     def stop(self) -> None:
         """Stop serve (it drains background tasks first); AssertionError if a process is left behind."""
@@ -153,9 +184,9 @@ class EdgeServer:
         (`role=None`), or a JWT signed with `claims`. Returns the response once it is complete."""
         import httpx
 
+        token = self._token(role, claims)
         client = self._live_client()
         sent = httpx.Headers(headers or {})
-        token = self._token(role, claims)
         if token is not None and "authorization" not in sent:
             sent["authorization"] = f"Bearer {token}"
         if "x-request-id" not in sent:
@@ -238,11 +269,12 @@ class EdgeServer:
         self._expected = []
         self._allow_pending = False
 
-    def leaked_tasks(self) -> list[TaskResult]:
-        """Tasks of this test's requests still running when it ended (none after `allow_pending()`)."""
+    def end_test(self, *, check: bool) -> list[TaskResult]:
+        """Wait for the records of this test's requests (so none reach the next test), and with `check`,
+        return the tasks of its requests still running when it ended (none after `allow_pending()`)."""
         ended = time.time()
         self._log.wait(self._log.answered(self._expected), SYNC_TIMEOUT_S)
-        if self._allow_pending or not self.alive():
+        if not check or self._allow_pending or not self.alive():
             return []
         if self._log.running_at(ended):
             self._log.wait(self._log.quiet(), LEAK_GRACE_S)
