@@ -152,7 +152,7 @@ def test_new_from_a_typescript_template(
     out = Captured()
     new_function(root, "my-ts", template=template, output=out)
     folder = root / "supabase" / "functions" / "my-ts"
-    assert sorted(p.name for p in folder.iterdir()) == ["index.ts"]
+    assert sorted(p.name for p in folder.iterdir()) == ["index.ts", "test_my_ts.py"]
     source = (folder / "index.ts").read_text()
     assert "__NAME__" not in source and "edgecli invoke my-ts" in source and "Deno.serve(" in source
     config = load_config(root, environ={})
