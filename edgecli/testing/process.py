@@ -67,16 +67,21 @@ class ServeProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float) -> None:
-        """SIGTERM (serve drains, then exits), SIGKILL after `timeout`; AssertionError if anything is left."""
+    def stop(self, timeout: float, *, exited: bool = False) -> None:
+        """SIGTERM (serve drains, then exits), SIGKILL after `timeout`; AssertionError if anything is left,
+        or if serve had exited by itself (unless `exited` says that is known) or failed to stop."""
         if self.proc is None:
             return
         self._family()
         problems: list[str] = []
-        if self.proc.poll() is None:
+        if self.proc.poll() is not None:
+            if not exited:
+                problems.append(f"edgecli serve had exited by itself, with status {self.proc.returncode}")
+        else:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                if self.proc.wait(timeout) != 0:
+                    problems.append(f"edgecli serve exited with status {self.proc.returncode} on SIGTERM")
             except subprocess.TimeoutExpired:
                 problems.append(f"edgecli serve did not exit within {timeout:g} s of SIGTERM; killed it")
                 self.kill()
@@ -100,6 +105,10 @@ class ServeProcess:
                 pass
         if self.proc is not None:
             self.proc.wait(LEFTOVER_WAIT_S)
+
+    def remember_family(self) -> None:
+        """Note serve's processes now (once it is ready): if serve dies, they are checked all the same."""
+        self._family()
 
     def _family(self) -> list[psutil.Process]:
         """serve and every live process under it; remembered, so the leftover check knows them all."""

@@ -80,16 +80,21 @@ class EdgeServer:
             self._spawn()
             try:
                 self._wait_until_answering()
+                assert self._process is not None
+                self._process.remember_family()
                 break
             except _PortTaken:  # another process took the port first; this serve has exited
                 assert self._process is not None
-                self._process.stop(self._stop_timeout)
+                self._process.stop(self._stop_timeout, exited=True)
                 if attempt == PORT_ATTEMPTS - 1:
                     raise EdgeServerError(
                         f"no free port for edgecli serve after {PORT_ATTEMPTS} tries"
                     ) from None
-            except BaseException:
-                self.stop()
+            except BaseException as exc:
+                try:
+                    self._stop(exited=True)
+                except AssertionError as leftovers:
+                    exc.add_note(str(leftovers))
                 raise
         self.begin_test()
         return self
@@ -145,14 +150,18 @@ class EdgeServer:
             )
 
     def stop(self) -> None:
-        """Stop serve (it drains background tasks first); AssertionError if a process is left behind."""
+        """Stop serve (it drains background tasks first); AssertionError if a process is left behind, or
+        if serve had stopped by itself."""
+        self._stop(exited=False)
+
+    def _stop(self, *, exited: bool) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
         process, self._process = self._process, None
         try:
             if process is not None:
-                process.stop(self._stop_timeout)
+                process.stop(self._stop_timeout, exited=exited)
         finally:
             if self._own_state:
                 shutil.rmtree(self.state_dir, ignore_errors=True)

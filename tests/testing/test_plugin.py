@@ -285,6 +285,35 @@ def test_a_server_that_cannot_start_is_a_clear_error(project: pytest.Pytester) -
 
 
 @pytest.mark.timeout(120)
+def test_a_server_that_dies_fails_the_next_test_and_the_session_loudly(project: pytest.Pytester) -> None:
+    result = run(
+        project,
+        """
+        import os, signal, time
+        import psutil
+
+        def test_kills_its_server(edge):
+            [serve] = [p for p in psutil.Process().children() if "serve" in p.cmdline()]
+            os.kill(serve.pid, signal.SIGKILL)  # left for its parent to reap, as a crash would be
+            while serve.status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.01)
+
+        def test_next(edge):
+            pass
+        """,
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_next*",
+            "*edgecli serve for * exited with status -9*",
+            "*ERROR at teardown of test_next*",
+            "*edgecli serve had exited by itself, with status -9*",
+        ]
+    )
+
+
+@pytest.mark.timeout(120)
 def test_ctrl_c_during_a_test_still_stops_its_server(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_edge="""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeProject
 from serving import free_port
 
 from edgecli.testing import EdgeServer, EdgeServerError
 from edgecli.testing import server as server_module
 
+MakeProject = Callable[..., Path]
 pytestmark = pytest.mark.timeout(90)
 CONFIG = "[edge_runtime]\ngraceful_exit_timeout_sec = 1\n\n[functions.hello]\nverify_jwt = false\n"
 

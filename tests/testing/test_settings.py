@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeProject
 from dotenv import dotenv_values
 
 from edgecli.testing import EdgeServer
 from edgecli.testing.settings import ServeSettings, SettingsError
 
+MakeProject = Callable[..., Path]
 pytestmark = pytest.mark.timeout(10)
 
 
