@@ -44,12 +44,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(wrapper=True)
+# An old-style hook wrapper: pytest loads this plugin in every run where edgecli is installed, whatever
+# pytest version the project uses.
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
+    outcome = yield
     if call.when == "call":
-        item.stash[_CALL_PASSED] = bool(report.passed)  # type: ignore[attr-defined]
-    return report
+        item.stash[_CALL_PASSED] = bool(outcome.get_result().passed)  # type: ignore[attr-defined]
 
 
 class _Servers:
