@@ -172,6 +172,9 @@ class EdgeServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def __repr__(self) -> str:
+        return f"<EdgeServer {self.url or '(not started)'} serving {self.settings.describe()}>"
+
     def alive(self) -> bool:
         return self._process is not None and self._process.exit_status() is None
 
@@ -236,6 +239,7 @@ class EdgeServer:
     ) -> list[TaskResult]:
         """The request's background tasks, once every one of them has ended (in the order they started).
         AssertionError naming the tasks still running if that takes longer than `timeout` seconds."""
+        __tracebackhide__ = True  # pytest shows the failure at the test's own line, not in here
         request = _request_id(response_or_request_id)
         if self._log.wait(self._log.settled(request), timeout):
             return self._log.tasks(request)
