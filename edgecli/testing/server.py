@@ -58,8 +58,8 @@ class EdgeServer:
         """`state_dir`: where serve keeps its event store and output (default: a temporary directory,
         removed on exit). Never the project's supabase/.temp."""
         self.settings = ServeSettings.make(workdir, policy, verify_jwt, env, functions)
-        self._own_state = state_dir is None
-        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="edgecli-test-")).resolve()
+        self._own_state = state_dir is None  # then start() makes one (Path() until then), stop() removes it
+        self.state_dir = Path(state_dir).resolve() if state_dir is not None else Path()
         config = self.settings.config()  # bad config is an error here, before any process starts
         self._secret = config.jwt_secret
         self._stop_timeout = float(config.limits.graceful_exit_timeout_sec) + 15.0
@@ -75,6 +75,8 @@ class EdgeServer:
     # -- life ------------------------------------------------------------------------------------------
 
     def start(self) -> EdgeServer:
+        if self._own_state:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="edgecli-test-")).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(PORT_ATTEMPTS):
             self._spawn()
@@ -163,7 +165,7 @@ class EdgeServer:
             if process is not None:
                 process.stop(self._stop_timeout, exited=exited)
         finally:
-            if self._own_state:
+            if self._own_state and self.state_dir != Path():
                 shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> EdgeServer:
