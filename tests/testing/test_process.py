@@ -16,19 +16,20 @@ from edgecli.testing.records import EventLog
 
 pytestmark = pytest.mark.timeout(60)
 
-# Prints one record, starts a child in a session of its own (so it survives a signal to this group), and
-# exits on SIGTERM without stopping it: a server that leaves a process behind.
+# Each handles SIGTERM before it says it is up, as serve does. LEAKY starts a child in a session of its
+# own (so it survives a signal to this group) and exits on SIGTERM without stopping it: a server that
+# leaves a process behind.
 LEAKY = """\
 import json, os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
 print(json.dumps({"kind": "boot", "request": None, "task": None, "child": child.pid}), flush=True)
-signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 time.sleep(60)
 """
 TIDY = """\
 import json, signal, sys, time
-print(json.dumps({"kind": "boot", "request": None, "task": None}), flush=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print(json.dumps({"kind": "boot", "request": None, "task": None}), flush=True)
 time.sleep(60)
 """
 
