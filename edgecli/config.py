@@ -118,6 +118,7 @@ class Config:
     inspect_mode: str = "run"  # run | brk | wait
     prod: bool = False  # serve as in a container: no reload, JSON lines, /_internal/health, $PORT
     store: bool = True  # record events in the event store
+    state_root: Path | None = None  # EDGECLI_STATE_DIR: runtime state kept away from supabase/.temp
 
     @property
     def supabase_dir(self) -> Path:
@@ -133,7 +134,7 @@ class Config:
 
     @property
     def state_dir(self) -> Path:
-        return self.supabase_dir / ".temp" / "edgecli"
+        return self.state_root or self.supabase_dir / ".temp" / "edgecli"
 
     @property
     def events_db(self) -> Path:
@@ -157,6 +158,9 @@ ENV_NO_VERIFY_JWT = "EDGECLI_NO_VERIFY_JWT"
 ENV_ENV_FILE = "EDGECLI_ENV_FILE"
 ENV_PLATFORM_PORT = "PORT"  # set by Knative, Cloud Run and most container platforms
 PROD_HOST = "0.0.0.0"
+# Where serve keeps its runtime state (the event store) instead of supabase/.temp/edgecli: the test
+# plugin's servers write theirs in pytest's temporary directory, never into the project.
+ENV_STATE_DIR = "EDGECLI_STATE_DIR"
 
 # (type, lowest, highest) per limit key: generous maxima, so that only typos and unit mix-ups are refused.
 _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
@@ -299,6 +303,7 @@ def load_config(
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
+        state_root=Path(env[ENV_STATE_DIR]).resolve() if env.get(ENV_STATE_DIR) else None,
         store=over.store is not False,
     )
     return _prod_settings(config, env, over) if over.prod else config

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import psutil
 
 from edgecli.events import Event
 from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.testing.process import alive as _alive
 
 DEFAULT_CONFIG = """\
 [api]
@@ -291,15 +292,3 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return proc.cmdline()
     except psutil.Error:
         return []
-
-
-def _alive(pids: Iterable[int]) -> list[psutil.Process]:
-    alive = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive

@@ -192,6 +192,15 @@ def test_env_file_precedence(make_project: MakeProject, tmp_path: Path) -> None:
     assert load(root, Overrides(env_file=from_flag), EDGECLI_ENV_FILE=str(from_env)).env_file == from_flag
 
 
+def test_state_dir_moves_the_event_store_out_of_the_project(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    root = make_project()
+    assert load(root).events_db == root.resolve() / "supabase" / ".temp" / "edgecli" / "events.db"
+    elsewhere = tmp_path / "state"
+    assert load(root, EDGECLI_STATE_DIR=str(elsewhere)).events_db == elsewhere / "events.db"
+
+
 def test_per_function_overrides_and_env_file(make_project: MakeProject) -> None:
     root = make_project(
         "[edge_runtime]\nmemory_limit_mb = 100\n[functions.big]\nmemory_limit_mb = 1024\nverify_jwt = false\n"

@@ -131,6 +131,11 @@ class Worker:
         concurrent requests leave in one write; a request alone in flight has nothing to share it with,
         and must not be held back by a background task that blocks the loop right after it."""
         if self.proto is not None:
+            # Lines printed so far go first (a print's record leaves as it returns; a traceback may be
+            # held): once a response is complete, its handler's log lines are recorded.
+            for writer in self.writers:
+                if writer.holding:
+                    writer.send_held()
             self.proto.write(frame)
             if len(self.channels) == 1:
                 self.proto.flush()
