@@ -64,6 +64,7 @@ class Exchange:
         self.channel = 0
         self.stream: Any = None
         self.pump: asyncio.Future[None] | None = None
+        self.body_pending = False  # the client has not sent the whole request body yet
 
     def open(self, inner: Scope, first_body: bytes | None, more: bool) -> None:
         payload = ipc.encode_scope(inner, self.request_id)
@@ -81,10 +82,14 @@ class Exchange:
         self.conn.disconnect(self.channel)
         self.stream.put(marker)
 
+    def idle(self) -> None:
+        # A worker waiting for a body that does not come is the client's stall, not the function's.
+        self.cut(BODY_TIMEOUT if self.body_pending else IDLE)
+
     async def first_item(self) -> Any:
         """The worker's first answer; IDLE if it takes longer than request_idle_timeout_sec."""
         idle = self.limits.request_idle_timeout_sec
-        timer = asyncio.get_running_loop().call_later(idle, self.cut, IDLE) if idle else None
+        timer = asyncio.get_running_loop().call_later(idle, self.idle) if idle else None
         try:
             return await self.stream.get()
         finally:
@@ -107,6 +112,7 @@ class Exchange:
         stall = self.limits.request_idle_timeout_sec or None
         if expects:
             await self.conn.wait_for_credit(self.channel)  # the app asked for the body
+        self.body_pending = more
         while True:
             try:
                 message = await (asyncio.wait_for(self.receive(), stall) if more else self.receive())
@@ -122,7 +128,7 @@ class Exchange:
                 if limit and received > limit:
                     self.cut(TOO_LARGE)
                     return
-                more = bool(message.get("more_body", False))
+                more = self.body_pending = bool(message.get("more_body", False))
                 await self.conn.send_body(self.channel, body, more)
 
     async def respond(self) -> int:
