@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, cast
 
@@ -219,12 +219,15 @@ class Credit:
                 self._waiter = None
 
 
-def pieces(body: bytes) -> list[bytes]:
-    """A body message as the pieces it travels in (one piece, usually)."""
+def pieces(body: bytes) -> Iterator[tuple[bytes, bool]]:
+    """A body message as the pieces it travels in, each with whether more of the message follows. Cut
+    as they are sent, so that the first piece of a large body leaves before the rest is copied."""
     if len(body) <= PIECE:
-        return [body]
+        yield body, False
+        return
     view = memoryview(body)
-    return [bytes(view[i : i + PIECE]) for i in range(0, len(body), PIECE)]
+    for i in range(0, len(body), PIECE):
+        yield bytes(view[i : i + PIECE]), i + PIECE < len(body)
 
 
 def encode_scope(scope: dict[str, Any], request_id: str) -> bytes:

@@ -68,10 +68,11 @@ def test_websocket_scope_round_trip() -> None:
 
 
 def test_large_bodies_travel_in_pieces() -> None:
-    assert ipc.pieces(b"abc") == [b"abc"]
+    assert list(ipc.pieces(b"abc")) == [(b"abc", False)]
     body = bytes(range(256)) * 1000
-    parts = ipc.pieces(body)
-    assert b"".join(parts) == body and max(map(len, parts)) == ipc.PIECE
+    parts = list(ipc.pieces(body))
+    assert b"".join(p for p, _ in parts) == body and max(len(p) for p, _ in parts) == ipc.PIECE
+    assert [rest for _, rest in parts] == [True] * (len(parts) - 1) + [False]
 
 
 @pytest.mark.timeout(10)

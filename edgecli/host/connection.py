@@ -127,12 +127,11 @@ class WorkerConnection:
     async def send_body(self, channel: int, body: bytes, more: bool) -> None:
         """A request body message, in pieces, each once the worker has room for it."""
         credit = self.credits.get(channel)
-        parts = ipc.pieces(body)
-        for i, part in enumerate(parts):
+        for part, rest in ipc.pieces(body):
             if credit is None or credit.closed:
                 return
             await credit.wait()
-            part_more = more or i < len(parts) - 1
+            part_more = more or rest
             if part_more:
                 credit.sent(len(part))
             self.proto.write(ipc.pack(Kind.BODY, channel, part, MORE if part_more else 0))

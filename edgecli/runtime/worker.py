@@ -278,9 +278,8 @@ class Worker:
     async def send_body(self, channel: int, chan: Channel, message: Any) -> None:
         assert self.proto is not None
         more = bool(message.get("more_body", False))
-        parts = ipc.pieces(bytes(message.get("body", b"")))
-        for i, part in enumerate(parts):
-            part_more = more or i < len(parts) - 1
+        for part, rest in ipc.pieces(bytes(message.get("body", b""))):
+            part_more = more or rest
             frame = ipc.pack(Kind.RESPONSE, channel, part, MORE if part_more else 0)
             if chan.pending_start is not None:
                 frame, chan.pending_start = chan.pending_start + frame, None
