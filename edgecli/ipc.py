@@ -233,23 +233,23 @@ def pieces(body: bytes) -> Iterator[tuple[bytes, bool]]:
 def encode_scope(scope: dict[str, Any], request_id: str) -> bytes:
     """The parts of an ASGI http or websocket scope a worker needs, JSON-safe (bytes as latin-1, as HTTP
     allows)."""
-    return dumps(
-        {
-            "request_id": request_id,
-            "type": scope.get("type", "http"),
-            "root_path": scope.get("root_path", ""),
-            "subprotocols": scope.get("subprotocols", []),
-            "http_version": scope.get("http_version", "1.1"),
-            "method": scope.get("method", "GET"),
-            "scheme": scope.get("scheme", "http"),
-            "path": scope["path"],
-            "raw_path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-            "query_string": scope.get("query_string", b"").decode("latin-1"),
-            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
-            "client": list(scope["client"]) if scope.get("client") else None,
-            "server": list(scope["server"]) if scope.get("server") else None,
-        }
-    )
+    data = {
+        "request_id": request_id,
+        "type": scope.get("type", "http"),
+        "root_path": scope.get("root_path", ""),
+        "http_version": scope.get("http_version", "1.1"),
+        "method": scope.get("method", "GET"),
+        "scheme": scope.get("scheme", "http"),
+        "path": scope["path"],
+        "raw_path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+        "query_string": scope.get("query_string", b"").decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "client": list(scope["client"]) if scope.get("client") else None,
+        "server": list(scope["server"]) if scope.get("server") else None,
+    }
+    if "subprotocols" in scope:
+        data["subprotocols"] = scope["subprotocols"]
+    return dumps(data)
 
 
 def decode_scope(payload: bytes) -> tuple[dict[str, Any], str]:

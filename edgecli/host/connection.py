@@ -113,14 +113,15 @@ class WorkerConnection:
         channel = next(self._channels)
         stream = ResponseStream()
         self.streams[channel] = stream
-        credit = self.credits[channel] = ipc.Credit()
         frames = ipc.pack(Kind.REQUEST, channel, scope_payload)
         if first_body is None:
+            credit = self.credits[channel] = ipc.Credit()
             credit.sent(ipc.WINDOW)  # 100-continue: no body until the worker grants credit
         else:
             frames += ipc.pack(Kind.BODY, channel, first_body, MORE if more else 0)
-            if more:
-                credit.sent(len(first_body))
+            if more:  # only a body still to come needs flow control
+                self.credits[channel] = ipc.Credit()
+                self.credits[channel].sent(len(first_body))
         self.proto.write(frames)
         return channel, stream
 

@@ -40,6 +40,27 @@ ERROR_CODE = b"sb-error-code"
 ROOT_PATH = "/functions/v1"
 
 
+PICKED = (b"authorization", b"content-length", b"expect")
+
+
+def inbound(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]]:
+    """The headers the function gets, and the first of each header the relay itself reads, in one pass.
+    A client's own claims header never reaches the function, verified or not: functions trust it."""
+    headers: list[tuple[bytes, bytes]] = []
+    picked: dict[bytes, bytes] = {}
+    for key, value in raw:
+        if key == CLAIMS:
+            continue
+        if key in PICKED and key not in picked:
+            picked[key] = value
+        headers.append((key, value))
+    return headers, picked
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
 def _json_body(code: str, message: str) -> bytes:
     return json.dumps({"code": code, "message": message}).encode()
 
@@ -113,20 +134,20 @@ class Relay:
     async def dispatch(
         self, pool: Pool, scope: Scope, receive: Receive, send: Send, request_id: str
     ) -> tuple[int, Worker | None]:
-        # A client's own claims header never reaches the function, verified or not: functions trust it.
-        headers = [(k, v) for k, v in scope["headers"] if k != CLAIMS]
+        headers, picked = inbound(scope["headers"])
         if self.verify_jwt and pool.function.verify_jwt and scope.get("method") != "OPTIONS":
             try:
-                claims = self.verifier.verify(self.header(headers, b"authorization"))
+                claims = self.verifier.verify(_text(picked.get(b"authorization")))
             except AuthFailure as exc:
                 return await self.plain(scope, send, exc.status, exc.body, request_id, JSON), None
             headers.append((CLAIMS, claims_header(claims)))
         limits = pool.function.limits
         websocket = scope["type"] == "websocket"
-        if not websocket and limits.max_body_mb and self.declared_length(headers) > limits.max_body_mb * MB:
+        length = picked.get(b"content-length", b"")
+        if limits.max_body_mb and length.isdigit() and int(length) > limits.max_body_mb * MB:
             return await self.too_large(scope, send, request_id, limits.max_body_mb), None
         first: dict[str, Any] | None = None
-        if websocket or self.header(headers, b"expect") != "100-continue":
+        if websocket or picked.get(b"expect", b"").lower() != b"100-continue":
             first = await receive()  # a body waiting for 100-continue is asked for by the app, later
             if first["type"] in ("http.disconnect", "websocket.disconnect"):
                 return CLIENT_CLOSED, None
@@ -148,11 +169,6 @@ class Relay:
         finally:
             exchange.close()
             pool.release(worker)
-
-    @staticmethod
-    def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
-        value = Relay.header(headers, b"content-length")
-        return int(value) if value is not None and value.isdigit() else 0
 
     async def too_large(self, scope: Scope, send: Send, request_id: str, limit_mb: float) -> int:
         body = _json_body(
