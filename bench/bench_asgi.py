@@ -104,20 +104,36 @@ def base(server: Server) -> str:
 
 
 def download(server: Server, mb: int) -> tuple[float, float]:
-    """(MB/s of the whole response, ms from the app's send to the first body byte)."""
-    started = time.perf_counter()
-    with httpx.stream("GET", f"{base(server)}/big?{mb}", timeout=120) as r:
-        first = 0.0
-        size = 0
-        for chunk in r.iter_raw():
-            if not size:
-                first = time.perf_counter()
+    """(MB/s of the whole response, ms from sending the request to the first body byte). Read off a
+    plain socket: an HTTP client library's own buffering would hide when the bytes arrived."""
+    host, port, path = address(server, f"/big?{mb}")
+    with socket.create_connection((host, port), timeout=120) as sock:
+        started = time.perf_counter()
+        sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(1 << 16)
+        head, body = received.split(b"\r\n\r\n", 1)
+        while not body:
+            body = sock.recv(1 << 16)
+        first = time.perf_counter()
+        size = len(body)
+        while size < mb << 20:
+            chunk = sock.recv(1 << 20)
+            assert chunk, size
             size += len(chunk)
-    total = time.perf_counter() - started
-    assert size == mb << 20, size
-    # The app sends its (prebuilt) body as soon as the request arrives, so the time from sending the
-    # request to the body's first byte bounds from above the delay after the app's send.
+        total = time.perf_counter() - started
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    # The app sends its (prebuilt) body as soon as the request arrives, so this bounds from above the
+    # delay between the app's send and the first byte.
     return (mb / total, (first - started) * 1000)
+
+
+def address(server: Server, route: str) -> tuple[str, int, str]:
+    """(host, port, path) of one of the app's routes on `server`."""
+    hostport, _, path = server.url.split("//", 1)[1].partition("/")
+    host, port = hostport.split(":")
+    return host, int(port), "/" + path.rsplit("/", 1)[0] + route
 
 
 def upload(server: Server, mb: int) -> float:
@@ -148,12 +164,11 @@ def latency_ms(client: httpx.Client, url: str) -> float:
 def abandon(server: Server, streams: int) -> tuple[float, float]:
     """(quiet median latency ms, latency ms of the first request after abandoning `streams` streams)."""
     url = server.url
-    host, port = url.split("//")[1].split("/")[0].split(":")
-    path = "/" + url.split("//")[1].split("/", 1)[1].rsplit("/", 1)[0] + "/stream"
+    host, port, path = address(server, "/stream")
     with httpx.Client(timeout=30) as client:
         quiet = statistics.median(latency_ms(client, url) for _ in range(20))
         for _ in range(streams):
-            with socket.create_connection((host, int(port)), timeout=30) as sock:
+            with socket.create_connection((host, port), timeout=30) as sock:
                 sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
                 received = b""
                 while b"data: tick" not in received:

@@ -39,6 +39,39 @@ TOO_LARGE = Cut("the body went over max_body_mb")
 BODY_TIMEOUT = Cut("the body stalled")
 
 
+class IdleWatch:
+    """The idle timeouts of every request waiting for its response to start, kept by one timer that
+    looks every `PERIOD` s: a loop timer per request cost more than the rest of relaying a small one
+    (bench/README.md), and a timeout counted in seconds needs no finer grain."""
+
+    PERIOD = 0.25
+
+    def __init__(self) -> None:
+        self.deadlines: dict[Exchange, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, exchange: Exchange, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadlines[exchange] = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_later(self.PERIOD, self.sweep)
+
+    def remove(self, exchange: Exchange) -> None:
+        self.deadlines.pop(exchange, None)
+
+    def sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for exchange, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                del self.deadlines[exchange]
+                exchange.idle()
+        self._timer = loop.call_later(self.PERIOD, self.sweep) if self.deadlines else None
+
+
+IDLE_WATCH = IdleWatch()
+
+
 class WorkerGone(Exception):
     """The worker went away after the response started: the connection is aborted."""
 
@@ -90,12 +123,13 @@ class Exchange:
     async def first_item(self) -> Any:
         """The worker's first answer; IDLE if it takes longer than request_idle_timeout_sec."""
         idle = self.limits.request_idle_timeout_sec
-        timer = asyncio.get_running_loop().call_later(idle, self.idle) if idle else None
+        if not idle:
+            return await self.stream.get()
+        IDLE_WATCH.add(self, idle)
         try:
             return await self.stream.get()
         finally:
-            if timer is not None:
-                timer.cancel()
+            IDLE_WATCH.remove(self)
 
     # -- HTTP ------------------------------------------------------------------------------------------
 
