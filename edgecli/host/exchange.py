@@ -77,6 +77,21 @@ class WorkerGone(Exception):
 
 
 class Exchange:
+    __slots__ = (
+        "body_pending",
+        "channel",
+        "conn",
+        "limits",
+        "pump",
+        "receive",
+        "relay",
+        "request_id",
+        "scope",
+        "send",
+        "stream",
+        "worker",
+    )
+
     def __init__(
         self,
         relay: Relay,

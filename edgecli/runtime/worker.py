@@ -65,6 +65,7 @@ class Channel:
         "pending_start",
         "started",
         "task",
+        "waiting",
     )
 
     def __init__(self) -> None:
@@ -78,6 +79,7 @@ class Channel:
         self.accepted = False
         self.close_code = 1005
         self.task: asyncio.Task[None] | None = None
+        self.waiting = False  # the app is in receive()
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -245,17 +247,22 @@ class Worker:
         """The app's receive() and send() for one HTTP request, with the wire's flow control."""
         assert self.proto is not None
         proto = self.proto
-        # A client that expects 100-continue is told to send its body when the app first asks for it
-        # (as uvicorn does): the host sends none until this side grants it credit.
-        expects = any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope["headers"])
+        first = True
 
         async def receive() -> dict[str, Any]:
-            nonlocal expects
-            if expects:
-                expects = False
-                proto.write(ipc.pack_count(Kind.CREDIT, channel, ipc.WINDOW))
+            nonlocal first
+            if first:
+                first = False
+                # A client that expects 100-continue is told to send its body when the app first asks
+                # for it (as uvicorn does): the host sends none until this side grants it credit.
+                if any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope["headers"]):
+                    proto.write(ipc.pack_count(Kind.CREDIT, channel, ipc.WINDOW))
             if not (chan.disconnected or chan.complete):
-                item = await chan.inbox.get()
+                chan.waiting = True
+                try:
+                    item = await chan.inbox.get()
+                finally:
+                    chan.waiting = False
                 if item is not _DISCONNECT:
                     body, flags = item
                     if flags & MORE:  # the last piece needs no credit: nothing follows it
@@ -278,15 +285,17 @@ class Worker:
     async def send_body(self, channel: int, chan: Channel, message: Any) -> None:
         assert self.proto is not None
         more = bool(message.get("more_body", False))
-        for part, rest in ipc.pieces(bytes(message.get("body", b""))):
+        body = bytes(message.get("body", b""))
+        if not more and len(body) <= ipc.PIECE:  # the usual small response: one frame, no flow control
+            self.finish_body(channel, chan, ipc.pack(Kind.RESPONSE, channel, body))
+            return
+        for part, rest in ipc.pieces(body):
             part_more = more or rest
             frame = ipc.pack(Kind.RESPONSE, channel, part, MORE if part_more else 0)
             if chan.pending_start is not None:
                 frame, chan.pending_start = chan.pending_start + frame, None
             if not part_more:
-                chan.complete = True
-                self.write_last(frame)
-                chan.inbox.put_nowait(_DISCONNECT)  # a receive() waiting now learns the response is done
+                self.finish_body(channel, chan, frame)
                 return
             chan.credit.sent(len(part))
             self.proto.write(frame)
@@ -294,6 +303,14 @@ class Worker:
             await chan.credit.wait()
             if chan.disconnected:
                 return
+
+    def finish_body(self, channel: int, chan: Channel, frame: bytes) -> None:
+        if chan.pending_start is not None:
+            frame, chan.pending_start = chan.pending_start + frame, None
+        chan.complete = True
+        self.write_last(frame)
+        if chan.waiting:
+            chan.inbox.put_nowait(_DISCONNECT)  # the receive() waiting now learns the response is done
 
     def websocket_io(self, channel: int, chan: Channel) -> tuple[Any, Any]:
         """The app's receive() and send() for one WebSocket."""
