@@ -204,6 +204,8 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
     for key in bare:
         b, e = statistics.median(bare[key]), statistics.median(edge[key])
         print(f"{key:<20}{b:>12.1f}{e:>12.1f}{e / b:>9.2f}")
+    after = statistics.median(a / q for a, q in zip(edge["after abandon ms"], edge["quiet ms"], strict=True))
+    print(f"edgecli after abandoning / quiet: {after:.2f}x (target <= 2x)")
 
 
 def main() -> int:
