@@ -231,9 +231,10 @@ class Exchange:
     async def websocket(self, inner: Scope) -> int:
         self.open(inner, None, False)
         item = await self.first_item()
-        if isinstance(item, tuple) and item[0] == "close":
-            # Closed before accepting: uvicorn answers the handshake with 403, as it does for bare apps.
-            await self.send({"type": "websocket.close", "code": item[1], "reason": item[2]})
+        if isinstance(item, tuple) and item[0] in ("close", "start"):
+            # Closed before accepting (or answered as plain HTTP, by a worker that knows no WebSockets):
+            # uvicorn answers the handshake with 403, as it does for a bare app that closes.
+            await self.send({"type": "websocket.close", "code": 1000, "reason": ""})
             return 403
         if not isinstance(item, tuple) or item[0] != "accept":
             return await self.refuse(item)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from serving import Served, make_project
 
+from edgecli.deno import deno_binary
+
 SLOW_READER = """
 import asyncio, hashlib
 from starlette.responses import JSONResponse
@@ -117,3 +119,30 @@ def test_a_stalled_body_is_bounded_and_serve_stays_up(project: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert b"sb-error-code: REQUEST_TIMEOUT" in answer
         assert srv.get("small").status_code == 200
+
+
+TS_DIGEST = """
+Deno.serve(async (req: Request) => {
+  const body = new Uint8Array(await req.arrayBuffer());
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return new Response(JSON.stringify({ size: body.length, sha256: hex, path: new URL(req.url).pathname }));
+});
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(deno_binary() is None, reason="Deno is not installed (edgecli[deno])")
+def test_a_typescript_function_takes_part_in_the_flow_control(tmp_path: Path) -> None:
+    body = os.urandom(5 << 20)  # ten windows' worth: the Deno worker must grant credit as it reads
+    project = make_project(tmp_path, {}, CONFIG)
+    ts = project / "supabase" / "functions" / "digest" / "index.ts"
+    ts.parent.mkdir(parents=True)
+    ts.write_text(TS_DIGEST)
+    with Served(project) as srv:
+        r = srv.post("digest", "/a", content=body, timeout=60)
+        assert r.status_code == 200, r.text
+        digest = hashlib.sha256(body).hexdigest()
+        assert r.json() == {"size": len(body), "sha256": digest, "path": "/digest/a"}
+        r = srv.post("digest", content=b"x" * 1000, headers={"expect": "100-continue"}, timeout=30)
+        assert r.status_code == 200 and r.json()["size"] == 1000
