@@ -9,7 +9,6 @@ on edgecli. Observations are compared after `normalize`, which replaces each ser
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from differential_apps import APPS, BARE
-from serving import Served, free_port, make_project, wait_until
+from serving import Served, free_port, listening, make_project, wait_until
 
 CONFIG = """
 [edge_runtime]
@@ -73,13 +72,7 @@ class BareUvicorn:
 
     def _listening(self) -> bool:
         assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"uvicorn exited: {self.out_path.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        return listening(self.proc, self.port, self.out_path.read_text)
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
