@@ -69,9 +69,6 @@ class IdleWatch:
         self._timer = loop.call_later(self.PERIOD, self.sweep) if self.deadlines else None
 
 
-IDLE_WATCH = IdleWatch()
-
-
 class WorkerGone(Exception):
     """The worker went away after the response started: the connection is aborted."""
 
@@ -140,11 +137,12 @@ class Exchange:
         idle = self.limits.request_idle_timeout_sec
         if not idle:
             return await self.stream.get()
-        IDLE_WATCH.add(self, idle)
+        watch = self.relay.idle_watch
+        watch.add(self, idle)
         try:
             return await self.stream.get()
         finally:
-            IDLE_WATCH.remove(self)
+            watch.remove(self)
 
     # -- HTTP ------------------------------------------------------------------------------------------
 

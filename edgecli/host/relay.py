@@ -21,7 +21,7 @@ from typing import Any
 from edgecli.events import Event
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import LOST, BootError
-from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange
+from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
 from edgecli.host.supervisor import Worker
 
@@ -91,6 +91,7 @@ class Relay:
         self.emit = emit
         self.verify_jwt = verify_jwt
         self.health = health  # (path, answer) under `serve --prod`: see edgecli/host/health.py
+        self.idle_watch = IdleWatch()  # the idle timeouts of the requests waiting for a response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
