@@ -160,8 +160,9 @@ class ServeCommand:
             log_level="warning",
             access_log=False,
             proxy_headers=False,
-            server_header=False,
-            date_header=False,
+            # `server` and `date` as bare uvicorn sends them: the function sees what uvicorn would give.
+            server_header=True,
+            date_header=True,
             timeout_graceful_shutdown=max(int(config.limits.graceful_exit_timeout_sec), 1),
         )
         self.server = _Uvicorn(uv_config)
