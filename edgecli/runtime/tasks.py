@@ -82,7 +82,8 @@ class TaskTracker:
         exc = None if task.cancelled() else task.exception()  # retrieved: no "never retrieved" noise
         if task.cancelled():
             reason = info.cancel_reason or "cancelled"
-            self._end(info, duration_ms, "cancelled", f"task {info.name} cancelled ({reason})", reason=reason)
+            message = f"task {info.name} cancelled ({reason})"
+            self._end(info, duration_ms, "cancelled", message, "warning", reason=reason)
         elif exc is None:
             self._end(info, duration_ms, "completed", f"task {info.name} completed")
         elif self.on_failure is None:
@@ -108,7 +109,9 @@ class TaskTracker:
             handled = await on_failure(exc, task)
         finally:
             self._failed(info, duration_ms, exc, handled=handled)
-            self.pending.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            judging = asyncio.current_task()
+            if judging is not None:
+                self.pending.pop(judging, None)
             if not self.pending:
                 self._idle.set()
 
@@ -135,7 +138,7 @@ class TaskTracker:
         report.reporter.emit(
             "task_end",
             message,
-            "warning" if status == "cancelled" else level,
+            level,
             request=info.request,
             task=info.id,
             name=info.name,
