@@ -46,10 +46,10 @@ from pathlib import Path
 
 from _load import have_wrk, run_load
 from _servers import Server, free_port, settle, stop_all
+from edgecli.host.store_feed import StoreFeed
 
 from edgecli.config import DEFAULT_EVENT_RETENTION
 from edgecli.events import Event, EventSink
-from edgecli.host.store_feed import StoreFeed
 
 # Shaped like a worker's log line: every base field set, a short message.
 SAMPLE = Event(

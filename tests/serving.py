@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 from edgecli.events import Event
-from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.store.reader import EventQuery, EventReader
 from edgecli.testing.process import alive as _alive
 
 DEFAULT_CONFIG = """\
@@ -37,6 +37,11 @@ port = 54321
 [edge_runtime]
 policy = "per_worker"
 """
+
+
+def rows(*events: Event) -> bytes:
+    """Events as the store process reads them from serve: their wire rows, one a line."""
+    return b"".join(event.to_row_json() + b"\n" for event in events)
 
 
 def stored_events(path: Path) -> list[Event]:

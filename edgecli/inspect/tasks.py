@@ -12,8 +12,8 @@ from edgecli.console import Cell, EventPrinter, Output, print_fields, print_tabl
 from edgecli.errors import EdgecliError, UsageError
 from edgecli.events import Event, iso_ts
 from edgecli.inspect.logs import store_path
-from edgecli.inspect.store import EventQuery, EventReader, StoredEvent
 from edgecli.render import fmt_duration, last_line, short_id
+from edgecli.store.reader import EventQuery, EventReader, StoredEvent
 
 STATUSES = ("running", "completed", "failed", "cancelled")
 _STATUS_TONE = {"running": "accent", "completed": "good", "failed": "bad", "cancelled": "warn"}
