@@ -2,7 +2,8 @@
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
                                  [--serve-seconds 2] [--serve-rounds 10] [--lines 19] [--connections 2,16]
-                                 [--paced-events 20000] [--paced-connections 16] [--no-serve | --paced-only]
+                                 [--paced-events 20000] [--paced-connections 16] [--reader-events 200000]
+                                 [--parts burst,sustained,serve,paced,readers] [--also DIR]
 
 1. burst    — emit N events into serve's StoreFeed as fast as one loop pass can (workers' events: they
               arrive as rows); report the emit cost, how long the store process takes to commit them
@@ -26,6 +27,14 @@
               round also loads it with the store off a second time: how far that lands from the first
               is the noise floor to read the figure by.
 
+5. readers  — a store of `reader-events` events (logs, requests, tasks of ten functions) written by the
+              store process; the median wall time of `edgecli logs`, `logs --function F` and `tasks
+              --json`, each a fresh process, as a user runs them.
+
+`--also DIR` runs each part a second time, right after this tree's, with DIR (another checkout, e.g.
+the tree before a change) first on PYTHONPATH: side by side in the same run. The script runs against
+the store format 3 package layout as well as the current one.
+
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
 """
@@ -39,6 +48,7 @@ import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +56,21 @@ from pathlib import Path
 
 from _load import have_wrk, run_load
 from _servers import Server, free_port, settle, stop_all
-from edgecli.host.store_feed import StoreFeed
 
 from edgecli.config import DEFAULT_EVENT_RETENTION
 from edgecli.events import Event, EventSink
+
+try:
+    from edgecli.store.feed import StoreFeed
+
+    def make_feed(path: Path, retention: int) -> StoreFeed:
+        return StoreFeed(path, retention, 100_000)  # bounded by count only, as before
+except ImportError:  # the tree before the store package (--also)
+    from edgecli.host.store_feed import StoreFeed  # type: ignore[no-redef]
+
+    def make_feed(path: Path, retention: int) -> StoreFeed:
+        return StoreFeed(path, retention=retention)  # type: ignore[call-arg]
+
 
 # Shaped like a worker's log line: every base field set, a short message.
 SAMPLE = Event(
@@ -68,14 +89,24 @@ class NullSink:
         pass
 
 
+def _batches(conn: sqlite3.Connection) -> bool:
+    """Whether the store is format 3 (a row per batch of events)."""
+    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_batches'").fetchone())
+
+
 def stored_count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT coalesce(sum(last - first + 1), 0) FROM event_batches").fetchone()[0])
+        sql = (
+            "SELECT coalesce(sum(last - first + 1), 0) FROM event_batches"
+            if _batches(conn)
+            else ("SELECT count(*) FROM events")
+        )
+        return int(conn.execute(sql).fetchone()[0])
 
 
 def burst(events: int, workdir: Path) -> None:
     path = workdir / "burst.db"
-    feed = StoreFeed(path, retention=max(events, DEFAULT_EVENT_RETENTION))
+    feed = make_feed(path, max(events, DEFAULT_EVENT_RETENTION))
     row = Event.from_row_json(SAMPLE.to_row_json())  # as a worker's event reaches serve: with its row
 
     async def emit_all() -> float:
@@ -141,7 +172,7 @@ def sustained(rate: int, seconds: float, rounds: int, workdir: Path) -> None:
         means["without"].append(statistics.fmean(timings))
         samples["without"] += timings
         path = workdir / f"sustained-{round_}.db"
-        feed = StoreFeed(path, retention=DEFAULT_EVENT_RETENTION)
+        feed = make_feed(path, DEFAULT_EVENT_RETENTION)
         timings, sent = asyncio.run(paced(feed, rate, seconds / rounds))
         feed.close()
         means["with"].append(statistics.fmean(timings))
@@ -193,7 +224,10 @@ main()
 SWITCHED_STORE = """\
 import signal
 import edgecli.host.server as server
-from edgecli.host.store_feed import StoreFeed
+try:
+    from edgecli.store.feed import StoreFeed
+except ImportError:
+    from edgecli.host.store_feed import StoreFeed
 
 class SwitchedStore:
     def __init__(self, *args, **kwargs):
@@ -250,8 +284,6 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
             report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
-    if lines and args.paced_events:
-        serve_paced(args, workdir, lines)
 
 
 def serve_paced(args: argparse.Namespace, workdir: Path, lines: int) -> None:
@@ -348,7 +380,65 @@ def _paired_change(
 def last_id(path: Path) -> int:
     """Events ever stored (ids only grow; a count would stop at the retention)."""
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT coalesce(max(last), 0) FROM event_batches").fetchone()[0])
+        sql = (
+            "SELECT coalesce(max(last), 0) FROM event_batches"
+            if _batches(conn)
+            else ("SELECT coalesce(max(id), 0) FROM events")
+        )
+        return int(conn.execute(sql).fetchone()[0])
+
+
+def reader_events(count: int) -> list[Event]:
+    """Events shaped like a busy project's: ten functions, requests with their logs, background tasks."""
+    events = []
+    now = time.time() - count / 1000
+    for i in range(count):
+        function = f"fn{i % 10}"
+        request = f"req-{i // 20:08d}"
+        ts = now + i / 1000
+        if i % 20 == 0:
+            events.append(Event("task_start", "task job started", function=function, request=request,
+                                task=f"{function}.t-{i}", ts=ts, fields={"name": "job"}))  # fmt: skip
+        elif i % 20 == 1:
+            fields = {"name": "job", "status": "completed", "duration_ms": 3.0, "error": None, "reason": None}
+            events.append(Event("task_end", "task job completed", function=function, request=request,
+                                task=f"{function}.t-{i - 1}", ts=ts, fields=fields))  # fmt: skip
+        elif i % 20 == 19:
+            fields = {"method": "GET", "path": "/", "status": 200, "duration_ms": 1.5}
+            events.append(
+                Event("request", "GET / 200", function=function, request=request, ts=ts, fields=fields)
+            )
+        else:
+            events.append(
+                Event("log", f"working on step {i % 20}", function=function, request=request, ts=ts)
+            )
+    return events
+
+
+def readers(count: int, workdir: Path, runs: int = 5) -> None:
+    """The wall time of the reading commands on a store of `count` events, as a user runs them."""
+    root = workdir / "readers"
+    (root / "supabase" / "functions").mkdir(parents=True)
+    (root / "supabase" / "config.toml").write_text("[api]\nport = 54321\n")
+    db = root / "supabase" / ".temp" / "edgecli" / "events.db"
+    feed = make_feed(db, count)
+    for event in reader_events(count):
+        feed.emit(event)
+    feed.close()
+    print(f"readers: {stored_count(db):,} events stored; median of {runs} runs, each a fresh process")
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    for args in (["logs"], ["logs", "--function", "fn3"], ["tasks", "--json"]):
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = subprocess.run([sys.executable, "-m", "edgecli", *args], cwd=root, env=env,
+                                    capture_output=True, check=True)  # fmt: skip
+            times.append(time.perf_counter() - started)
+        lines = result.stdout.count(b"\n")
+        print(f"  edgecli {' '.join(args):<22} {statistics.median(times):.3f} s  ({lines:,} lines)")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import edgecli.cli"], env=env, cwd=root, check=True)
+    print(f"  (python -c 'import edgecli.cli': {time.perf_counter() - started:.3f} s of that)")
 
 
 def _ints(text: str) -> list[int]:
@@ -373,18 +463,55 @@ def main() -> None:
         "--paced-events", type=int, default=20_000, help="events/s of the paced serve run (0: skip it)"
     )
     parser.add_argument("--paced-connections", type=int, default=16, help="connections of the paced run")
-    parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
-    parser.add_argument("--paced-only", action="store_true", help="run only the paced serve comparison")
-    args = parser.parse_args()
+    parser.add_argument("--reader-events", type=int, default=200_000, help="events in the readers' store")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts, of {','.join(PARTS)}")
+    parser.add_argument("--also", type=Path, help="another checkout to run each part with, right after")
+    args, _ = parser.parse_known_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if args.also is not None:
+        for part in parts:
+            for label, tree in (("this tree", None), (str(args.also), args.also)):
+                print(f"== {part}: {label} ==", flush=True)
+                env = {**os.environ, "PYTHONPATH": str(tree.resolve())} if tree else None
+                subprocess.run([sys.executable, __file__, *_passed_on(sys.argv[1:]), "--parts", part],
+                               env=env, check=True, cwd=tempfile.gettempdir())  # fmt: skip
+        return
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
-        if args.paced_only:
-            serve_paced(args, Path(tmp), args.lines)
-            return
-        burst(args.events, Path(tmp))
-        sustained(args.rate, args.seconds, args.rounds, Path(tmp))
-        if not args.no_serve:
-            for lines in (0, args.lines):
-                serve(args, Path(tmp), lines)
+        for part in parts:
+            run_part(part, args, Path(tmp))
+
+
+def _passed_on(argv: list[str]) -> list[str]:
+    """The command line without --also and --parts (and their values)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--also", "--parts"):
+            skip = True
+        elif not arg.startswith(("--also=", "--parts=")):
+            kept.append(arg)
+    return kept
+
+
+PARTS = ("burst", "sustained", "serve", "paced", "readers")
+
+
+def run_part(part: str, args: argparse.Namespace, tmp: Path) -> None:
+    if part == "burst":
+        burst(args.events, tmp)
+    elif part == "sustained":
+        sustained(args.rate, args.seconds, args.rounds, tmp)
+    elif part == "serve":
+        for lines in (0, args.lines):
+            serve(args, tmp, lines)
+    elif part == "paced":
+        serve_paced(args, tmp, args.lines)
+    elif part == "readers":
+        readers(args.reader_events, tmp)
 
 
 if __name__ == "__main__":

@@ -182,6 +182,19 @@ def test_retention_by_bytes_keeps_the_file_near_its_limit_and_the_newest_events(
     assert 100 < _count(path) < 1000
 
 
+def test_a_store_larger_than_a_lowered_limit_shrinks(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    big = _writer(path)
+    big.write(rows(*(Event("log", f"{i} " + "x" * 2000) for i in range(2000))))  # ~4 MB
+    big.close()
+    assert _db_bytes(path) > 3 << 20
+    small = _writer(path, retention_bytes=1 << 20)
+    small.write(rows(Event("log", "newest")))
+    small.close()
+    assert _db_bytes(path) <= 1.5 * (1 << 20)
+    assert stored_events(path)[-1].message == "newest"
+
+
 def test_a_deleted_store_is_noticed_and_a_fresh_one_started_without_the_old_wal(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     said: list[str] = []
