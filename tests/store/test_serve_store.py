@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -155,3 +156,22 @@ def test_logs_and_tasks_on_a_damaged_store_say_so_in_one_paragraph(tmp_path: Pat
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr and "Could not read the event store" in result.stderr, args
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_readers_meeting_an_older_store_say_so_and_serve_replaces_it(tmp_path: Path) -> None:
+    project = make_project(tmp_path, {"f": FUNCTION})
+    store = _store(project)
+    store.parent.mkdir(parents=True)
+    with sqlite3.connect(store) as conn:  # store format 3: a row per batch of events
+        conn.execute(
+            "CREATE TABLE event_batches (last INTEGER PRIMARY KEY, first INTEGER, stored REAL, rows TEXT)"
+        )
+        conn.execute("PRAGMA user_version = 3")
+    for args in (("logs",), ("tasks",)):
+        result = _cli(project, *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "store format 3" in result.stderr and "replaces it" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with Served(project) as srv:
+        assert srv.get("f", params={"n": "1"}).status_code == 200
+        wait_until(lambda: _said(project) == ["said 1"], what="the line in the new store")
