@@ -393,7 +393,7 @@ def reader_events(count: int) -> list[Event]:
     events = []
     now = time.time() - count / 1000
     for i in range(count):
-        function = f"fn{i % 10}"
+        function = f"fn{i // 20 % 10}"  # a request's events (and its task's) are one function's
         request = f"req-{i // 20:08d}"
         ts = now + i / 1000
         if i % 20 == 0:
