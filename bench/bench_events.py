@@ -30,6 +30,8 @@
 5. readers  — a store of `reader-events` events (logs, requests, tasks of ten functions) written by the
               store process; the median wall time of `edgecli logs`, `logs --function F` and `tasks
               --json`, each a fresh process, as a user runs them.
+6. indexes  — SQLite's CPU per event written and deleted, and the readers' queries on that many
+              events, with no secondary index, with two and with all of the schema's (this tree only).
 
 `--also DIR` runs each part a second time, right after this tree's, with DIR (another checkout, e.g.
 the tree before a change) first on PYTHONPATH: side by side in the same run. The script runs against
@@ -473,6 +475,8 @@ def main() -> None:
     if args.also is not None:
         for part in parts:
             for label, tree in (("this tree", None), (str(args.also), args.also)):
+                if part == "indexes" and tree is not None:
+                    continue  # this tree's schema only
                 print(f"== {part}: {label} ==", flush=True)
                 env = {**os.environ, "PYTHONPATH": str(tree.resolve())} if tree else None
                 subprocess.run([sys.executable, __file__, *_passed_on(sys.argv[1:]), "--parts", part],
@@ -481,6 +485,61 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
         for part in parts:
             run_part(part, args, Path(tmp))
+
+
+_INDEX_QUERIES = {
+    "newest 100": ("SELECT * FROM events ORDER BY id DESC LIMIT 100", []),
+    "--function (absent)": ("SELECT * FROM events WHERE function = ? ORDER BY id DESC LIMIT 100", ["zz"]),
+    "--request": ("SELECT * FROM events WHERE request = ? ORDER BY id DESC LIMIT 100", ["req-00005000"]),
+    "tasks": ("SELECT * FROM events WHERE kind IN ('task_start', 'task_end') ORDER BY id", []),
+    "--level error": ("SELECT * FROM events WHERE level = 'error' ORDER BY id DESC LIMIT 100", []),
+}
+
+
+def indexes(count: int, workdir: Path) -> None:
+    """SQLite's CPU per event written and deleted, and the readers' queries, by the secondary indexes the
+    events table has (this tree's schema only)."""
+    from edgecli.store import schema
+    from edgecli.store.writer import parse_rows
+
+    rows, _ = parse_rows(b"".join(event.to_row_json() + b"\n" for event in reader_events(count)))
+    table, *creates = schema._SCHEMA.split(";")[:-1]
+    named = {create.split()[2]: create for create in creates if "CREATE INDEX" in create}
+    insert = "INSERT INTO events (ts, kind, function, worker, request, task, level, message, extra) VALUES "
+    print(f"indexes: {count:,} events written 2,000 a transaction, half deleted and written again")
+    for label, names in (
+        ("none", []),
+        ("request, task", ["events_request", "events_task"]),
+        ("all", list(named)),
+    ):
+        conn = sqlite3.connect(workdir / f"indexes-{len(names)}.db")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(";".join([table, *(named[name] for name in names)]))
+        cpu = time.process_time()
+        for start in range(0, len(rows), 2000):
+            with conn:
+                conn.executemany(insert + "(?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[start : start + 2000])
+        written = (time.process_time() - cpu) / len(rows) * 1e6
+        cpu = time.process_time()
+        with conn:
+            conn.execute("DELETE FROM events WHERE id <= ?", (len(rows) // 2,))
+        deleted = (time.process_time() - cpu) / (len(rows) // 2) * 1e6
+        with conn:
+            conn.executemany(insert + "(?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[: len(rows) // 2])
+        timings = []
+        for name, (sql, params) in _INDEX_QUERIES.items():
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                conn.execute(sql, params).fetchall()
+                runs.append(time.perf_counter() - started)
+            timings.append(f"{name} {statistics.median(runs) * 1e3:.0f} ms")
+        conn.close()
+        print(
+            f"  {label:<14} insert {written:.2f} µs, delete {deleted:.2f} µs per event (CPU); "
+            + ", ".join(timings)
+        )
 
 
 def _passed_on(argv: list[str]) -> list[str]:
@@ -497,7 +556,7 @@ def _passed_on(argv: list[str]) -> list[str]:
     return kept
 
 
-PARTS = ("burst", "sustained", "serve", "paced", "readers")
+PARTS = ("burst", "sustained", "serve", "paced", "readers", "indexes")
 
 
 def run_part(part: str, args: argparse.Namespace, tmp: Path) -> None:
@@ -512,6 +571,8 @@ def run_part(part: str, args: argparse.Namespace, tmp: Path) -> None:
         serve_paced(args, tmp, args.lines)
     elif part == "readers":
         readers(args.reader_events, tmp)
+    elif part == "indexes":
+        indexes(args.reader_events, tmp)
 
 
 if __name__ == "__main__":
