@@ -84,7 +84,7 @@ def open_writer(path: Path) -> sqlite3.Connection:
                 _create(path)
     conn = _connect(path, "rw")
     conn.isolation_level = "IMMEDIATE"  # a write transaction waits for the write lock as it begins
-    try:
+    with _closed_on_error(conn, path):
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         # NORMAL is safe in WAL mode: a killed process loses nothing committed, only a power cut can.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -92,12 +92,6 @@ def open_writer(path: Path) -> sqlite3.Connection:
         if version in _OLDER_FORMATS or (version == 0 and _is_empty(conn)):
             _replace_older(conn, version)
         _check(conn, path, _version(conn))
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise unreadable(path, exc) from None
-    except StoreError:
-        conn.close()
-        raise
     restrict(path)
     return conn
 
@@ -105,14 +99,8 @@ def open_writer(path: Path) -> sqlite3.Connection:
 def open_reader(path: Path) -> sqlite3.Connection:
     """The store at `path` opened read-only; StoreError when it is not one this edgecli reads."""
     conn = _connect(path, "ro")
-    try:
+    with _closed_on_error(conn, path):
         _check(conn, path, _version(conn))
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise unreadable(path, exc) from None
-    except StoreError:
-        conn.close()
-        raise
     return conn
 
 
@@ -129,6 +117,19 @@ def unreadable(path: Path, exc: Exception) -> StoreError:
         f"Could not read the event store {path} ({exc}): the file is damaged or not an edgecli event "
         "store. It only holds past logs: delete it, and `edgecli serve` creates a fresh one."
     )
+
+
+@contextlib.contextmanager
+def _closed_on_error(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """Close `conn` if the block fails; SQLite's errors become the one-paragraph StoreError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise unreadable(path, exc) from None
+    except StoreError:
+        conn.close()
+        raise
 
 
 def _connect(path: Path, mode: str) -> sqlite3.Connection:

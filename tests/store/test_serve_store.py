@@ -3,20 +3,14 @@ and what `logs` and `tasks` say about a store they cannot read."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import stat
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
-from serving import Served, make_project, stored_events, wait_until
+from serving import Served, following_logs, make_project, run_cli, stored_events, wait_until
 
 from edgecli.events import Event
 from edgecli.store.writer import StoreWriter
@@ -28,18 +22,6 @@ async def handler(req):
     print("said", req.query_params.get("n"))
     return PlainTextResponse("ok")
 """
-_ENV = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-
-
-def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecli", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_ENV,
-    )
 
 
 def _store(project: Path) -> Path:
@@ -81,37 +63,11 @@ def _dead(proc: psutil.Process) -> bool:
         return True
 
 
-@contextmanager
-def _following(project: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """`edgecli logs -f --json -n 1`, and the lines it printed so far (read by a thread)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgecli", "logs", "-f", "--json", "-n", "1"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_ENV,
-    )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        yield proc, lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.timeout(90)
 def test_a_store_deleted_while_serving_is_made_afresh_and_followed(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"f": FUNCTION})
     store = _store(project)
-    with Served(project) as srv, _following(project) as (follower, followed):
+    with Served(project) as srv, following_logs(project, "-n", "1") as (follower, followed):
         wait_until(lambda: followed, timeout=30, what="`logs -f` to read the store")
         assert srv.get("f", params={"n": "old"}).status_code == 200
         wait_until(lambda: any("said old" in line for line in followed), what="`logs -f` to print it")
@@ -120,7 +76,7 @@ def test_a_store_deleted_while_serving_is_made_afresh_and_followed(tmp_path: Pat
         wait_until(lambda: store.exists() and _said(project) == ["said new"], what="a fresh store")
         # `logs -f` moved to the new file
         wait_until(lambda: any("said new" in line for line in followed), what="`logs -f` to follow")
-        logs = _cli(project, "logs")
+        logs = run_cli(project, "logs")
         assert logs.returncode == 0 and "said new" in logs.stdout and "said old" not in logs.stdout
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0
@@ -152,7 +108,7 @@ def test_logs_and_tasks_on_a_damaged_store_say_so_in_one_paragraph(tmp_path: Pat
         data[page : page + 300] = b"\xa5" * 300
     store.write_bytes(bytes(data))
     for args in (("logs", "-n", "1000000"), ("tasks",), ("tasks", "--json"), ("logs", "--function", "f")):
-        result = _cli(project, *args)
+        result = run_cli(project, *args)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr and "Could not read the event store" in result.stderr, args
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -168,7 +124,7 @@ def test_readers_meeting_an_older_store_say_so_and_serve_replaces_it(tmp_path: P
         )
         conn.execute("PRAGMA user_version = 3")
     for args in (("logs",), ("tasks",)):
-        result = _cli(project, *args)
+        result = run_cli(project, *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert "store format 3" in result.stderr and "replaces it" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -3,20 +3,14 @@ stored exactly once and in the order its serve sent it, and `logs -f` and `invok
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
-from serving import Served, make_project, stored_events, wait_until
+from serving import Served, following_logs, make_project, run_cli, stored_events, wait_until
 
 FUNCTION = """
 from starlette.responses import PlainTextResponse
@@ -39,37 +33,10 @@ CLIENTS = 2  # per serve, each sending its requests one after another
 CONFIG = '[api]\nport = 54321\n\n[edge_runtime]\npolicy = "per_worker"\nmax_parallelism = 1\n'
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edgecli", *args]
-
-
-_ENV = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-
-
-@contextlib.contextmanager
-def _following(project: Path) -> Iterator[subprocess.Popen[str]]:
-    """`edgecli logs -f --json -n 1` in `project`: it prints the newest event once it reads the store
-    (the two serves' boots are there), then follows. It does not outlive the block."""
-    proc = subprocess.Popen(
-        _cli("logs", "-f", "--json", "-n", "1"), cwd=project, stdout=subprocess.PIPE, text=True, env=_ENV
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def _load(srv: Served, name: str, client: int) -> None:
     for n in range(REQUESTS):
         response = srv.get(name, params={"tag": f"{name}{client}-{n}"})
         assert response.status_code == 200, response.text
-
-
-def _read_lines(stream: IO[str], into: list[str]) -> None:
-    for line in stream:
-        into.append(line)
 
 
 def _lines(messages: list[str]) -> list[tuple[str, int, int]]:
@@ -100,11 +67,11 @@ def test_two_serves_write_one_store_and_readers_see_every_event_once(tmp_path: P
     project = make_project(tmp_path, {"a": source, "b": source}, CONFIG)
     store = project / "supabase" / ".temp" / "edgecli" / "events.db"
     total = 2 * CLIENTS * REQUESTS * LINES
-    with Served(project, "a") as first, Served(project, "b") as second, _following(project) as follower:
-        assert follower.stdout is not None
-        followed: list[str] = []
-        reading = threading.Thread(target=_read_lines, args=(follower.stdout, followed), daemon=True)
-        reading.start()
+    with (
+        Served(project, "a") as first,
+        Served(project, "b") as second,
+        following_logs(project, "-n", "1") as (follower, followed),  # prints the newest event, then more
+    ):
         wait_until(lambda: followed, timeout=30, what="`logs -f` to read the store")
         clients = [
             threading.Thread(target=_load, args=(srv, name, c))
@@ -114,14 +81,7 @@ def test_two_serves_write_one_store_and_readers_see_every_event_once(tmp_path: P
         for client in clients:
             client.start()
         # While both take load, `invoke --wait` on the first one follows its request to the end.
-        invoked = subprocess.run(
-            _cli("invoke", "a", "--url", first.base_url, "--wait"),
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_ENV,
-        )
+        invoked = run_cli(project, "invoke", "a", "--url", first.base_url, "--wait")
         for client in clients:
             client.join(timeout=120)
         assert invoked.returncode == 0, invoked.stdout + invoked.stderr
@@ -134,7 +94,6 @@ def test_two_serves_write_one_store_and_readers_see_every_event_once(tmp_path: P
         )
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=10) == 0
-        reading.join(timeout=10)
     stored = stored_events(store)
     _check_every_line_once_in_order(_lines([event.message for event in stored]))
     records = [json.loads(line) for line in followed]
