@@ -92,6 +92,8 @@ class StoreFeed:
         if self._unsent and self._fd is not None:
             self._wait_writable()
         self._close_pipe()
+        if self.dropped:
+            _say(f"edgecli: {self.dropped} events were dropped while too many waited for the event store.")
         try:
             self.proc.wait(CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -193,6 +195,11 @@ class StoreFeed:
     def _drop_oldest(self) -> None:
         """Drop whole writes, oldest first (but one the pipe took part of), until what waits fits."""
         keep_head = self._head_started
+        if not self.dropped:
+            _say(
+                f"edgecli: more than {HOLD_BYTES >> 20} MB of events are waiting for the event store; the "
+                "oldest are dropped until it catches up (serving goes on)."
+            )
         while self._unsent_bytes > HOLD_BYTES and len(self._unsent) > 1 + keep_head:
             index = 1 if keep_head else 0
             chunk = self._unsent[index]
