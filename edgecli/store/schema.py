@@ -44,7 +44,8 @@ _OLDER_FORMATS = {
     2: ("DROP VIEW IF EXISTS events", "DROP TABLE IF EXISTS event_rows"),
     3: ("DROP VIEW IF EXISTS events", "DROP TABLE IF EXISTS event_batches"),
 }
-BUSY_TIMEOUT_S = 30.0  # another serve's commit, or a reader's checkpoint, is waited for this long
+BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another serve's commit, or a checkpoint
+READER_BUSY_TIMEOUT_S = 2.0  # readers wait less: in SQLite's wait, a Ctrl-C is not seen
 DIR_MODE = 0o700  # the events hold what functions log (tokens, personal data): the user's only
 FILE_MODE = 0o600
 SIDE_FILES = ("-wal", "-shm")
@@ -137,7 +138,7 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
         conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode={mode}",
             uri=True,
-            timeout=BUSY_TIMEOUT_S,
+            timeout=BUSY_TIMEOUT_S if mode == "rw" else READER_BUSY_TIMEOUT_S,
             check_same_thread=False,
         )
     except sqlite3.DatabaseError as exc:
