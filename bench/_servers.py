@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 FORKSERVER_MODULE = "edgecli.runtime.forkserver"
-STORE_MODULE = "edgecli.store_process"
+STORE_MODULE = "edgecli.store.writer"
 PR_SET_PDEATHSIG = 1
 
 

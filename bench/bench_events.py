@@ -2,7 +2,8 @@
 
     python bench/bench_events.py [--events 200000] [--rate 20000] [--seconds 8] [--rounds 8]
                                  [--serve-seconds 2] [--serve-rounds 10] [--lines 19] [--connections 2,16]
-                                 [--paced-events 20000] [--paced-connections 16] [--no-serve | --paced-only]
+                                 [--paced-events 20000] [--paced-connections 16] [--reader-events 200000]
+                                 [--parts burst,sustained,serve,paced,readers] [--also DIR]
 
 1. burst    — emit N events into serve's StoreFeed as fast as one loop pass can (workers' events: they
               arrive as rows); report the emit cost, how long the store process takes to commit them
@@ -26,6 +27,16 @@
               round also loads it with the store off a second time: how far that lands from the first
               is the noise floor to read the figure by.
 
+5. readers  — a store of `reader-events` events (logs, requests, tasks of ten functions) written by the
+              store process; the median wall time of `edgecli logs`, `logs --function F` and `tasks
+              --json`, each a fresh process, as a user runs them.
+6. indexes  — SQLite's CPU per event written and deleted, and the readers' queries on that many
+              events, with no secondary index, with two and with all of the schema's (this tree only).
+
+`--also DIR` runs each part a second time, right after this tree's, with DIR (another checkout, e.g.
+the tree before a change) first on PYTHONPATH: side by side in the same run. The script runs against
+the store format 3 package layout as well as the current one.
+
 Each run uses a fresh store in a temporary directory with the default retention (200,000 events), so
 the burst also pays for retention trimming once the store is full.
 """
@@ -39,6 +50,7 @@ import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +61,18 @@ from _servers import Server, free_port, settle, stop_all
 
 from edgecli.config import DEFAULT_EVENT_RETENTION
 from edgecli.events import Event, EventSink
-from edgecli.host.store_feed import StoreFeed
+
+try:
+    from edgecli.store.feed import StoreFeed
+
+    def make_feed(path: Path, retention: int) -> StoreFeed:
+        return StoreFeed(path, retention, 100_000)  # bounded by count only, as before
+except ImportError:  # the tree before the store package (--also)
+    from edgecli.host.store_feed import StoreFeed  # type: ignore[no-redef]
+
+    def make_feed(path: Path, retention: int) -> StoreFeed:
+        return StoreFeed(path, retention=retention)  # type: ignore[call-arg]
+
 
 # Shaped like a worker's log line: every base field set, a short message.
 SAMPLE = Event(
@@ -68,14 +91,24 @@ class NullSink:
         pass
 
 
+def _batches(conn: sqlite3.Connection) -> bool:
+    """Whether the store is format 3 (a row per batch of events)."""
+    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_batches'").fetchone())
+
+
 def stored_count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT coalesce(sum(last - first + 1), 0) FROM event_batches").fetchone()[0])
+        sql = (
+            "SELECT coalesce(sum(last - first + 1), 0) FROM event_batches"
+            if _batches(conn)
+            else ("SELECT count(*) FROM events")
+        )
+        return int(conn.execute(sql).fetchone()[0])
 
 
 def burst(events: int, workdir: Path) -> None:
     path = workdir / "burst.db"
-    feed = StoreFeed(path, retention=max(events, DEFAULT_EVENT_RETENTION))
+    feed = make_feed(path, max(events, DEFAULT_EVENT_RETENTION))
     row = Event.from_row_json(SAMPLE.to_row_json())  # as a worker's event reaches serve: with its row
 
     async def emit_all() -> float:
@@ -141,7 +174,7 @@ def sustained(rate: int, seconds: float, rounds: int, workdir: Path) -> None:
         means["without"].append(statistics.fmean(timings))
         samples["without"] += timings
         path = workdir / f"sustained-{round_}.db"
-        feed = StoreFeed(path, retention=DEFAULT_EVENT_RETENTION)
+        feed = make_feed(path, DEFAULT_EVENT_RETENTION)
         timings, sent = asyncio.run(paced(feed, rate, seconds / rounds))
         feed.close()
         means["with"].append(statistics.fmean(timings))
@@ -193,7 +226,10 @@ main()
 SWITCHED_STORE = """\
 import signal
 import edgecli.host.server as server
-from edgecli.host.store_feed import StoreFeed
+try:
+    from edgecli.store.feed import StoreFeed
+except ImportError:
+    from edgecli.host.store_feed import StoreFeed
 
 class SwitchedStore:
     def __init__(self, *args, **kwargs):
@@ -250,8 +286,6 @@ def serve(args: argparse.Namespace, workdir: Path, lines: int) -> None:
             report_comparison(results, stored_rates)
     finally:
         stop_all(servers)
-    if lines and args.paced_events:
-        serve_paced(args, workdir, lines)
 
 
 def serve_paced(args: argparse.Namespace, workdir: Path, lines: int) -> None:
@@ -348,7 +382,65 @@ def _paired_change(
 def last_id(path: Path) -> int:
     """Events ever stored (ids only grow; a count would stop at the retention)."""
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT coalesce(max(last), 0) FROM event_batches").fetchone()[0])
+        sql = (
+            "SELECT coalesce(max(last), 0) FROM event_batches"
+            if _batches(conn)
+            else ("SELECT coalesce(max(id), 0) FROM events")
+        )
+        return int(conn.execute(sql).fetchone()[0])
+
+
+def reader_events(count: int) -> list[Event]:
+    """Events shaped like a busy project's: ten functions, requests with their logs, background tasks."""
+    events = []
+    now = time.time() - count / 1000
+    for i in range(count):
+        function = f"fn{i // 20 % 10}"  # a request's events (and its task's) are one function's
+        request = f"req-{i // 20:08d}"
+        ts = now + i / 1000
+        if i % 20 == 0:
+            events.append(Event("task_start", "task job started", function=function, request=request,
+                                task=f"{function}.t-{i}", ts=ts, fields={"name": "job"}))  # fmt: skip
+        elif i % 20 == 1:
+            fields = {"name": "job", "status": "completed", "duration_ms": 3.0, "error": None, "reason": None}
+            events.append(Event("task_end", "task job completed", function=function, request=request,
+                                task=f"{function}.t-{i - 1}", ts=ts, fields=fields))  # fmt: skip
+        elif i % 20 == 19:
+            fields = {"method": "GET", "path": "/", "status": 200, "duration_ms": 1.5}
+            events.append(
+                Event("request", "GET / 200", function=function, request=request, ts=ts, fields=fields)
+            )
+        else:
+            events.append(
+                Event("log", f"working on step {i % 20}", function=function, request=request, ts=ts)
+            )
+    return events
+
+
+def readers(count: int, workdir: Path, runs: int = 5) -> None:
+    """The wall time of the reading commands on a store of `count` events, as a user runs them."""
+    root = workdir / "readers"
+    (root / "supabase" / "functions").mkdir(parents=True)
+    (root / "supabase" / "config.toml").write_text("[api]\nport = 54321\n")
+    db = root / "supabase" / ".temp" / "edgecli" / "events.db"
+    feed = make_feed(db, count)
+    for event in reader_events(count):
+        feed.emit(event)
+    feed.close()
+    print(f"readers: {stored_count(db):,} events stored; median of {runs} runs, each a fresh process")
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    for args in (["logs"], ["logs", "--function", "fn3"], ["tasks", "--json"]):
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = subprocess.run([sys.executable, "-m", "edgecli", *args], cwd=root, env=env,
+                                    capture_output=True, check=True)  # fmt: skip
+            times.append(time.perf_counter() - started)
+        lines = result.stdout.count(b"\n")
+        print(f"  edgecli {' '.join(args):<22} {statistics.median(times):.3f} s  ({lines:,} lines)")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import edgecli.cli"], env=env, cwd=root, check=True)
+    print(f"  (python -c 'import edgecli.cli': {time.perf_counter() - started:.3f} s of that)")
 
 
 def _ints(text: str) -> list[int]:
@@ -373,18 +465,114 @@ def main() -> None:
         "--paced-events", type=int, default=20_000, help="events/s of the paced serve run (0: skip it)"
     )
     parser.add_argument("--paced-connections", type=int, default=16, help="connections of the paced run")
-    parser.add_argument("--no-serve", action="store_true", help="skip the part that runs edgecli serve")
-    parser.add_argument("--paced-only", action="store_true", help="run only the paced serve comparison")
-    args = parser.parse_args()
+    parser.add_argument("--reader-events", type=int, default=200_000, help="events in the readers' store")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts, of {','.join(PARTS)}")
+    parser.add_argument("--also", type=Path, help="another checkout to run each part with, right after")
+    args, _ = parser.parse_known_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if args.also is not None:
+        for part in parts:
+            for label, tree in (("this tree", None), (str(args.also), args.also)):
+                if part == "indexes" and tree is not None:
+                    continue  # this tree's schema only
+                print(f"== {part}: {label} ==", flush=True)
+                env = {**os.environ, "PYTHONPATH": str(tree.resolve())} if tree else None
+                subprocess.run([sys.executable, __file__, *_passed_on(sys.argv[1:]), "--parts", part],
+                               env=env, check=True, cwd=tempfile.gettempdir())  # fmt: skip
+        return
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-") as tmp:
-        if args.paced_only:
-            serve_paced(args, Path(tmp), args.lines)
-            return
-        burst(args.events, Path(tmp))
-        sustained(args.rate, args.seconds, args.rounds, Path(tmp))
-        if not args.no_serve:
-            for lines in (0, args.lines):
-                serve(args, Path(tmp), lines)
+        for part in parts:
+            run_part(part, args, Path(tmp))
+
+
+_INDEX_QUERIES = {
+    "newest 100": ("SELECT * FROM events ORDER BY id DESC LIMIT 100", []),
+    "--function (absent)": ("SELECT * FROM events WHERE function = ? ORDER BY id DESC LIMIT 100", ["zz"]),
+    "--request": ("SELECT * FROM events WHERE request = ? ORDER BY id DESC LIMIT 100", ["req-00005000"]),
+    "tasks": ("SELECT * FROM events WHERE kind IN ('task_start', 'task_end') ORDER BY id", []),
+    "--level error": ("SELECT * FROM events WHERE level = 'error' ORDER BY id DESC LIMIT 100", []),
+}
+
+
+def indexes(count: int, workdir: Path) -> None:
+    """SQLite's CPU per event written and deleted, and the readers' queries, by the secondary indexes the
+    events table has (this tree's schema only)."""
+    from edgecli.store import schema
+    from edgecli.store.writer import parse_rows
+
+    rows, _ = parse_rows(b"".join(event.to_row_json() + b"\n" for event in reader_events(count)))
+    table, *creates = schema._SCHEMA.split(";")[:-1]
+    named = {create.split()[2]: create for create in creates if "CREATE INDEX" in create}
+    insert = "INSERT INTO events (ts, kind, function, worker, request, task, level, message, extra) VALUES "
+    print(f"indexes: {count:,} events written 2,000 a transaction, half deleted and written again")
+    for label, names in (
+        ("none", []),
+        ("request, task", ["events_request", "events_task"]),
+        ("all", list(named)),
+    ):
+        conn = sqlite3.connect(workdir / f"indexes-{len(names)}.db")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(";".join([table, *(named[name] for name in names)]))
+        cpu = time.process_time()
+        for start in range(0, len(rows), 2000):
+            with conn:
+                conn.executemany(insert + "(?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[start : start + 2000])
+        written = (time.process_time() - cpu) / len(rows) * 1e6
+        cpu = time.process_time()
+        with conn:
+            conn.execute("DELETE FROM events WHERE id <= ?", (len(rows) // 2,))
+        deleted = (time.process_time() - cpu) / (len(rows) // 2) * 1e6
+        with conn:
+            conn.executemany(insert + "(?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[: len(rows) // 2])
+        timings = []
+        for name, (sql, params) in _INDEX_QUERIES.items():
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                conn.execute(sql, params).fetchall()
+                runs.append(time.perf_counter() - started)
+            timings.append(f"{name} {statistics.median(runs) * 1e3:.0f} ms")
+        conn.close()
+        print(
+            f"  {label:<14} insert {written:.2f} µs, delete {deleted:.2f} µs per event (CPU); "
+            + ", ".join(timings)
+        )
+
+
+def _passed_on(argv: list[str]) -> list[str]:
+    """The command line without --also and --parts (and their values)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--also", "--parts"):
+            skip = True
+        elif not arg.startswith(("--also=", "--parts=")):
+            kept.append(arg)
+    return kept
+
+
+PARTS = ("burst", "sustained", "serve", "paced", "readers", "indexes")
+
+
+def run_part(part: str, args: argparse.Namespace, tmp: Path) -> None:
+    if part == "burst":
+        burst(args.events, tmp)
+    elif part == "sustained":
+        sustained(args.rate, args.seconds, args.rounds, tmp)
+    elif part == "serve":
+        for lines in (0, args.lines):
+            serve(args, tmp, lines)
+    elif part == "paced":
+        serve_paced(args, tmp, args.lines)
+    elif part == "readers":
+        readers(args.reader_events, tmp)
+    elif part == "indexes":
+        indexes(args.reader_events, tmp)
 
 
 if __name__ == "__main__":

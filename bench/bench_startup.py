@@ -46,11 +46,12 @@ def _project(root: Path) -> Path:
     subprocess.run([EDGECLI, "init", "--workdir", str(root)], check=True, capture_output=True)
     from edgecli.config import Config
     from edgecli.events import Event
-    from edgecli.store import StoreWriter
+    from edgecli.store.writer import StoreWriter
 
-    writer = StoreWriter(Config(project_dir=root).events_db, retention=1000)
-    for i in range(20):
-        writer.emit(Event("log", f"line {i}", function="hello"))
+    writer = StoreWriter(Config(project_dir=root).events_db, 1000, 1 << 30)
+    writer.write(
+        b"".join(Event("log", f"line {i}", function="hello").to_row_json() + b"\n" for i in range(20))
+    )
     writer.close()
     return root
 

@@ -31,6 +31,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 DEFAULT_DB_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 DEFAULT_EVENT_RETENTION = 200_000
+DEFAULT_EVENT_RETENTION_MB = 100
 
 
 # Read once: os.cpu_count() reads sysfs on every call, and pools ask on every request.
@@ -115,6 +116,7 @@ class Config:
     skipped: tuple[str, ...] = ()  # one readable line per function folder that is not served, and why
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
+    event_retention_mb: int = DEFAULT_EVENT_RETENTION_MB  # the store's size in MB, at most
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
     inspect: str | None = None  # HOST:PORT of the debugger for the (one) function served, if inspecting
     inspect_mode: str = "run"  # run | brk | wait
@@ -178,10 +180,11 @@ _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
     "max_body_mb": (float, 0, 1_048_576),
 }
 _RETENTION_RANGE = (1, 100_000_000)
+_RETENTION_MB_RANGE = (1, 1_000_000)
 _PORT_RANGE = (1, 65_535)
 # Keys Supabase itself puts in [edge_runtime]; edgecli accepts them (inspector_port, deno_version unused).
 _EDGE_RUNTIME_KEYS = frozenset({"enabled", "policy", "inspector_port", "deno_version", "secrets"})
-_EDGECLI_EDGE_RUNTIME_KEYS = frozenset({*LIMIT_KEYS, "event_retention"})
+_EDGECLI_EDGE_RUNTIME_KEYS = frozenset({*LIMIT_KEYS, "event_retention", "event_retention_mb"})
 _FUNCTION_KEYS = frozenset({"enabled", "verify_jwt", "entrypoint", *LIMIT_KEYS})
 _SUPABASE_FUNCTION_KEYS = frozenset({"import_map", "static"})  # Deno-only: accepted and ignored
 # Entrypoints Deno serves (a stock Supabase function is index.ts), tried when there is no index.py.
@@ -306,6 +309,8 @@ def load_config(
         warnings=(*warnings, *secret_warnings, *found.warnings),
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
+        event_retention_mb=_read_int(src, ("edge_runtime",), "event_retention_mb", edge, *_RETENTION_MB_RANGE)
+        or DEFAULT_EVENT_RETENTION_MB,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
         state_root=Path(env[ENV_STATE_DIR]).resolve() if env.get(ENV_STATE_DIR) else None,
         store=over.store is not False,

@@ -1,41 +1,41 @@
-"""Event records: what the runtime reports (DESIGN §7 "Event records"), as small frozen dataclasses.
+"""Event records: what the runtime reports, as a small frozen dataclass and one constructor per kind.
 
-Both sides speak these: a worker sends each event over the wire as its row in JSON
-(`Event.to_row_json()`: the store's column order, extra fields as a nested object), the host turns it
-back with `Event.from_row_json()` and hands it to its sinks (the terminal printer, the SQLite store),
-and the store writes those same bytes.
-`to_record()` is the flat JSON record of DESIGN §7 that `--json` prints. Rendering lives in console.py,
-persistence in edgecli/store.py. Light on purpose: workers import this module.
+The kinds and their fields are `KIND_FIELDS`: the constructors below build them, the renderer, `tasks`
+and `invoke --wait` read them, and docs/architecture.md describes them. Both sides speak the wire form:
+a worker sends each event as its row in JSON (`Event.to_row_json()`: the store's column order, the
+kind's fields as a nested object); the host turns it back with `Event.from_row_json()` and hands it to
+its sinks (the terminal printer, the event store), and the store feed forwards those same bytes.
+`to_record()` is the flat JSON record `--json` prints. Light on purpose: workers import this module.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
-
-from edgecli.compact_json import decode_json, encode_json
+from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 Level = Literal["debug", "info", "warning", "error"]
 LEVELS: tuple[Level, ...] = ("debug", "info", "warning", "error")
-KINDS = (
-    "boot",  # boot_ms
-    "boot_error",  # error
-    "request",  # method, path, status, duration_ms
-    "log",
-    "task_start",  # name
-    "task_end",  # name, status, duration_ms, error, reason
-    "beforeunload",  # reason
-    "shutdown",  # reason, cpu_ms, memory_mb
-    "reload",  # changes
-)
-_new = object.__new__
-_set = object.__setattr__  # what a frozen dataclass's own __init__ calls
+# Every kind, with the fields it adds to the base ones (BASE_FIELDS).
+KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "boot": ("boot_ms",),
+    "boot_error": ("error",),
+    "request": ("method", "path", "status", "duration_ms"),
+    "log": (),
+    "task_start": ("name",),
+    "task_end": ("name", "status", "duration_ms", "error", "reason"),
+    "beforeunload": ("reason",),
+    "shutdown": ("reason", "cpu_ms", "memory_mb"),
+    "reload": ("changes",),
+}
+KINDS: tuple[str, ...] = tuple(KIND_FIELDS)
+TASK_KINDS = ("task_start", "task_end")
+TASK_STATUSES = ("completed", "failed", "cancelled")  # a task_end's status
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
-Row = tuple[Any, ...]
+ROW_LENGTH = len(BASE_FIELDS) + 1  # the wire row: the base fields, then the kind's as an object
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +49,12 @@ class Event:
     task: str | None = None
     ts: float = field(default_factory=time.time)
     fields: Mapping[str, Any] = field(default_factory=dict)  # the kind's extra fields
-    # The event's row as JSON when it arrived so (a worker's events do): the store writes these bytes
-    # as they are, with no encoding on serve's loop.
+    # The event's row as JSON when it arrived so (a worker's events do): the store feed forwards these
+    # bytes as they are, rather than encode the event again on serve's loop.
     row_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        """The flat JSON record of DESIGN §7 (`ts` as ISO 8601 UTC)."""
+        """The flat JSON record of `logs --json` (`ts` as ISO 8601 UTC)."""
         record: dict[str, Any] = {
             "ts": iso_ts(self.ts),
             "kind": self.kind,
@@ -68,20 +68,12 @@ class Event:
         record.update(self.fields)
         return record
 
-    def to_row(self) -> Row:
-        """The store's row: BASE_FIELDS order, `ts` a float, then the extra fields as JSON text (None when
-        there are none)."""
-        return self._row(encode_json(self.fields) if self.fields else None)
-
     def to_row_json(self) -> bytes:
-        """The row as compact ASCII JSON: what a worker sends, and what the store writes. The extra
-        fields are a nested object here, not JSON text in a string: one encoding pass, no escaping."""
+        """The wire row as compact ASCII JSON (so it never holds a raw newline): what a worker sends
+        and what the store's process reads, one per line."""
         if self.row_json is not None:
             return self.row_json
-        return encode_json(self._row(self.fields or None)).encode()
-
-    def _row(self, extra: Any) -> Row:
-        return (
+        row = [
             self.ts,
             self.kind,
             self.function,
@@ -90,52 +82,124 @@ class Event:
             self.task,
             self.level,
             self.message,
-            extra,
-        )
+            dict(self.fields) or None,
+        ]
+        return json.dumps(row, separators=(",", ":"), default=str).encode()
 
     @classmethod
     def from_row_json(cls, payload: bytes) -> Event:
-        return cls.from_row(decode_json(payload.decode()), payload)
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any], row_json: bytes | None = None) -> Event:
+        """The event a wire row holds; ValueError when `payload` is not one."""
+        row = json.loads(payload)
+        if not isinstance(row, list) or len(row) != ROW_LENGTH:
+            raise ValueError(f"an event row is a JSON array of {ROW_LENGTH} values")
         ts, kind, function, worker, request, task, level, message, extra = row
-        fields = extra if isinstance(extra, dict) else json.loads(extra) if extra else {}
-        # Every event a worker sends is rebuilt here, on serve's loop: setting the slots directly costs
-        # half of what the frozen dataclass's __init__ does (~1.2 against ~2.6 µs). It sets every field
-        # (a test checks); nothing here needs __init__'s defaults.
-        event = _new(cls)
-        _set(event, "kind", kind)
-        _set(event, "message", message)
-        _set(event, "level", level)
-        _set(event, "function", function)
-        _set(event, "worker", worker)
-        _set(event, "request", request)
-        _set(event, "task", task)
-        _set(event, "ts", ts)
-        _set(event, "fields", fields)
-        _set(event, "row_json", row_json)
-        return event
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Event:
-        ts = record.get("ts")
-        extra = {k: v for k, v in record.items() if k not in BASE_FIELDS}
         return cls(
-            kind=str(record["kind"]),
-            message=str(record.get("message") or ""),
-            level=str(record.get("level") or "info"),
-            function=record.get("function"),
-            worker=record.get("worker"),
-            request=record.get("request"),
-            task=record.get("task"),
-            ts=parse_ts(ts) if isinstance(ts, str) else float(ts) if ts is not None else time.time(),
-            fields=extra,
+            kind=kind,
+            message=message,
+            level=level,
+            function=function,
+            worker=worker,
+            request=request,
+            task=task,
+            ts=ts,
+            fields=extra if isinstance(extra, dict) else {},
+            row_json=payload,
         )
 
 
+class Context(TypedDict, total=False):
+    """Who an event is about and when, for the constructors below (each defaults to None / now)."""
+
+    function: str | None
+    worker: str | None
+    request: str | None
+    task: str | None
+    ts: float
+
+
+def _event(kind: str, message: str, level: str, context: Context, **fields: Any) -> Event:
+    return Event(kind=kind, message=message, level=level, fields=fields, **context)
+
+
+# One constructor per kind, its fields typed. `message` and `level` default to what the kind usually
+# says; a caller with more to say (a duration, a cause) passes its own.
+
+
+def log(message: str, level: Level = "info", **context: Unpack[Context]) -> Event:
+    return _event("log", message, level, context)
+
+
+def boot(boot_ms: float, message: str | None = None, **context: Unpack[Context]) -> Event:
+    return _event("boot", message or f"booted in {boot_ms} ms", "info", context, boot_ms=boot_ms)
+
+
+def boot_error(error: str, **context: Unpack[Context]) -> Event:
+    return _event("boot_error", error, "error", context, error=error)
+
+
+def request(
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    message: str | None = None,
+    **context: Unpack[Context],
+) -> Event:
+    level = "error" if status >= 500 else "warning" if status >= 400 else "info"
+    return _event(
+        "request",
+        message or f"{method} {path} {status} {duration_ms} ms",
+        level,
+        context,
+        method=method,
+        path=path,
+        status=status,
+        duration_ms=duration_ms,
+    )
+
+
+def task_start(name: str, **context: Unpack[Context]) -> Event:
+    return _event("task_start", f"task {name} started", "info", context, name=name)
+
+
+def task_end(
+    name: str,
+    status: str,
+    duration_ms: float,
+    error: str | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+    **context: Unpack[Context],
+) -> Event:
+    level = "error" if status == "failed" else "warning" if status == "cancelled" else "info"
+    default = f"task {name} {status}" + (f" ({reason})" if reason else "")
+    fields = {"name": name, "status": status, "duration_ms": duration_ms, "error": error, "reason": reason}
+    return _event("task_end", message or default, level, context, **fields)
+
+
+def beforeunload(reason: str, **context: Unpack[Context]) -> Event:
+    return _event("beforeunload", f"beforeunload ({reason})", "info", context, reason=reason)
+
+
+def shutdown(
+    reason: str,
+    cpu_ms: float | None,
+    memory_mb: float | None,
+    level: Level = "info",
+    message: str | None = None,
+    **context: Unpack[Context],
+) -> Event:
+    fields = {"reason": reason, "cpu_ms": cpu_ms, "memory_mb": memory_mb}
+    return _event("shutdown", message or f"worker stopped ({reason})", level, context, **fields)
+
+
+def reload(changes: list[str], message: str | None = None, **context: Unpack[Context]) -> Event:
+    default = f"reload: {', '.join(changes)}"
+    return _event("reload", message or default, "info", context, changes=changes)
+
+
 class EventSink(Protocol):
-    """Anything that takes events: the terminal printer, the store writer, a test's list."""
+    """Anything that takes events: the terminal printer, the store feed, a test's list."""
 
     def emit(self, event: Event) -> None: ...
 

@@ -11,6 +11,7 @@ them. On exit it stops serve (SIGINT) and asserts that serve and every process i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,10 @@ import httpx
 import psutil
 
 from edgecli.events import Event
-from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.store.reader import EventQuery, EventReader
 from edgecli.testing.process import alive as _alive
 
+PLAIN_ENV = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}  # plain output, whatever the terminal
 DEFAULT_CONFIG = """\
 [api]
 port = 54321
@@ -37,6 +40,50 @@ port = 54321
 [edge_runtime]
 policy = "per_worker"
 """
+
+
+def run_cli(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`edgecli ARGS` run in `project`, its output plain text."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecli", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=PLAIN_ENV,
+    )
+
+
+@contextlib.contextmanager
+def following_logs(project: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`edgecli logs -f --json ARGS` in `project`, and the lines it printed so far (a thread reads
+    them). It does not outlive the block."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgecli", "logs", "-f", "--json", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=PLAIN_ENV,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def rows(*events: Event) -> bytes:
+    """Events as the store process reads them from serve: their wire rows, one a line."""
+    return b"".join(event.to_row_json() + b"\n" for event in events)
 
 
 def stored_events(path: Path) -> list[Event]:

@@ -105,10 +105,11 @@ def test_file_values(make_project: MakeProject) -> None:
         "[api]\nport = 60000\n[db]\nport = 6000\n"
         "[auth]\njwt_secret = 'a-secret-of-at-least-32-characters!!'\n"
         "[edge_runtime]\npolicy = 'oneshot'\nmemory_limit_mb = 128\nwall_clock_limit_sec = 5\n"
-        "cpu_time_soft_limit_ms = 0\nevent_retention = 500\n"
+        "cpu_time_soft_limit_ms = 0\nevent_retention = 500\nevent_retention_mb = 20\n"
     )
     config = load(root)
     assert (config.port, config.policy, config.event_retention) == (60000, "oneshot", 500)
+    assert config.event_retention_mb == 20
     assert config.db_url == "postgresql://postgres:postgres@127.0.0.1:6000/postgres"
     assert config.jwt_secret == "a-secret-of-at-least-32-characters!!"
     assert config.limits == Limits(memory_limit_mb=128, wall_clock_limit_sec=5.0, cpu_time_soft_limit_ms=0)
@@ -243,6 +244,7 @@ def test_per_function_overrides_and_env_file(make_project: MakeProject) -> None:
             "number",
         ),
         ("[edge_runtime]\nevent_retention = 0\n", 2, "[edge_runtime] event_retention", "from 1 to"),
+        ("[edge_runtime]\nevent_retention_mb = 0\n", 2, "[edge_runtime] event_retention_mb", "from 1 to"),
         ('[edge_runtime]\nenabled = "yes"\n', 2, "[edge_runtime] enabled", "true or false"),
         ("[edge_runtime]\ncpu_time_soft_limit_ms = 3000\n", 2, "cpu_time_soft_limit_ms", "hard limit"),
         ("[api]\nport = 70000\n", 2, "[api] port", "from 1 to 65535"),

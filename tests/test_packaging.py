@@ -79,7 +79,7 @@ def test_import_edgecli_is_light_and_exposes_the_function_api() -> None:
 def test_the_event_store_process_imports_no_event_loop_and_no_web_stack() -> None:
     # It starts with every `edgecli serve`: the package must not drag asyncio or Starlette into it.
     heavy = ("asyncio", "starlette", "uvloop", "typer", "rich")
-    assert _heavy_modules_after("import edgecli.store_process", heavy) == []
+    assert _heavy_modules_after("import edgecli.store.writer", heavy) == []
 
 
 @pytest.mark.timeout(30)

@@ -94,7 +94,10 @@ def test_init_template_documents_every_policy_and_limit_with_its_default() -> No
     for policy in POLICIES:
         assert f'"{policy}"' in edge
     documented = dict(re.findall(r"^# (\w+) = ([\d.]+)", edge, flags=re.MULTILINE))
-    defaults = {key: getattr(Limits(), key) for key in LIMIT_KEYS} | {"event_retention": 200_000}
+    defaults = {key: getattr(Limits(), key) for key in LIMIT_KEYS} | {
+        "event_retention": 200_000,
+        "event_retention_mb": 100,
+    }
     assert {key: float(value) for key, value in documented.items()} == defaults
     assert tomllib.loads(text)["api"]["port"] == 54321
 

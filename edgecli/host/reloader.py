@@ -172,6 +172,7 @@ _RESTART_ONLY: tuple[tuple[str, str, bool], ...] = (
     ("host", "the host", True),
     ("jwt_secret", "[auth] jwt_secret", False),  # never print a secret
     ("event_retention", "[edge_runtime] event_retention", True),
+    ("event_retention_mb", "[edge_runtime] event_retention_mb", True),
 )
 
 

@@ -31,10 +31,10 @@ from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
-from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
 from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
+from edgecli.store.feed import StoreFeed
 
 WARM_WAIT = 5.0
 
@@ -91,7 +91,11 @@ class ServeCommand:
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
-        self.store = StoreFeed(config.events_db, config.event_retention) if config.store else None
+        self.store = (
+            StoreFeed(config.events_db, config.event_retention, config.event_retention_mb)
+            if config.store
+            else None
+        )
         self._host_env = host_env(os.environ)  # read once: what serve was started with
         # Under --prod the container's platform owns SUPABASE_URL and the keys (a self-hosted Supabase's
         # compose file sets them for its functions container): when it sets them, functions see those.

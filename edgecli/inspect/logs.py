@@ -13,8 +13,8 @@ from edgecli.config import Config
 from edgecli.console import EventPrinter, Output
 from edgecli.errors import UsageError
 from edgecli.events import LEVELS
-from edgecli.inspect.store import EventQuery, EventReader, NoStoreError, StoredEvent
 from edgecli.project import find_project
+from edgecli.store.reader import EventQuery, EventReader, NoStoreError, StoredEvent
 
 FOLLOW_POLL_S = 0.2
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -120,6 +120,8 @@ def _printer(output: Output, args: LogsArgs, backlog: list[StoredEvent]) -> Even
 def _follow(reader: EventReader, query: EventQuery, last: int, printer: EventPrinter) -> None:
     """Print events as they are stored until Ctrl-C (the CLI ends the command there with status 0)."""
     while True:
+        if reader.replaced():  # deleted and made afresh by serve: its ids start again
+            last = 0
         top = reader.last_id()
         if top == last:
             time.sleep(FOLLOW_POLL_S)

@@ -10,12 +10,12 @@ from typing import Any
 
 from edgecli.console import Cell, EventPrinter, Output, print_fields, print_table
 from edgecli.errors import EdgecliError, UsageError
-from edgecli.events import Event, iso_ts
+from edgecli.events import TASK_KINDS, TASK_STATUSES, Event, iso_ts
 from edgecli.inspect.logs import store_path
-from edgecli.inspect.store import EventQuery, EventReader, StoredEvent
 from edgecli.render import fmt_duration, last_line, short_id
+from edgecli.store.reader import EventQuery, EventReader, StoredEvent
 
-STATUSES = ("running", "completed", "failed", "cancelled")
+STATUSES = ("running", *TASK_STATUSES)
 _STATUS_TONE = {"running": "accent", "completed": "good", "failed": "bad", "cancelled": "warn"}
 
 
@@ -53,7 +53,7 @@ def summarize(events: Iterable[Event]) -> list[TaskSummary]:
     """Tasks in the order they started. A task whose task_start fell to retention is rebuilt from its end."""
     tasks: dict[str, TaskSummary] = {}
     for event in events:
-        if event.task is None or event.kind not in ("task_start", "task_end"):
+        if event.task is None or event.kind not in TASK_KINDS:
             continue
         summary = tasks.setdefault(event.task, TaskSummary(event.task))
         summary.function = summary.function or event.function
@@ -76,7 +76,7 @@ def summarize(events: Iterable[Event]) -> list[TaskSummary]:
 def run(workdir: Path | None, args: TasksArgs, output: Output) -> int:
     if args.status is not None and args.status not in STATUSES:
         raise UsageError(f"--status {args.status!r} is not a task status. Use one of: {', '.join(STATUSES)}.")
-    query = EventQuery(function=args.function, request=args.request, kinds=("task_start", "task_end"))
+    query = EventQuery(function=args.function, request=args.request, kinds=TASK_KINDS)
     with EventReader(store_path(workdir)) as reader:
         tasks = summarize(event for _, event in reader.all(reader.resolve_ids(query)))
     tasks = [t for t in tasks if args.status is None or t.status == args.status]
@@ -146,7 +146,7 @@ def show(workdir: Path | None, task_id: str, json_output: bool, output: Output) 
 
 def _resolve(reader: EventReader, task_id: str) -> str:
     """The full id of the one task `task_id` names (exactly, or by a unique prefix)."""
-    found: list[StoredEvent] = reader.all(EventQuery(task=task_id, kinds=("task_start", "task_end")))
+    found: list[StoredEvent] = reader.all(EventQuery(task=task_id, kinds=TASK_KINDS))
     ids = sorted({event.task for _, event in found if event.task})
     if task_id in ids:
         return task_id

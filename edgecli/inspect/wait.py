@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgecli.console import EventPrinter, Output, print_summary
 from edgecli.events import Event
-from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.store.reader import EventQuery, EventReader
 
 POLL_S = 0.1
 # A request that never reached a worker (404, 401...) has no events; past this, stop waiting for them.

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, store_of
+from serving import rows
 
 from edgecli.events import Event
-from edgecli.store import StoreWriter
+from edgecli.store.writer import StoreWriter
 
 
 @pytest.fixture
@@ -27,9 +28,8 @@ def write_events(project: Path) -> EventWriter:
     """Write events to the project's store the way serve does (StoreWriter), committed on return."""
 
     def write(events: Iterable[Event]) -> None:
-        writer = StoreWriter(store_of(project), retention=1_000_000)
-        for event in events:
-            writer.emit(event)
+        writer = StoreWriter(store_of(project), 1_000_000, 1 << 30)
+        writer.write(rows(*events))
         writer.close()
 
     return write

@@ -13,7 +13,7 @@ import jwt
 import pytest
 import uvicorn
 from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
-from serving import wait_until
+from serving import rows, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -22,7 +22,7 @@ from starlette.routing import Route
 from edgecli import listening
 from edgecli.config import DEFAULT_JWT_SECRET, Config
 from edgecli.events import Event
-from edgecli.store import StoreWriter
+from edgecli.store.writer import StoreWriter
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -279,9 +279,9 @@ def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write
         for line in proc.stdout:
             if "task jobt-1 started" in line:
                 break
-        writer = StoreWriter(store_of(project), retention=1000)
+        writer = StoreWriter(store_of(project), 1000, 1 << 30)
         for event in _task_events("req-w3", {"t-1": "completed"})[2:]:
-            writer.emit(event)
+            writer.write(rows(event))
         writer.close()
         assert proc.wait(timeout=10) == 0
         rest = proc.stdout.read()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
-from serving import wait_until
+from serving import rows, wait_until
 
 from edgecli.events import BASE_FIELDS, Event
-from edgecli.store import StoreWriter
+from edgecli.store.writer import StoreWriter
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -140,10 +140,9 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
     with running_cli(project, "logs", "-f", "--function", "hello") as proc:
         assert proc.stdout is not None
         assert "old line" in proc.stdout.readline()
-        writer = StoreWriter(store_of(project), retention=1000)  # serve keeps writing while we follow
-        writer.emit(log("ignored: other function", function="other"))
-        writer.emit(log("fresh line", function="hello"))
-        assert writer.flush()
+        writer = StoreWriter(store_of(project), 1000, 1 << 30)  # serve keeps writing while we follow
+        writer.write(rows(log("ignored: other function", function="other")))
+        writer.write(rows(log("fresh line", function="hello")))
         assert "fresh line" in proc.stdout.readline()
         writer.close()
         proc.send_signal(signal.SIGINT)
@@ -156,8 +155,8 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
 def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None:
     with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "waiting for `edgecli serve`" in proc.stderr.readline()
-        writer = StoreWriter(store_of(project), retention=1000)
-        writer.emit(log("first ever", function="hello"))
+        writer = StoreWriter(store_of(project), 1000, 1 << 30)
+        writer.write(rows(log("first ever", function="hello")))
         writer.close()
         assert proc.stdout is not None and "first ever" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
@@ -182,9 +181,9 @@ def test_follow_says_when_no_serve_is_running(project: Path, write_events: Event
 
 
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:
-    writer = StoreWriter(store_of(project), retention=1000)
+    writer = StoreWriter(store_of(project), 1000, 1 << 30)
     try:
-        writer.emit(log("while serving", function="hello"))
+        writer.write(rows(log("while serving", function="hello")))
         wait_until(
             lambda: _messages(cli("logs").stdout) == ["while serving"], what="the event to be readable"
         )
@@ -196,11 +195,10 @@ def test_a_stored_row_that_is_not_an_event_is_skipped(
     cli: CliRunner, project: Path, write_events: EventWriter
 ) -> None:
     write_events([log("before")])
-    kept = log("kept").to_row_json().decode()
     with sqlite3.connect(store_of(project)) as conn:  # put there by hand, or by a broken tool
         conn.executemany(
-            "INSERT INTO event_batches (first, last, rows) VALUES (?, ?, ?)",
-            [(2, 3, '["x",\n[1, 2]]'), (4, 5, f"[not json,\n{kept}]")],
+            "INSERT INTO events (ts, kind, level, message, extra) VALUES (?, 'log', 'info', ?, ?)",
+            [(time.time(), "x", "not json"), ("yesterday", "y", None), (time.time(), "kept", '{"a": 1}')],
         )
     write_events([log("after")])
     result = cli("logs")

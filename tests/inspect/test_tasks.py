@@ -163,16 +163,16 @@ _KILLED_SERVE = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from edgecli.events import Event
-    from edgecli.store import StoreWriter
+    from edgecli.store.writer import StoreWriter
 
-    writer = StoreWriter(Path(sys.argv[1]), retention=100_000)
-    writer.emit(Event("task_start", function="hello", request="r1", task="w1.t-1", fields={"name": "job"}))
-    writer.emit(Event("log", "working", function="hello", request="r1", task="w1.t-1"))
-    writer.flush()
+    writer = StoreWriter(Path(sys.argv[1]), 100_000, 1 << 30)
+    started = Event("task_start", function="hello", request="r1", task="w1.t-1", fields={"name": "job"})
+    working = Event("log", "working", function="hello", request="r1", task="w1.t-1")
+    writer.write(started.to_row_json() + b"\\n" + working.to_row_json() + b"\\n")
     print("ready", flush=True)
     i = 0
     while True:  # still writing when it is killed
-        writer.emit(Event("log", f"tick {i}", function="hello"))
+        writer.write(Event("log", f"tick {i}", function="hello").to_row_json() + b"\\n")
         i += 1
         time.sleep(0.0005)
     """

@@ -1,6 +1,7 @@
-"""serve's feed to the event store's process: order, bursts past the pipe, a dead or interrupted store.
+"""serve's feed to the event store's process: order, bursts past the pipe, a dead store process
+started again, what waits bounded.
 
-Each test runs the real store process (python -m edgecli.store_process) and reads the SQLite file it
+Each test runs the real store process (python -m edgecli.store.writer) and reads the SQLite file it
 wrote; none leaves the process behind.
 """
 
@@ -16,10 +17,10 @@ import psutil
 import pytest
 from serving import stored_events, wait_until
 
-from edgecli import store_process
 from edgecli.errors import EdgecliError
 from edgecli.events import Event
-from edgecli.host.store_feed import StoreFeed
+from edgecli.store import feed as feed_module
+from edgecli.store.feed import StoreFeed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,7 +42,7 @@ def _closed(feed: StoreFeed) -> None:
 
 def test_events_emitted_on_the_loop_are_stored_in_order(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    feed = StoreFeed(path, retention=100_000)
+    feed = StoreFeed(path, 100_000, 100)
     sent = _events(3000)
 
     async def emit_in_passes() -> None:
@@ -59,7 +60,7 @@ def test_events_emitted_on_the_loop_are_stored_in_order(tmp_path: Path) -> None:
 
 def test_a_burst_larger_than_the_pipe_waits_without_blocking_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    feed = StoreFeed(path, retention=1_000_000)
+    feed = StoreFeed(path, 1_000_000, 1000)
     sent = _events(20_000, size=1000)  # ~20 MB of rows: many times what the pipe holds
 
     async def burst() -> tuple[bool, int]:
@@ -81,7 +82,7 @@ def test_a_burst_larger_than_the_pipe_waits_without_blocking_the_loop(tmp_path: 
 
 def test_events_emitted_off_the_loop_are_written_at_once(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    feed = StoreFeed(path, retention=1000)
+    feed = StoreFeed(path, 1000, 100)
     feed.emit(Event("shutdown", "bye", function="fn"))
     assert not feed._rows  # not held for a timer that no loop would run
     _closed(feed)
@@ -98,7 +99,7 @@ def test_the_store_is_out_of_reach_of_ctrl_c_and_writes_every_row_once_serve_clo
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "events.db"
-    feed = StoreFeed(path, retention=1000)
+    feed = StoreFeed(path, 1000, 100)
     # A Ctrl-C goes to the terminal's foreground process group: serve's, not the store's.
     assert os.getpgid(feed.proc.pid) != os.getpgid(0)
     feed.emit(Event("log", "before"))
@@ -112,62 +113,68 @@ def test_the_store_is_out_of_reach_of_ctrl_c_and_writes_every_row_once_serve_clo
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
 def test_the_store_runs_at_idle_priority(tmp_path: Path) -> None:
-    feed = StoreFeed(tmp_path / "events.db", retention=1000)
+    feed = StoreFeed(tmp_path / "events.db", 1000, 100)
     try:
         _started(feed)
     finally:
         _closed(feed)
 
 
-def test_a_dead_store_process_is_reported_once_and_serving_goes_on(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_a_dead_store_process_is_started_again_and_what_came_meanwhile_is_written(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    feed = StoreFeed(tmp_path / "events.db", retention=1000)
+    monkeypatch.setattr(feed_module, "RESTART_AFTER_S", 0.2)
+    path = tmp_path / "events.db"
+    feed = StoreFeed(path, 100_000, 100)
+    first = feed.proc
+    feed.emit(Event("log", "before"))
+    wait_until(lambda: len(stored_events(path)) == 1, what="the first event to be stored")
+    first.kill()  # kill -9
+    first.wait(10)
+
+    async def emit_after_death() -> None:
+        for i in range(200):
+            feed.emit(Event("log", f"meanwhile {i}"))
+            await asyncio.sleep(0.002)
+        wait_until(lambda: feed.restarts == 1, what="a new store process")
+
+    asyncio.run(emit_after_death())
+    _closed(feed)
+    assert feed.proc is not first and first.returncode == -signal.SIGKILL
+    assert [e.message for e in stored_events(path)] == ["before"] + [f"meanwhile {i}" for i in range(200)]
+    err = capfd.readouterr().err
+    assert err.count("the event store process stopped") == 1 and "a new one starts" in err
+
+
+def test_what_waits_for_the_store_is_bounded_and_the_oldest_goes_first(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "RESTART_AFTER_S", 60.0)  # not started again within the test
+    monkeypatch.setattr(feed_module, "HOLD_BYTES", 20_000)
+    path = tmp_path / "events.db"
+    feed = StoreFeed(path, 100_000, 100)
     feed.proc.kill()
     feed.proc.wait(10)
 
-    async def emit_after_death() -> None:
-        for i in range(5):
-            feed.emit(Event("log", f"lost {i}"))
-            feed.flush()
+    async def flood() -> None:
+        for i in range(100):
+            feed.emit(Event("log", f"held {i} " + "x" * 1000))
+            feed.flush()  # one write each: whole writes are what is dropped
             await asyncio.sleep(0)
+        assert feed._unsent_bytes <= 20_000 and feed.dropped > 0
 
-    asyncio.run(emit_after_death())
-    feed.close()
-    err = capfd.readouterr().err
-    assert err.count("the event store process stopped") == 1
-    assert "restart `edgecli serve`" in err
+    asyncio.run(flood())
+    monkeypatch.setattr(feed_module, "RESTART_AFTER_S", 0.0)
+    _closed(feed)  # a last store process writes what was held
+    messages = [e.message.split(" x")[0] for e in stored_events(path)]
+    assert messages and messages == [f"held {i}" for i in range(100 - len(messages), 100)]
+    assert f"{100 - len(messages)} events were dropped" in capfd.readouterr().err
 
 
 def test_a_file_that_is_not_a_store_stops_serve_before_any_process_starts(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     path.write_bytes(b"not sqlite at all" * 100)
     children = {p.pid for p in psutil.Process().children()}
-    with pytest.raises(EdgecliError, match="is not a readable edgecli event store"):
-        StoreFeed(path, retention=1000)
+    with pytest.raises(EdgecliError, match="Could not read the event store"):
+        StoreFeed(path, 1000, 100)
     assert {p.pid for p in psutil.Process().children()} == children
-
-
-class _Rows:
-    def __init__(self) -> None:
-        self.rows: list[bytes] = []
-
-    def emit_lines(self, lines: bytes) -> None:
-        assert lines.endswith(b"\n")
-        self.rows.extend(lines.split(b"\n")[:-1])
-
-
-@pytest.mark.parametrize("read_size", [store_process.READ_SIZE, 3])  # 3: rows span reads
-def test_the_store_process_keeps_whole_lines_and_drops_a_row_cut_short(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, read_size: int
-) -> None:
-    monkeypatch.setattr(store_process, "READ_SIZE", read_size)
-    read, write = os.pipe()
-    os.write(write, b'[1,"a"]\n[2,')
-    os.write(write, b'"b"]\n[3,"c')  # serve killed in the middle of this row
-    os.close(write)
-    rows = _Rows()
-    store_process.feed(read, rows)  # type: ignore[arg-type]
-    os.close(read)
-    assert rows.rows == [b'[1,"a"]', b'[2,"b"]']
-    assert "dropped a row cut short (5 bytes)" in capfd.readouterr().err

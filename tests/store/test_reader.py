@@ -1,21 +1,23 @@
-"""The store's read side in-process: every filter over events kept in batches, id ranges across batches."""
+"""The store's read side in-process: every filter, id ranges, rows put there by hand, damaged and
+replaced files."""
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from serving import rows
 
 from edgecli.events import LEVELS, Event
-from edgecli.inspect.store import EventQuery, EventReader
-from edgecli.store import StoreWriter
+from edgecli.store.reader import EventQuery, EventReader, NoStoreError
+from edgecli.store.schema import StoreError
+from edgecli.store.writer import StoreWriter
 
 pytestmark = pytest.mark.timeout(30)
 
-FUNCTIONS = ["hello", "café", "写真", 'quo"te', "back\\slash"]
+FUNCTIONS = ["hello", "café", "写真", 'quo"te', "back\\slash", "gl*b?[x]"]
 KINDS = ["log", "request", "task_start", "task_end"]
 
 
@@ -37,12 +39,11 @@ EVENTS = [_event(i) for i in range(600)]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The events in batches of 37 (one write each), so that every query crosses batch boundaries."""
+    """The events in writes of 37 (one transaction each)."""
     path = tmp_path_factory.mktemp("store") / "events.db"
-    writer = StoreWriter(path, retention=10_000)
+    writer = StoreWriter(path, 10_000, 1 << 30)
     for start in range(0, len(EVENTS), 37):
-        writer.emit_lines(b"".join(event.to_row_json() + b"\n" for event in EVENTS[start : start + 37]))
-        assert writer.flush()
+        writer.write(rows(*EVENTS[start : start + 37]))
     writer.close()
     return path
 
@@ -58,6 +59,7 @@ QUERIES: list[tuple[EventQuery, Callable[[Event], bool]]] = [
     (EventQuery(function='quo"te'), lambda e: e.function == 'quo"te'),
     (EventQuery(function="back\\slash"), lambda e: e.function == "back\\slash"),
     (EventQuery(function="hell"), lambda e: False),  # functions match exactly
+    (EventQuery(function="gl*b?[x]"), lambda e: e.function == "gl*b?[x]"),
     (EventQuery(request="r1"), lambda e: _prefix(e.request, "r1")),  # r1, r10, r11
     (EventQuery(request="r1", exact_ids=True), lambda e: e.request == "r1"),
     (EventQuery(task="w1.t-1", exact_ids=True), lambda e: e.task == "w1.t-1"),
@@ -110,42 +112,68 @@ def test_ids_resolve_exactly_when_stored_as_given(store: Path) -> None:
 
 def test_rows_put_there_by_hand_cost_readers_only_themselves(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    writer = StoreWriter(path, retention=100)
-    writer.emit(Event("log", "first", function="fn"))
+    writer = StoreWriter(path, 100, 1 << 30)
+    writer.write(rows(Event("log", "first", function="fn")))
     writer.close()
-    kept = Event("log", "kept", function="fn").to_row_json().decode()
     with sqlite3.connect(path) as conn:
         conn.executemany(
-            "INSERT INTO event_batches (first, last, rows) VALUES (?, ?, ?)",
+            "INSERT INTO events (ts, kind, function, level, message, extra) "
+            "VALUES (?, 'log', 'fn', 'info', ?, ?)",
             [
-                (2, 4, f'["fn",\n[1, 2],\n{kept}]'),  # JSON, but two rows are not events'
-                (5, 6, f"[not json,\n{kept}]"),
-                (7, 8, f'[1, "fn",\n{kept}]'),  # a line holding two values
+                (1.0, "bad extra", "{not json"),
+                (2.0, "a list", "[1, 2]"),
+                ("noon", "text ts", None),
+                (3.0, "kept", "{}"),
             ],
         )
-    expected = [(1, "first"), (4, "kept"), (6, "kept"), (8, "kept")]
     with EventReader(path) as reader:
         for query in (EventQuery(), EventQuery(function="fn"), EventQuery(min_level="info")):
-            assert [(i, e.message) for i, e in reader.all(query)] == expected, query
-            # Unfiltered, the newest N ids are shown (7 is not an event's row): as with `LIMIT N` in SQL.
-            newest = expected[-1:] if query == EventQuery() else expected[-2:]
-            assert [(i, e.message) for i, e in reader.newest(query, 2)] == newest, query
-            assert [(i, e.message) for i, e in reader.between(query, 3, 7)] == expected[1:3], query
+            assert [(i, e.message) for i, e in reader.all(query)] == [(1, "first"), (5, "kept")], query
+            assert [(i, e.message) for i, e in reader.between(query, 1, 5)] == [(5, "kept")], query
 
 
-def test_since_reads_only_batches_written_since_then(tmp_path: Path) -> None:
+def test_no_store_yet_is_its_own_error(tmp_path: Path) -> None:
+    with pytest.raises(NoStoreError, match="Start `edgecli serve`"):
+        EventReader(tmp_path / "events.db")
+
+
+def _damage(path: Path) -> None:
+    """Flip bytes in the second half's pages (the schema stays readable), as a bad disk would."""
+    data = bytearray(path.read_bytes())
+    for page in range(len(data) // 8192 * 4096, len(data), 4096):
+        data[page + 200 : page + 400] = bytes(200)
+        data[page + 8 : page + 12] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_store_is_a_one_paragraph_error_for_every_query(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    now = time.time()
-    writer = StoreWriter(path, retention=100)
-    writer.emit(Event("log", "recent", ts=now))
+    writer = StoreWriter(path, 100_000, 1 << 30)
+    writer.write(rows(*(Event("task_start", "x" * 100, function="fn", task=f"t{i}") for i in range(3000))))
     writer.close()
-    claims_later = Event("log", "claims later", ts=now).to_row_json().decode()
-    with sqlite3.connect(path) as conn:  # written an hour ago: its event cannot be from later on
-        conn.execute(
-            "INSERT INTO event_batches (first, last, stored, rows) VALUES (2, 2, ?, ?)",
-            (now - 3600, f"[{claims_later}]"),
-        )
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _damage(path)
     with EventReader(path) as reader:
-        for since, expected in ((None, ["recent", "claims later"]), (now - 600, ["recent"])):
-            assert [e.message for _, e in reader.all(EventQuery(since=since))] == expected
-            assert [e.message for _, e in reader.newest(EventQuery(since=since), 10)] == expected
+        for read in (
+            lambda: reader.newest(EventQuery(), 1_000_000),
+            lambda: reader.all(EventQuery(kinds=("task_start", "task_end"))),
+            lambda: reader.all(EventQuery(function="fn")),
+        ):
+            with pytest.raises(StoreError, match=r"Could not read the event store .*delete it") as info:
+                read()
+            assert "\n" not in str(info.value)
+
+
+def test_a_reader_follows_a_store_made_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    writer = StoreWriter(path, 100, 1 << 30, report=lambda message: None)
+    writer.write(rows(Event("log", "old 1"), Event("log", "old 2")))
+    with EventReader(path) as reader:
+        assert reader.last_id() == 2 and not reader.replaced()
+        path.unlink()
+        assert not reader.replaced()  # gone, nothing in its place yet: keep reading the old file
+        writer.write(rows(Event("log", "new")))  # serve notices, and starts a fresh store
+        assert reader.replaced()
+        assert [(i, e.message) for i, e in reader.between(EventQuery(), 0, reader.last_id())] == [(1, "new")]
+    writer.close()
