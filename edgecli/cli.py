@@ -273,6 +273,9 @@ def invoke(
         typer.Option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
     ] = None,
     service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="anon | service_role | publishable | secret (default anon).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
     timeout: Annotated[
         float,
@@ -293,6 +296,7 @@ def invoke(
         url=url,
         port=port,
         service_role=service_role,
+        key=key,
         wait=wait,
         timeout=timeout,
         json_output=json_output,

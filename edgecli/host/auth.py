@@ -3,7 +3,14 @@
 What Supabase's local edge runtime does, byte for byte where users can see it:
 
 - `Authorization: Bearer <jwt>`, verified HS256 with the project's JWT secret (`[auth] jwt_secret`, else
-  Supabase's local default). The signature and `exp` / `nbf` are checked; any failure is 401.
+  Supabase's local default), or ES256 / RS256 with the public part of a signing key
+  (`[auth] signing_keys_path`). The token's `alg` (and `kid`, when it has one) picks the key, and only a
+  key of that algorithm's type is tried: an HS256 token is never checked against a public key, an
+  asymmetric one never against the secret, and `alg: none` never passes. The signature and `exp` / `nbf`
+  are checked; any failure is 401.
+- The new API keys (`sb_publishable_...`, `sb_secret_...`) are not JWTs: as Supabase's gateway does, one
+  sent as `apikey` (with no `Authorization`) or as the bearer token stands for the anon or service_role
+  role.
 - The three 401 bodies are exactly Supabase's: missing header, a header that is not `Bearer <token>`,
   and `Invalid JWT` for everything else (garbage, bad signature, expired, wrong algorithm).
 
@@ -29,6 +36,8 @@ from functools import lru_cache
 from typing import Any
 
 import jwt
+
+from edgecli.host.signing_keys import API_KEY_ROLES, SigningKey
 
 CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"
@@ -107,14 +116,22 @@ class Verifier:
     cached: they are the rare path. Meant for one event loop (the relay), so it takes no lock.
     """
 
-    def __init__(self, secret: str, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self, secret: str, signing_keys: tuple[SigningKey, ...] = (), cache_size: int = CACHE_SIZE
+    ) -> None:
         self._secret = secret
+        self._signing_keys = signing_keys
+        self._asymmetric_kids = frozenset(k.kid for k in signing_keys if k.kid)
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
-    def verify(self, authorization: str | None) -> dict[str, Any]:
+    def verify(self, authorization: str | None, apikey: str | None = None) -> dict[str, Any]:
         """The token's claims, or AuthFailure with the body Supabase would send."""
+        if not authorization and apikey is not None and apikey in API_KEY_ROLES:
+            return _api_key_claims(API_KEY_ROLES[apikey])
         token = _bearer_token(authorization)
+        if token in API_KEY_ROLES:
+            return _api_key_claims(API_KEY_ROLES[token])
         entry = self._cache.get(token)
         if entry is not None:
             if entry.expires is not None and entry.expires <= time.time():
@@ -130,15 +147,39 @@ class Verifier:
 
     def _decode(self, token: str) -> _Entry:
         try:
-            with _quiet_key_length():
-                payload = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthFailure(INVALID_JWT) from None
+        payload = self._verified_payload(token, header)
         claims = Claims(payload)
         claims.header = _encode_claims(payload)
         exp = payload.get("exp")
         # PyJWT has already rejected a non-numeric `exp`, so a present one is a number here.
         return _Entry(claims, float(exp) if exp is not None else None)
+
+    def _verified_payload(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
+        alg, kid = header.get("alg"), header.get("kid")
+        keys: list[Any]
+        if alg == ALGORITHM:
+            # A kid naming an asymmetric key with alg HS256 is the key-confusion attack: refuse it.
+            keys = [] if kid in self._asymmetric_kids else [self._secret]
+        else:
+            keys = [k.public for k in self._signing_keys if k.alg == alg and (kid is None or k.kid == kid)]
+        for key in keys:
+            try:
+                with _quiet_key_length():
+                    payload: dict[str, Any] = jwt.decode(token, key, algorithms=[str(alg)])
+                return payload
+            except jwt.InvalidTokenError:
+                continue
+        raise AuthFailure(INVALID_JWT)
+
+
+@lru_cache(maxsize=4)
+def _api_key_claims(role: str) -> Claims:
+    claims = Claims({"role": role})
+    claims.header = _encode_claims(claims)
+    return claims
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -171,6 +171,7 @@ _RESTART_ONLY: tuple[tuple[str, str, bool], ...] = (
     ("port", "[api] port", True),
     ("host", "the host", True),
     ("jwt_secret", "[auth] jwt_secret", False),  # never print a secret
+    ("signing_keys", "[auth] signing_keys_path", False),
     ("event_retention", "[edge_runtime] event_retention", True),
 )
 

@@ -31,6 +31,7 @@ from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
+from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
 from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
@@ -147,7 +148,7 @@ class ServeCommand:
         for name, function in config.functions.items():
             self.pools[name] = make_pool(config.policy, function, self.supervisor)
         health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
-        verifier = Verifier(config.jwt_secret)
+        verifier = Verifier(config.jwt_secret, config.signing_keys)
         relay = Relay(self.pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
         if config.prod:
             self.announce()
@@ -199,6 +200,8 @@ class ServeCommand:
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
             anon_key=make_key(config.jwt_secret, "anon"),
             service_role_key=make_key(config.jwt_secret, "service_role"),
+            publishable_key=PUBLISHABLE_KEY,
+            secret_key=SECRET_KEY,
             notes=list(dict.fromkeys(notes)),
             verify_jwt=config.verify_jwt,
             reload=config.reload,

@@ -34,6 +34,7 @@ class InvokeArgs:
     url: str | None = None
     port: int | None = None
     service_role: bool = False
+    key: str | None = None  # anon | service_role | publishable | secret (KEY_CHOICES)
     wait: bool = False
     timeout: float = 60.0
     json_output: bool = False
@@ -157,10 +158,28 @@ def parse_headers(raw: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
-def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:
-    from edgecli.host.auth import make_key
+KEY_CHOICES = ("anon", "service_role", "publishable", "secret")
 
-    key = make_key(config.jwt_secret, "service_role" if args.service_role else "anon")
+
+def api_key(config: Config, args: InvokeArgs) -> str:
+    """The key `invoke` calls with: a legacy JWT (anon, service_role) or one of the new API keys."""
+    from edgecli.host.auth import make_key
+    from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
+
+    choice = args.key or ("service_role" if args.service_role else "anon")
+    if choice not in KEY_CHOICES:
+        raise UsageError(f"--key {choice!r} is not a key edgecli knows; allowed: {', '.join(KEY_CHOICES)}.")
+    if args.service_role and choice != "service_role":
+        raise UsageError(f"--service-role and --key {choice} name different keys; give only one of them.")
+    if choice == "publishable":
+        return PUBLISHABLE_KEY
+    if choice == "secret":
+        return SECRET_KEY
+    return make_key(config.jwt_secret, choice)
+
+
+def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:
+    key = api_key(config, args)
     headers = {
         "authorization": f"Bearer {key}",
         "apikey": key,  # what Supabase clients send alongside; harmless here
