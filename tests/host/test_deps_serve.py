@@ -10,8 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from tests.serving import Served, make_project, wait_until
+from serving import Served, make_project, wait_until
 
 PACKAGE = "edgecli_tinydep"
 USES_DEP = f"""\
