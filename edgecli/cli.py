@@ -37,6 +37,8 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
 app.add_typer(tasks_app, name="tasks")
+functions_app = typer.Typer(help="The project's functions: configuration, and workers when served.")
+app.add_typer(functions_app, name="functions")
 
 T = TypeVar("T")
 WorkdirOpt = Annotated[
@@ -407,6 +409,26 @@ def _bare_inspect(args: list[str]) -> list[str]:
     """`--inspect` alone means the default address: its value is given only as `--inspect=HOST:PORT`, so
     that `serve --inspect hello` reads `hello` as the function."""
     return [f"--inspect={DEFAULT_INSPECT}" if arg == "--inspect" else arg for arg in args]
+
+
+def _list_functions(ctx: typer.Context, workdir: Path | None, json_output: bool) -> None:
+    from edgecli.inspect import functions as functions_mod
+
+    raise typer.Exit(_run(lambda: functions_mod.run(_workdir(ctx, workdir), json_output, _output())))
+
+
+@functions_app.command("list")
+def functions_list(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
+    """Every function: entrypoint, verify_jwt, policy and limits, static files, dependencies; workers and
+    requests served when `edgecli serve` runs."""
+    given_to_group = (ctx.parent.obj or {}).get("workdir") if ctx.parent else None
+    _list_functions(ctx, workdir or given_to_group, json_output)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
+    """Same as `edgecli functions list`."""
+    _list_functions(ctx, workdir, json_output)
 
 
 def main() -> None:
