@@ -8,9 +8,9 @@ What Supabase's local edge runtime does, byte for byte where users can see it:
   key of that algorithm's type is tried: an HS256 token is never checked against a public key, an
   asymmetric one never against the secret, and `alg: none` never passes. The signature and `exp` / `nbf`
   are checked; any failure is 401.
-- The new API keys (`sb_publishable_...`, `sb_secret_...`) are not JWTs: as Supabase's gateway does, one
-  sent as `apikey` (with no `Authorization`) or as the bearer token stands for the anon or service_role
-  role.
+- The new API keys (`sb_publishable_...`, `sb_secret_...`) are not JWTs, and, as on Supabase, the
+  check does not accept them: a function called with one sets `verify_jwt = false` and checks the key
+  itself (`edgecli new --auth apikey`).
 - The three 401 bodies are exactly Supabase's: missing header, a header that is not `Bearer <token>`,
   and `Invalid JWT` for everything else (garbage, bad signature, expired, wrong algorithm).
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import jwt
 
-from edgecli.host.signing_keys import API_KEY_ROLES, SigningKey
+from edgecli.host.signing_keys import SigningKey
 
 CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"
@@ -125,13 +125,9 @@ class Verifier:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
-    def verify(self, authorization: str | None, apikey: str | None = None) -> dict[str, Any]:
+    def verify(self, authorization: str | None) -> dict[str, Any]:
         """The token's claims, or AuthFailure with the body Supabase would send."""
-        if not authorization and apikey is not None and apikey in API_KEY_ROLES:
-            return _api_key_claims(API_KEY_ROLES[apikey])
         token = _bearer_token(authorization)
-        if token in API_KEY_ROLES:
-            return _api_key_claims(API_KEY_ROLES[token])
         entry = self._cache.get(token)
         if entry is not None:
             if entry.expires is not None and entry.expires <= time.time():
@@ -173,13 +169,6 @@ class Verifier:
             except jwt.InvalidTokenError:
                 continue
         raise AuthFailure(INVALID_JWT)
-
-
-@lru_cache(maxsize=4)
-def _api_key_claims(role: str) -> Claims:
-    claims = Claims({"role": role})
-    claims.header = _encode_claims(claims)
-    return claims
 
 
 def _bearer_token(authorization: str | None) -> str:

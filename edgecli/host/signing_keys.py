@@ -4,7 +4,8 @@
   for RS256), the file `supabase gen signing-key` writes. Their public parts verify user JWTs beside the
   HS256 project secret, and are what functions get as `SUPABASE_JWKS`.
 - API keys: the publishable (`sb_publishable_...`) and secret (`sb_secret_...`) keys of a local Supabase
-  stack. They are not JWTs; the gateway maps them to the anon and service_role roles.
+  stack. They are not JWTs: `verify_jwt` refuses them, and a function that takes them checks them itself
+  against `SUPABASE_PUBLISHABLE_KEYS` / `SUPABASE_SECRET_KEYS`.
 - `mint_token`: a signed JWT for tests and `edgecli.testing`, with either kind of key.
 
 Nothing here imports CLI code, so test helpers and workers may use it.
@@ -26,7 +27,6 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 # the Supabase CLI work against edgecli unchanged.
 PUBLISHABLE_KEY = "sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH"
 SECRET_KEY = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
-API_KEY_ROLES: Mapping[str, str] = {PUBLISHABLE_KEY: "anon", SECRET_KEY: "service_role"}
 
 # The algorithm each key type signs with; a token is only ever checked with its own key type's algorithm.
 ALGORITHM_OF_KTY: Mapping[str, str] = {"EC": "ES256", "RSA": "RS256"}
