@@ -116,6 +116,9 @@ def new(
     name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
     template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
+    auth: Annotated[
+        str | None, typer.Option("--auth", help="Who may call it: user | apikey | none (verify_jwt off).")
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
@@ -125,7 +128,7 @@ def new(
     if list_templates:
         _run(lambda: project.print_templates(out))
         return
-    _run(lambda: project.new_function(_workdir(ctx, workdir), name, template=template, output=out))
+    _run(lambda: project.new_function(_workdir(ctx, workdir), name, template=template, output=out, auth=auth))
 
 
 @app.command()
@@ -278,6 +281,9 @@ def invoke(
     key: Annotated[
         str | None, typer.Option("--key", help="anon | service_role | publishable | secret (default anon).")
     ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Call as this signed-in user (a fresh access token).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
     timeout: Annotated[
         float,
@@ -299,6 +305,7 @@ def invoke(
         port=port,
         service_role=service_role,
         key=key,
+        user=user,
         wait=wait,
         timeout=timeout,
         json_output=json_output,

@@ -164,7 +164,10 @@ class Verifier:
         for key in keys:
             try:
                 with _quiet_key_length():
-                    payload: dict[str, Any] = jwt.decode(token, key, algorithms=[str(alg)])
+                    # No audience check, as Supabase's: user tokens say `aud: authenticated`.
+                    payload: dict[str, Any] = jwt.decode(
+                        token, key, algorithms=[str(alg)], options={"verify_aud": False}
+                    )
                 return payload
             except jwt.InvalidTokenError:
                 continue

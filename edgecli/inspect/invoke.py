@@ -35,6 +35,7 @@ class InvokeArgs:
     port: int | None = None
     service_role: bool = False
     key: str | None = None  # anon | service_role | publishable | secret (KEY_CHOICES)
+    user: str | None = None  # call as this signed-in user: a fresh access token with this `sub`
     wait: bool = False
     timeout: float = 60.0
     json_output: bool = False
@@ -166,6 +167,10 @@ def api_key(config: Config, args: InvokeArgs) -> str:
     from edgecli.host.auth import make_key
     from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
 
+    if args.user is not None:
+        if args.key or args.service_role:
+            raise UsageError("--user calls as a signed-in user; it does not go with --key or --service-role.")
+        return user_token(config, args.user)
     choice = args.key or ("service_role" if args.service_role else "anon")
     if choice not in KEY_CHOICES:
         raise UsageError(f"--key {choice!r} is not a key edgecli knows; allowed: {', '.join(KEY_CHOICES)}.")
@@ -176,6 +181,17 @@ def api_key(config: Config, args: InvokeArgs) -> str:
     if choice == "secret":
         return SECRET_KEY
     return make_key(config.jwt_secret, choice)
+
+
+def user_token(config: Config, sub: str) -> str:
+    """An access token for user `sub`, as Supabase Auth issues one: signed with the project's first
+    signing key when it has any, else HS256 with the JWT secret."""
+    from edgecli.host.signing_keys import mint_token
+
+    claims = {"sub": sub, "role": "authenticated", "aud": "authenticated", "iss": "edgecli"}
+    if config.signing_keys:
+        return mint_token(claims, key=config.signing_keys[0])
+    return mint_token(claims, secret=config.jwt_secret)
 
 
 def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:

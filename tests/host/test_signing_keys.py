@@ -27,7 +27,7 @@ from edgecli.host.signing_keys import (
 )
 
 SECRET = "a-test-secret-long-enough-for-hs256-" + "x" * 40
-CLAIMS = {"sub": "user-1", "role": "authenticated"}
+CLAIMS = {"sub": "user-1", "role": "authenticated", "aud": "authenticated"}
 
 
 def ec_jwk(kid: str = "ec-key") -> dict[str, Any]:
