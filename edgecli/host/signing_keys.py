@@ -6,7 +6,7 @@
 - API keys: the publishable (`sb_publishable_...`) and secret (`sb_secret_...`) keys of a local Supabase
   stack. They are not JWTs: `verify_jwt` refuses them, and a function that takes them checks them itself
   against `SUPABASE_PUBLISHABLE_KEYS` / `SUPABASE_SECRET_KEYS`.
-- `mint_token`: a signed JWT for tests and `edgecli.testing`, with either kind of key.
+- `mint_token` / `mint_for`: a signed JWT for tests and `edgecli.testing`, with either kind of key.
 
 Nothing here imports CLI code, so test helpers and workers may use it.
 """
@@ -18,10 +18,13 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+if TYPE_CHECKING:
+    from edgecli.config import Config
 
 # What `supabase start` prints for every local stack: fixed, public values, so clients written against
 # the Supabase CLI work against edgecli unchanged.
@@ -111,6 +114,27 @@ def mint_token(
         return jwt.encode(payload, key.private, algorithm=key.alg, headers=headers)
     assert secret is not None
     return _encode_hs256(payload, secret)
+
+
+def mint_for(
+    config: Config,
+    claims: Mapping[str, Any],
+    *,
+    algorithm: str | None = None,
+    lifetime_s: int = DEFAULT_LIFETIME_S,
+) -> str:
+    """A token the project's `verify_jwt` accepts. `algorithm`: "HS256" (the JWT secret), "ES256" or
+    "RS256" (the first signing key of that type); None: the first signing key when there is one, as
+    Supabase Auth signs with it, else HS256."""
+    if algorithm is None:
+        algorithm = config.signing_keys[0].alg if config.signing_keys else "HS256"
+    if algorithm == "HS256":
+        return mint_token(claims, secret=config.jwt_secret, lifetime_s=lifetime_s)
+    for key in config.signing_keys:
+        if key.alg == algorithm:
+            return mint_token(claims, key=key, lifetime_s=lifetime_s)
+    have = ", ".join(sorted({k.alg for k in config.signing_keys})) or "none"
+    raise ValueError(f"no {algorithm} key in [auth] signing_keys_path (signing keys: {have})")
 
 
 def _encode_hs256(payload: Mapping[str, Any], secret: str) -> str:

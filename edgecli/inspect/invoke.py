@@ -186,12 +186,9 @@ def api_key(config: Config, args: InvokeArgs) -> str:
 def user_token(config: Config, sub: str) -> str:
     """An access token for user `sub`, as Supabase Auth issues one: signed with the project's first
     signing key when it has any, else HS256 with the JWT secret."""
-    from edgecli.host.signing_keys import mint_token
+    from edgecli.host.signing_keys import mint_for
 
-    claims = {"sub": sub, "role": "authenticated", "aud": "authenticated", "iss": "edgecli"}
-    if config.signing_keys:
-        return mint_token(claims, key=config.signing_keys[0])
-    return mint_token(claims, secret=config.jwt_secret)
+    return mint_for(config, {"sub": sub, "role": "authenticated", "aud": "authenticated", "iss": "edgecli"})
 
 
 def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -163,3 +164,26 @@ def test_injected_jwks_holds_public_parts_and_the_secret(keys: dict[str, Any]) -
 def test_unusable_keys_are_explained(jwk: dict[str, Any], problem: str) -> None:
     with pytest.raises(SigningKeyError, match=problem):
         load_signing_keys([jwk])
+
+
+@pytest.mark.timeout(10)
+def test_mint_for_signs_what_the_projects_verifier_accepts(keys: dict[str, Any]) -> None:
+    from edgecli.config import Config
+    from edgecli.host.signing_keys import mint_for
+
+    config = Config(project_dir=Path("."), jwt_secret=SECRET, signing_keys=keys["all"])
+    verifier = Verifier(SECRET, keys["all"])
+    for algorithm, expected in ((None, "ES256"), ("HS256", "HS256"), ("ES256", "ES256"), ("RS256", "RS256")):
+        token = mint_for(config, CLAIMS, algorithm=algorithm)
+        assert jwt.get_unverified_header(token)["alg"] == expected
+        assert verifier.verify(f"Bearer {token}")["sub"] == "user-1"
+    assert (
+        jwt.get_unverified_header(mint_for(Config(project_dir=Path("."), jwt_secret=SECRET), CLAIMS))["alg"]
+        == "HS256"
+    )
+    with pytest.raises(ValueError, match="no RS256 key"):
+        mint_for(
+            Config(project_dir=Path("."), jwt_secret=SECRET, signing_keys=(keys["ec"],)),
+            CLAIMS,
+            algorithm="RS256",
+        )
