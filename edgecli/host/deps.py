@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import time
 import tomllib
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from edgecli.config import FunctionConfig
 from edgecli.events import Event
+from edgecli.runtime.parent import die_with_parent
 
 COMPLETE_MARK = ".edgecli-complete"
 MESSAGE_LINES = 15  # the tail of the installer's output kept in the boot error
@@ -128,18 +131,22 @@ class Dependencies:
         return target
 
     async def _run(self, command: list[str], cwd: Path, wanted: Requirements) -> None:
+        # Its own process group, killed as a whole when serve stops, and a parent-death signal for a
+        # serve that is killed outright: no installer (or build it started) is left behind.
         proc = await asyncio.create_subprocess_exec(
             *command,
             cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         try:
             output, _ = await proc.communicate()
-        except BaseException:  # serve is stopping: no installer is left behind
+        except BaseException:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise
         if proc.returncode != 0:

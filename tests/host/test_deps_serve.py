@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import signal
+import socket
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 from serving import Served, make_project, wait_until
 
@@ -121,3 +124,28 @@ def test_a_broken_requirement_is_that_functions_boot_error(tmp_path: Path, wheel
         assert srv.get("fine").text == "plain"
         error = srv.wait_event(kind="boot_error", function="broken")
         assert "requirements.txt failed" in error["message"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_install_in_progress_dies_with_serve(tmp_path: Path, sig: int) -> None:
+    # An index that takes connections and never answers: the installer waits until it is stopped.
+    index = socket.socket()
+    index.bind(("127.0.0.1", 0))
+    index.listen(16)
+    url = f"http://127.0.0.1:{index.getsockname()[1]}/simple"
+    root = make_project(tmp_path / "p", {"slow": PLAIN})
+    (root / "supabase" / "functions" / "slow" / "requirements.txt").write_text(
+        f"--index-url {url}\n{PACKAGE}\n"
+    )
+    try:
+        with Served(root) as srv:
+            srv.wait_event(lambda e: "installing dependencies" in e["message"], kind="log")
+            installer = wait_until(lambda: [p for p in srv.family() if "pip" in " ".join(p.cmdline())], 30)
+            if sig == signal.SIGKILL:
+                assert srv.proc is not None
+                srv.proc.kill()
+                psutil.wait_procs(installer, timeout=10)
+                assert not [p for p in installer if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        index.close()
