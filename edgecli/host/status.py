@@ -51,14 +51,15 @@ class StatusServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        record = {"pid": os.getpid(), "url": self.url, "status": f"http://127.0.0.1:{port}/"}
+        # Any failure here only means `functions list` shows the configuration alone: serving goes on.
         try:
+            self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+            port = self._server.sockets[0].getsockname()[1]
+            record = {"pid": os.getpid(), "url": self.url, "status": f"http://127.0.0.1:{port}/"}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(record), encoding="utf-8")
         except OSError:
-            pass  # `functions list` then shows the configuration only; serving is unaffected
+            pass
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

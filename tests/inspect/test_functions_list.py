@@ -49,10 +49,11 @@ def records(root: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.timeout(120)
 def test_functions_list_without_and_with_a_running_serve(tmp_path: Path) -> None:
-    root = make_project(tmp_path, {"hello": HELLO, "off": HELLO, "deps": HELLO}, CONFIG)
+    root = make_project(tmp_path, {"hello": HELLO, "off": HELLO, "deps": HELLO, "broken": HELLO}, CONFIG)
     functions = root / "supabase" / "functions"
     (functions / "hello" / "page.html").write_text("<p>hi</p>")
     (functions / "deps" / "requirements.txt").write_text("")
+    (functions / "broken" / "requirements.txt").write_text("--no-index\nedgecli-no-such-package\n")
     before = records(root)
     hello = before["hello"]
     assert hello["entrypoint"] == "supabase/functions/hello/index.py" and hello["verify_jwt"] is True
@@ -70,6 +71,8 @@ def test_functions_list_without_and_with_a_running_serve(tmp_path: Path) -> None
         assert hello["serving"] is True and hello["requests"] == 3
         [worker] = hello["workers"]
         assert worker["state"] == "ready" and worker["requests"] == 3 and worker["pid"] in srv.worker_pids()
+        srv.wait_event(kind="boot_error", function="broken")
+        assert "requirements.txt failed" in records(root)["broken"]["boot_error"]
         table = listed(root, "list")
         assert table.returncode == 0 and f"pid {srv.proc.pid if srv.proc else ''}" in table.stdout
         assert "1 (ready)" in table.stdout
