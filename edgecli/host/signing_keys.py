@@ -17,7 +17,7 @@ import base64
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -43,13 +43,16 @@ class SigningKeyError(ValueError):
 
 @dataclass(frozen=True)
 class SigningKey:
-    """One asymmetric key: its id, algorithm, the private key (to mint) and the public one (to verify)."""
+    """One asymmetric key: its id, algorithm, the private key (to mint) and the public one (to verify).
+
+    Equal when the public JWK is: key objects compare by identity, and the reloader compares the keys of
+    each config.toml it reads with the running ones."""
 
     kid: str | None
     alg: str
-    private: Any
-    public: Any
-    public_jwk: Mapping[str, Any]
+    private: Any = field(compare=False)
+    public: Any = field(compare=False)
+    public_jwk: Mapping[str, Any] = field(hash=False)
 
 
 def load_signing_keys(jwks: Sequence[Mapping[str, Any]]) -> tuple[SigningKey, ...]:

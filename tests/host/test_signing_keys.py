@@ -187,3 +187,11 @@ def test_mint_for_signs_what_the_projects_verifier_accepts(keys: dict[str, Any])
             CLAIMS,
             algorithm="RS256",
         )
+
+
+@pytest.mark.timeout(10)
+def test_keys_read_twice_from_the_same_file_are_equal() -> None:
+    # The reloader compares configs: the same file must not look like a changed setting on every reload.
+    jwks = [ec_jwk(), rsa_jwk()]
+    assert load_signing_keys(jwks) == load_signing_keys(jwks)
+    assert load_signing_keys(jwks) != load_signing_keys([ec_jwk(), jwks[1]])

@@ -110,3 +110,4 @@ def test_signing_keys_api_keys_and_static_files(tmp_path: Path) -> None:
         assert reload["changes"] == ["supabase/static/note.txt"] and "probe" not in reload["message"]
     out = srv.output()
     assert "static_files" not in out  # accepted without a warning
+    assert "restart serve" not in out  # the same signing keys read again are not a changed setting
