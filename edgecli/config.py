@@ -714,7 +714,8 @@ class _Discovery:
                     f"Use globs relative to supabase/, e.g. {example}, in {self.src.shown}.",
                 )
             for path in sorted(root.glob(relative)):
-                if path.is_file():
+                # Never edgecli's own state (installed dependencies, the event store) under .temp/.
+                if path.is_file() and path.relative_to(root).parts[0] != ".temp":
                     found[path] = None
         return tuple(value), tuple(found)
 

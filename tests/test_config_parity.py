@@ -84,3 +84,13 @@ def test_bad_static_files(make_project: MakeProject, value: str, problem: str) -
     root = make_project(f"[functions.site]\nstatic_files = {value}\n", ["site"])
     message = _error(root)
     assert message.startswith("supabase/config.toml:2: [functions.site] static_files") and problem in message
+
+
+def test_static_globs_never_match_edgecli_state(make_project: MakeProject) -> None:
+    root = make_project('[functions.site]\nstatic_files = ["./**/*.txt"]\n', ["site"])
+    state = root / "supabase" / ".temp" / "edgecli" / "deps" / "abc"
+    state.mkdir(parents=True)
+    (state / "LICENSE.txt").write_text("x")
+    (root / "supabase" / "functions" / "site" / "a.txt").write_text("a")
+    site = load(root).functions["site"]
+    assert [p.name for p in site.static_files] == ["a.txt"]

@@ -155,7 +155,7 @@ def static_roots(config: Config) -> set[Path]:
 
 def owns_static(config: Config, function: FunctionConfig, path: Path) -> bool:
     """Whether `path` is (or would be) one of `function`'s static files: a change there reloads it."""
-    if not path.is_relative_to(config.supabase_dir):
+    if not path.is_relative_to(config.supabase_dir) or path.is_relative_to(config.state_dir.parent):
         return False
     relative = path.relative_to(config.supabase_dir).as_posix()
     return any(fnmatch.fnmatch(relative, g.strip().removeprefix("./")) for g in function.static_globs)
