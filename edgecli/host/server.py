@@ -131,6 +131,7 @@ class ServeCommand:
         for name, pool in self.pools.items():
             workers = [w for w in self.supervisor.workers.values() if w.function.name == name and w.live]
             functions[name] = {
+                "verify_jwt": self.config.verify_jwt and pool.function.verify_jwt,  # --no-verify-jwt too
                 "requests": self.requests.by_function[name],
                 "boot_error": pool.broken.message if pool.broken is not None else None,
                 "workers": [

@@ -99,6 +99,7 @@ def function_record(config: Config, fn: FunctionConfig, status: dict[str, Any] |
         record.update(
             serving=True,
             policy=status.get("policy", config.policy) if status else config.policy,
+            verify_jwt=served.get("verify_jwt", fn.verify_jwt),
             workers=served.get("workers", []),
             requests=served.get("requests", 0),
             boot_error=served.get("boot_error"),

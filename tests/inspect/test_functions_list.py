@@ -63,12 +63,12 @@ def test_functions_list_without_and_with_a_running_serve(tmp_path: Path) -> None
     assert before["deps"]["dependencies"] == "supabase/functions/deps/requirements.txt"
     assert before["off"]["enabled"] is False and "disabled" in before["off"]["skipped"]
 
-    with Served(root) as srv:
+    with Served(root) as srv:  # with --no-verify-jwt: what is in force is what the list shows
         for _ in range(3):
             assert srv.get("hello").text == "hi"
         during = records(root)
         hello = during["hello"]
-        assert hello["serving"] is True and hello["requests"] == 3
+        assert hello["serving"] is True and hello["requests"] == 3 and hello["verify_jwt"] is False
         [worker] = hello["workers"]
         assert worker["state"] == "ready" and worker["requests"] == 3 and worker["pid"] in srv.worker_pids()
         srv.wait_event(kind="boot_error", function="broken")
