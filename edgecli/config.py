@@ -687,7 +687,7 @@ class _Discovery:
             env_file=env_file if env_file.is_file() else None,
             static_globs=globs,
             static_files=static,
-            dependencies=dependency_file(directory),
+            dependencies=dependency_file(directory) if entrypoint.suffix == ".py" else None,
         )
 
     def _static_files(self, name: str, block: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
