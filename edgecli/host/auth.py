@@ -25,6 +25,9 @@ itself, so a function can trust it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import warnings
@@ -33,11 +36,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-
-from edgecli.host.signing_keys import SigningKey
+if TYPE_CHECKING:
+    from edgecli.host.signing_keys import SigningKey
 
 CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"
@@ -66,10 +68,20 @@ class AuthFailure(Exception):
 def make_key(secret: str, role: str) -> str:
     """An HS256 API key for `role` (`anon`, `service_role`), shaped like Supabase's local keys.
 
-    Deterministic for a given secret and role: no `iat`, a fixed `exp`, and PyJWT's stable header.
+    Deterministic for a given secret and role: no `iat`, a fixed `exp`, and the header PyJWT writes.
+    Signed here with hmac rather than PyJWT, whose import (it loads cryptography) would be most of
+    `edgecli invoke`'s start-up.
     """
-    with _quiet_key_length():
-        return jwt.encode({"iss": KEY_ISSUER, "role": role, "exp": KEY_EXPIRY}, secret, algorithm=ALGORITHM)
+    header = _b64url(b'{"alg":"HS256","typ":"JWT"}')
+    claims = _b64url(
+        json.dumps({"iss": KEY_ISSUER, "role": role, "exp": KEY_EXPIRY}, separators=(",", ":")).encode()
+    )
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64url(signature)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @contextmanager
@@ -142,6 +154,8 @@ class Verifier:
         return entry.claims
 
     def _decode(self, token: str) -> _Entry:
+        import jwt  # here, not at the top: make_key's callers (invoke) need no PyJWT
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -154,6 +168,8 @@ class Verifier:
         return _Entry(claims, float(exp) if exp is not None else None)
 
     def _verified_payload(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
+        import jwt
+
         alg, kid = header.get("alg"), header.get("kid")
         keys: list[Any]
         if alg == ALGORITHM:

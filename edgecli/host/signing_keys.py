@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import jwt
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-
+# PyJWT (and the cryptography it loads) is imported where keys are loaded or tokens signed: serve's
+# environment and invoke only need the constants and JSON below.
 if TYPE_CHECKING:
     from edgecli.config import Config
 
@@ -72,10 +71,13 @@ def _load_one(index: int, jwk: Mapping[str, Any]) -> SigningKey:
         )
     if "d" not in jwk:
         raise SigningKeyError(f'{where} has no private part ("d"); `supabase gen signing-key` writes one')
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+    from jwt.exceptions import InvalidKeyError
+
     loader = ECAlgorithm if kty == "EC" else RSAAlgorithm
     try:
         private: Any = loader.from_jwk(json.dumps(dict(jwk)))
-    except (jwt.InvalidKeyError, ValueError, TypeError, KeyError) as exc:
+    except (InvalidKeyError, ValueError, TypeError, KeyError) as exc:
         raise SigningKeyError(f"{where} is not a valid {kty} private key ({exc})") from None
     kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else None
     public_jwk = {"kty": kty, **{k: jwk[k] for k in _PUBLIC_FIELDS[str(kty)]}, "alg": alg, "use": "sig"}
@@ -108,6 +110,8 @@ def mint_token(
 ) -> str:
     """A JWT carrying `claims`, signed HS256 with `secret` or with the asymmetric `key` (its own algorithm
     and kid). `iat` and `exp` are added unless `claims` has them."""
+    import jwt
+
     if (secret is None) == (key is None):
         raise ValueError("mint_token needs exactly one of secret= or key=")
     now = int(time.time())
@@ -142,6 +146,8 @@ def mint_for(
 
 def _encode_hs256(payload: Mapping[str, Any], secret: str) -> str:
     import warnings
+
+    import jwt
 
     with warnings.catch_warnings():  # a short local secret is the config loader's to judge
         warnings.filterwarnings("ignore", message="The HMAC key is")
