@@ -37,8 +37,10 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
 app.add_typer(tasks_app, name="tasks")
-functions_app = typer.Typer(help="The project's functions: configuration, and workers when served.")
-app.add_typer(functions_app, name="functions")
+functions_app = typer.Typer(help="The project's functions, and their workers while served.")
+# Listed as `list` in the top-level help: a 9-letter name there would widen its column and cut others'
+# summaries at 80 columns.
+app.add_typer(functions_app, name="functions", hidden=True)
 
 T = TypeVar("T")
 WorkdirOpt = Annotated[
@@ -434,7 +436,7 @@ def functions_list(ctx: typer.Context, json_output: JsonOpt = False, workdir: Wo
 
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
-    """Same as `edgecli functions list`."""
+    """List the functions, their settings and workers (also: functions list)."""
     _list_functions(ctx, workdir, json_output)
 
 
