@@ -436,7 +436,7 @@ def functions_list(ctx: typer.Context, json_output: JsonOpt = False, workdir: Wo
 
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
-    """List the functions, their settings and workers (also: functions list)."""
+    """The functions, their settings and workers (functions list)."""
     _list_functions(ctx, workdir, json_output)
 
 
