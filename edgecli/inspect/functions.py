@@ -8,12 +8,12 @@ edgecli/host/status.py); a stale file (serve killed) or a serve that does not an
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from edgecli.config import Config, FunctionConfig, load_config
 from edgecli.console import Cell, Output, print_table
@@ -51,7 +51,7 @@ def running_status(config: Config) -> dict[str, Any] | None:
         pid, url = int(advert["pid"]), str(advert["status"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid):
+    if not psutil.pid_exists(pid):  # a serve killed outright leaves its file behind
         return None
     try:
         response = httpx.get(url, timeout=STATUS_TIMEOUT_S)
@@ -60,16 +60,6 @@ def running_status(config: Config) -> dict[str, Any] | None:
     except (httpx.HTTPError, ValueError):
         return None
     return status if isinstance(status, dict) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _shown(config: Config, path: Path) -> str:
