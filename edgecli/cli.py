@@ -37,6 +37,10 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
 app.add_typer(tasks_app, name="tasks")
+functions_app = typer.Typer(help="The project's functions, and their workers while served.")
+# Listed as `list` in the top-level help: a 9-letter name there would widen its column and cut others'
+# summaries at 80 columns.
+app.add_typer(functions_app, name="functions", hidden=True)
 
 T = TypeVar("T")
 WorkdirOpt = Annotated[
@@ -114,6 +118,9 @@ def new(
     name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
     template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
+    auth: Annotated[
+        str | None, typer.Option("--auth", help="Who may call it: user | apikey | none (verify_jwt off).")
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
@@ -123,7 +130,7 @@ def new(
     if list_templates:
         _run(lambda: project.print_templates(out))
         return
-    _run(lambda: project.new_function(_workdir(ctx, workdir), name, template=template, output=out))
+    _run(lambda: project.new_function(_workdir(ctx, workdir), name, template=template, output=out, auth=auth))
 
 
 @app.command()
@@ -273,6 +280,12 @@ def invoke(
         typer.Option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
     ] = None,
     service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="anon | service_role | publishable | secret (default anon).")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Call as this signed-in user (a fresh access token).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
     timeout: Annotated[
         float,
@@ -293,6 +306,8 @@ def invoke(
         url=url,
         port=port,
         service_role=service_role,
+        key=key,
+        user=user,
         wait=wait,
         timeout=timeout,
         json_output=json_output,
@@ -403,6 +418,26 @@ def _bare_inspect(args: list[str]) -> list[str]:
     """`--inspect` alone means the default address: its value is given only as `--inspect=HOST:PORT`, so
     that `serve --inspect hello` reads `hello` as the function."""
     return [f"--inspect={DEFAULT_INSPECT}" if arg == "--inspect" else arg for arg in args]
+
+
+def _list_functions(ctx: typer.Context, workdir: Path | None, json_output: bool) -> None:
+    from edgecli.inspect import functions as functions_mod
+
+    raise typer.Exit(_run(lambda: functions_mod.run(_workdir(ctx, workdir), json_output, _output())))
+
+
+@functions_app.command("list")
+def functions_list(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
+    """Every function: entrypoint, verify_jwt, policy and limits, static files, dependencies; workers and
+    requests served when `edgecli serve` runs."""
+    given_to_group = (ctx.parent.obj or {}).get("workdir") if ctx.parent else None
+    _list_functions(ctx, workdir or given_to_group, json_output)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: JsonOpt = False, workdir: WorkdirOpt = None) -> None:
+    """The functions, their settings and workers (functions list)."""
+    _list_functions(ctx, workdir, json_output)
 
 
 def main() -> None:

@@ -16,11 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from edgecli.deno import INSTALL_HINT as DENO_INSTALL_HINT
 from edgecli.deno import deno_binary
 from edgecli.errors import ConfigError, ProjectNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from edgecli.host.signing_keys import SigningKey
 
 Policy = Literal["per_worker", "oneshot", "per_request"]
 POLICIES: tuple[Policy, ...] = ("per_worker", "oneshot", "per_request")
@@ -72,6 +75,9 @@ class FunctionConfig:
     verify_jwt: bool = True
     limits: Limits = field(default_factory=Limits)
     env_file: Path | None = None  # supabase/functions/NAME/.env when it exists
+    static_globs: tuple[str, ...] = ()  # `static_files` as written, relative to supabase/
+    static_files: tuple[Path, ...] = ()  # the files they match now (absolute)
+    dependencies: Path | None = None  # requirements.txt, else a pyproject.toml with dependencies
 
     @property
     def runtime(self) -> Literal["python", "deno"]:
@@ -108,6 +114,8 @@ class Config:
     reload: bool = True
     json_output: bool = False
     jwt_secret: str = DEFAULT_JWT_SECRET
+    signing_keys_path: Path | None = None  # [auth] signing_keys_path, resolved
+    signing_keys: tuple[SigningKey, ...] = ()
     db_url: str = DEFAULT_DB_URL
     env_file: Path | None = None  # the common env file: --env-file, else supabase/functions/.env if present
     secrets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -185,7 +193,7 @@ _PORT_RANGE = (1, 65_535)
 # Keys Supabase itself puts in [edge_runtime]; edgecli accepts them (inspector_port, deno_version unused).
 _EDGE_RUNTIME_KEYS = frozenset({"enabled", "policy", "inspector_port", "deno_version", "secrets"})
 _EDGECLI_EDGE_RUNTIME_KEYS = frozenset({*LIMIT_KEYS, "event_retention", "event_retention_mb"})
-_FUNCTION_KEYS = frozenset({"enabled", "verify_jwt", "entrypoint", *LIMIT_KEYS})
+_FUNCTION_KEYS = frozenset({"enabled", "verify_jwt", "entrypoint", "static_files", *LIMIT_KEYS})
 _SUPABASE_FUNCTION_KEYS = frozenset({"import_map", "static"})  # Deno-only: accepted and ignored
 # Entrypoints Deno serves (a stock Supabase function is index.ts), tried when there is no index.py.
 DENO_ENTRYPOINTS = ("index.ts", "index.tsx", "index.js", "index.jsx", "index.mjs")
@@ -286,6 +294,7 @@ def load_config(
     verify_jwt = not (over.no_verify_jwt or _env_flag(env, ENV_NO_VERIFY_JWT))
     blocks = _table(src, data, ("functions",))
     found = _Discovery(src, project_dir / "supabase", blocks, limits, verify_jwt).run()
+    keys_path, keys = _resolve_signing_keys(src, data, project_dir / "supabase")
     functions, skipped = _select(found, over.only)
     if over.inspect is not None:
         functions = {name: _inspected(fn) for name, fn in functions.items()}
@@ -300,6 +309,8 @@ def load_config(
         inspect=over.inspect,
         inspect_mode=over.inspect_mode,
         jwt_secret=_resolve_jwt_secret(src, data, env),
+        signing_keys_path=keys_path,
+        signing_keys=keys,
         db_url=_resolve_db_url(src, data),
         env_file=_resolve_env_file(project_dir, env, over),
         secrets=MappingProxyType(secrets),
@@ -550,6 +561,40 @@ def _resolve_jwt_secret(src: _Source, data: Mapping[str, Any], env: Mapping[str,
     return _substitute(src, ("auth",), "jwt_secret", value, env)
 
 
+def _resolve_signing_keys(
+    src: _Source, data: Mapping[str, Any], supabase_dir: Path
+) -> tuple[Path | None, tuple[SigningKey, ...]]:
+    """`[auth] signing_keys_path`: a JSON array of private JWKs (`supabase gen signing-key`), relative to
+    supabase/. The key material is only loaded (and cryptography imported) when the key is set."""
+    value = _table(src, data, ("auth",)).get("signing_keys_path")
+    if value is None:
+        return None, ()
+    table, key = ("auth",), "signing_keys_path"
+    fix = (
+        "Point it at the file `supabase gen signing-key` writes (a JSON array of private JWKs), e.g. "
+        f'signing_keys_path = "./signing_keys.json", in {src.shown}.'
+    )
+    if not isinstance(value, str) or not value.strip():
+        raise src.error(table, key, f"is {_show(value)}; allowed: a path relative to supabase/", fix)
+    path = (supabase_dir / value).resolve()
+    try:
+        parsed = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise src.error(table, key, f"names {value}, which does not exist", fix) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise src.error(table, key, f"names {value}, which cannot be read as JSON ({exc})", fix) from None
+    if isinstance(parsed, dict) and isinstance(parsed.get("keys"), list):
+        parsed = parsed["keys"]  # a JWKS object rather than a bare array
+    if not isinstance(parsed, list) or not all(isinstance(k, dict) for k in parsed):
+        raise src.error(table, key, f"names {value}, which is not a JSON array of JWK objects", fix)
+    from edgecli.host.signing_keys import SigningKeyError, load_signing_keys
+
+    try:
+        return path, load_signing_keys(parsed)
+    except SigningKeyError as exc:
+        raise src.error(table, key, f"names {value}, whose {exc}", fix) from None
+
+
 def _resolve_db_url(src: _Source, data: Mapping[str, Any]) -> str:
     port = _read_int(src, ("db",), "port", _table(src, data, ("db",)), *_PORT_RANGE)
     return f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres" if port else DEFAULT_DB_URL
@@ -637,6 +682,7 @@ class _Discovery:
         if not directory.is_dir():  # a block whose entrypoint lives elsewhere inside supabase/
             directory = entrypoint.parent
         env_file = directory / ".env"
+        globs, static = self._static_files(name, block)
         self.served[name] = FunctionConfig(
             name=name,
             entrypoint=entrypoint,
@@ -644,7 +690,39 @@ class _Discovery:
             verify_jwt=verify_jwt and self.verify_jwt,
             limits=limits,
             env_file=env_file if env_file.is_file() else None,
+            static_globs=globs,
+            static_files=static,
+            dependencies=dependency_file(directory) if entrypoint.suffix == ".py" else None,
         )
+
+    def _static_files(self, name: str, block: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+        """`static_files`: globs relative to supabase/ (as Supabase writes them), and the files they match."""
+        value = block.get("static_files", [])
+        table = ("functions", name)
+        example = f'static_files = ["./functions/{name}/*.html"]'
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.src.error(
+                table,
+                "static_files",
+                f"is {_show(value)}; allowed: an array of globs relative to supabase/",
+                f"Write it as {example} in {self.src.shown}.",
+            )
+        root = self.supabase_dir.resolve()
+        found: dict[Path, None] = {}
+        for pattern in value:
+            relative = pattern.strip().removeprefix("./")
+            if Path(relative).is_absolute() or ".." in Path(relative).parts:
+                raise self.src.error(
+                    table,
+                    "static_files",
+                    f"has {_show(pattern)}, which is outside supabase/",
+                    f"Use globs relative to supabase/, e.g. {example}, in {self.src.shown}.",
+                )
+            for path in sorted(root.glob(relative)):
+                # Never edgecli's own state (installed dependencies, the event store) under .temp/.
+                if path.is_file() and path.relative_to(root).parts[0] != ".temp":
+                    found[path] = None
+        return tuple(value), tuple(found)
 
     def _unknown_keys(self, name: str, block: Mapping[str, Any]) -> list[str]:
         known = _FUNCTION_KEYS | _SUPABASE_FUNCTION_KEYS
@@ -713,6 +791,22 @@ def _inspected(function: FunctionConfig) -> FunctionConfig:
         request_wait_timeout_ms=3_600_000,  # requests queue behind one paused at a breakpoint
     )
     return replace(function, limits=limits)
+
+
+def dependency_file(directory: Path) -> Path | None:
+    """A function's own dependencies: requirements.txt, else pyproject.toml when it lists
+    `[project] dependencies`."""
+    requirements = directory / "requirements.txt"
+    if requirements.is_file():
+        return requirements
+    pyproject = directory / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return pyproject  # the installer reports what is wrong with it, as that function's boot error
+    return pyproject if isinstance(project, dict) and project.get("dependencies") else None
 
 
 def _select(found: _Discovery, only: tuple[str, ...]) -> tuple[dict[str, FunctionConfig], tuple[str, ...]]:

@@ -295,6 +295,8 @@ def print_banner(
     notes: Sequence[str],
     verify_jwt: bool = True,
     reload: bool = True,
+    publishable_key: str = "",
+    secret_key: str = "",
 ) -> None:
     """serve's start-up banner: function URLs as `supabase functions serve` lists them, the keys, a curl
     line to paste for the first function, and how to stop.
@@ -318,6 +320,12 @@ def print_banner(
     out.print(escape(anon_key), soft_wrap=True)
     out.print("[dim]service_role key (bypasses row-level security; keep it on the server):[/dim]")
     out.print(escape(service_role_key), soft_wrap=True)
+    if publishable_key:
+        out.print("[dim]publishable key (the new API key for clients):[/dim]")
+        out.print(escape(publishable_key), soft_wrap=True)
+    if secret_key:
+        out.print("[dim]secret key (the new API key for servers; keep it on the server):[/dim]")
+        out.print(escape(secret_key), soft_wrap=True)
     if not verify_jwt:
         out.print("[yellow]![/yellow] JWT verification is off (--no-verify-jwt): any caller is let in.")
     for note in notes:

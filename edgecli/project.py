@@ -21,6 +21,10 @@ from edgecli.errors import ConfigError, EdgecliError, ProjectNotFoundError, Usag
 
 CONFIG = Path("supabase") / "config.toml"
 DEFAULT_TEMPLATE = "hello"
+# `new --auth`: who may call the function. user/apikey bring their own template; apikey and none turn
+# verify_jwt off (the new API keys are not JWTs, so Supabase's check would refuse them).
+AUTH_MODES = ("user", "apikey", "none")
+_NO_VERIFY_JWT = frozenset({"apikey", "none"})
 # Template files say __NAME__ where the function's name goes (routes, log prefixes, the invoke line).
 NAME_PLACEHOLDER = "__NAME__"
 PROJECT_ID_PLACEHOLDER = "__PROJECT_ID__"
@@ -95,14 +99,17 @@ def init_project(target: Path, *, force: bool, output: Output) -> None:
     output.line(f"  edgecli serve{_workdir_flag(root)}")
 
 
-def new_function(workdir: Path | None, name: str | None, *, template: str, output: Output) -> None:
+def new_function(
+    workdir: Path | None, name: str | None, *, template: str, output: Output, auth: str | None = None
+) -> None:
     """Scaffold supabase/functions/NAME/ from `template` and add [functions.NAME] to config.toml."""
     _check_name(name)
     assert name is not None  # for the type checker: _check_name refused None
-    chosen = _get_template(template)
+    chosen = _get_template(_auth_template(auth, template))
     root = find_project(workdir)
     config = root / CONFIG
-    new_text = _config_with_block(config, name, chosen.entrypoint)
+    verify_jwt = (auth or chosen.name) not in _NO_VERIFY_JWT
+    new_text = _config_with_block(config, name, chosen.entrypoint, verify_jwt=verify_jwt)
     folder = config.parent / "functions" / name
     if folder.exists() or folder.is_symlink():
         raise EdgecliError(
@@ -173,6 +180,20 @@ def _get_template(name: str) -> Template:
     return templates[name]
 
 
+def _auth_template(auth: str | None, template: str) -> str:
+    """The template `new --auth` scaffolds from: user and apikey have their own; none keeps `template`."""
+    if auth is None or auth == "none":
+        return template
+    if auth not in AUTH_MODES:
+        raise UsageError(f"--auth {auth!r} is not an auth mode; allowed: {', '.join(AUTH_MODES)}.")
+    if template not in (DEFAULT_TEMPLATE, auth):
+        raise UsageError(
+            f"--auth {auth} scaffolds its own template, so it does not go with --template {template}. Drop "
+            f"one of them (--auth none keeps any template and turns verify_jwt off)."
+        )
+    return auth
+
+
 def _check_name(name: str | None) -> None:
     if name is None:
         raise UsageError(
@@ -187,7 +208,9 @@ def _check_name(name: str | None) -> None:
         )
 
 
-def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) -> str | None:
+def _config_with_block(
+    config: Path, name: str, entrypoint: str = ENTRYPOINT, *, verify_jwt: bool = True
+) -> str | None:
     """config.toml's text with a [functions.NAME] block appended, or None when the block exists.
 
     The block is appended as text (rendered by tomlkit) rather than re-serialising the document, so every
@@ -200,7 +223,7 @@ def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) ->
         raise ConfigError(f"{shown}: `functions` must be a table of [functions.NAME] blocks. Fix it first.")
     if name in functions:
         return None
-    block = _function_block(name, entrypoint)
+    block = _function_block(name, entrypoint, verify_jwt)
     separator = "" if not text or text.endswith("\n\n") else "\n" if text.endswith("\n") else "\n\n"
     new_text = text + separator + block
     try:
@@ -215,12 +238,12 @@ def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) ->
     return new_text
 
 
-def _function_block(name: str, entrypoint: str) -> str:
+def _function_block(name: str, entrypoint: str, verify_jwt: bool = True) -> str:
     import tomlkit  # only `edgecli new` writes TOML; invoke and logs find the project through here
 
     table = tomlkit.table()
     table.add("enabled", True)
-    table.add("verify_jwt", True)
+    table.add("verify_jwt", verify_jwt)
     table.add("entrypoint", f"./functions/{name}/{entrypoint}")
     functions = tomlkit.table(is_super_table=True)
     functions.add(name, table)

@@ -376,7 +376,7 @@ def test_background_template_defers_work_and_handles_events(
 def test_the_demo_project_is_the_templates_rendered_and_loads_cleanly() -> None:
     repo = Path(edgecli.__file__).resolve().parent.parent
     config = load_config(repo, environ={})
-    assert list(config.functions) == ["background", "hello", "router"]
+    assert list(config.functions) == ["apikey", "background", "hello", "router", "user"]
     assert config.warnings == () and config.skipped == ()
     for t in list_templates():
         if t.entrypoint != "index.py":

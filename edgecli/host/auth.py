@@ -3,7 +3,14 @@
 What Supabase's local edge runtime does, byte for byte where users can see it:
 
 - `Authorization: Bearer <jwt>`, verified HS256 with the project's JWT secret (`[auth] jwt_secret`, else
-  Supabase's local default). The signature and `exp` / `nbf` are checked; any failure is 401.
+  Supabase's local default), or ES256 / RS256 with the public part of a signing key
+  (`[auth] signing_keys_path`). The token's `alg` (and `kid`, when it has one) picks the key, and only a
+  key of that algorithm's type is tried: an HS256 token is never checked against a public key, an
+  asymmetric one never against the secret, and `alg: none` never passes. The signature and `exp` / `nbf`
+  are checked; any failure is 401.
+- The new API keys (`sb_publishable_...`, `sb_secret_...`) are not JWTs, and, as on Supabase, the
+  check does not accept them: a function called with one sets `verify_jwt = false` and checks the key
+  itself (`edgecli new --auth apikey`).
 - The three 401 bodies are exactly Supabase's: missing header, a header that is not `Bearer <token>`,
   and `Invalid JWT` for everything else (garbage, bad signature, expired, wrong algorithm).
 
@@ -18,6 +25,9 @@ itself, so a function can trust it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import warnings
@@ -26,9 +36,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
+if TYPE_CHECKING:
+    from edgecli.host.signing_keys import SigningKey
 
 CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"
@@ -57,10 +68,20 @@ class AuthFailure(Exception):
 def make_key(secret: str, role: str) -> str:
     """An HS256 API key for `role` (`anon`, `service_role`), shaped like Supabase's local keys.
 
-    Deterministic for a given secret and role: no `iat`, a fixed `exp`, and PyJWT's stable header.
+    Deterministic for a given secret and role: no `iat`, a fixed `exp`, and the header PyJWT writes.
+    Signed here with hmac rather than PyJWT, whose import (it loads cryptography) would be most of
+    `edgecli invoke`'s start-up.
     """
-    with _quiet_key_length():
-        return jwt.encode({"iss": KEY_ISSUER, "role": role, "exp": KEY_EXPIRY}, secret, algorithm=ALGORITHM)
+    header = _b64url(b'{"alg":"HS256","typ":"JWT"}')
+    claims = _b64url(
+        json.dumps({"iss": KEY_ISSUER, "role": role, "exp": KEY_EXPIRY}, separators=(",", ":")).encode()
+    )
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64url(signature)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @contextmanager
@@ -107,8 +128,12 @@ class Verifier:
     cached: they are the rare path. Meant for one event loop (the relay), so it takes no lock.
     """
 
-    def __init__(self, secret: str, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self, secret: str, signing_keys: tuple[SigningKey, ...] = (), cache_size: int = CACHE_SIZE
+    ) -> None:
         self._secret = secret
+        self._signing_keys = signing_keys
+        self._asymmetric_kids = frozenset(k.kid for k in signing_keys if k.kid)
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
@@ -129,16 +154,40 @@ class Verifier:
         return entry.claims
 
     def _decode(self, token: str) -> _Entry:
+        import jwt  # here, not at the top: make_key's callers (invoke) need no PyJWT
+
         try:
-            with _quiet_key_length():
-                payload = jwt.decode(token, self._secret, algorithms=[ALGORITHM])
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthFailure(INVALID_JWT) from None
+        payload = self._verified_payload(token, header)
         claims = Claims(payload)
         claims.header = _encode_claims(payload)
         exp = payload.get("exp")
         # PyJWT has already rejected a non-numeric `exp`, so a present one is a number here.
         return _Entry(claims, float(exp) if exp is not None else None)
+
+    def _verified_payload(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
+        import jwt
+
+        alg, kid = header.get("alg"), header.get("kid")
+        keys: list[Any]
+        if alg == ALGORITHM:
+            # A kid naming an asymmetric key with alg HS256 is the key-confusion attack: refuse it.
+            keys = [] if kid in self._asymmetric_kids else [self._secret]
+        else:
+            keys = [k.public for k in self._signing_keys if k.alg == alg and (kid is None or k.kid == kid)]
+        for key in keys:
+            try:
+                with _quiet_key_length():
+                    # No audience check, as Supabase's: user tokens say `aud: authenticated`.
+                    payload: dict[str, Any] = jwt.decode(
+                        token, key, algorithms=[str(alg)], options={"verify_aud": False}
+                    )
+                return payload
+            except jwt.InvalidTokenError:
+                continue
+        raise AuthFailure(INVALID_JWT)
 
 
 def _bearer_token(authorization: str | None) -> str:

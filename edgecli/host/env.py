@@ -3,7 +3,8 @@
 Layers, later wins:
 1. a few host variables Python itself needs (PATH, HOME, locale, temp dir, venv, PYTHON*) — never the
    whole host environment, so a function cannot depend on something only the developer's shell has;
-2. injected SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL;
+2. injected SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL, and as the
+   Supabase CLI does today SUPABASE_JWKS, SUPABASE_PUBLISHABLE_KEYS, SUPABASE_SECRET_KEYS;
 3. `[edge_runtime.secrets]` (already resolved by the config loader);
 4. the common env file (`--env-file`, else supabase/functions/.env);
 5. the function's own supabase/functions/NAME/.env.
@@ -28,6 +29,7 @@ from dotenv.variables import parse_variables
 
 from edgecli.config import Config, FunctionConfig
 from edgecli.host.auth import make_key
+from edgecli.host.signing_keys import api_keys_env, jwks_json
 
 # Host variables a Python process needs to run well (find executables, a home, a locale, a temp dir,
 # its virtualenv, certificates). Everything else the developer's shell happens to have stays out.
@@ -104,6 +106,8 @@ def injected_env(config: Config) -> dict[str, str]:
         "SUPABASE_ANON_KEY": make_key(config.jwt_secret, "anon"),
         "SUPABASE_SERVICE_ROLE_KEY": make_key(config.jwt_secret, "service_role"),
         "SUPABASE_DB_URL": config.db_url,
+        "SUPABASE_JWKS": jwks_json(config.signing_keys, config.jwt_secret),
+        **api_keys_env(),
     }
 
 

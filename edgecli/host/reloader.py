@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import importlib.util
 import os
 import re
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
-from edgecli.config import FUNCTION_NAME_RE, Config, load_config
+from edgecli.config import FUNCTION_NAME_RE, Config, FunctionConfig, load_config
 from edgecli.errors import EdgecliError
 from edgecli.events import Event
 from edgecli.host.env import build_function_env
@@ -118,6 +119,11 @@ def watch_set(config: Config) -> WatchSet:
             roots.append(directory)
     files = {config.config_file, config.functions_dir}
     flat = [config.supabase_dir]
+    for root in static_roots(config):  # static_files kept outside functions/ (e.g. supabase/static/)
+        if root == config.supabase_dir:
+            files.update(f for function in config.functions.values() for f in function.static_files)
+        elif not any(root.is_relative_to(r) for r in roots):
+            roots.append(root)
     if config.env_file is not None:
         files.add(config.env_file)
         if (
@@ -131,6 +137,28 @@ def watch_set(config: Config) -> WatchSet:
         files=frozenset(files),
         links=_links(config.functions_dir),
     )
+
+
+def static_roots(config: Config) -> set[Path]:
+    """The folder each `static_files` glob starts in (its part before the first wildcard)."""
+    found = set()
+    for function in config.functions.values():
+        for pattern in function.static_globs:
+            fixed = []
+            for part in Path(pattern.strip().removeprefix("./")).parts[:-1]:
+                if any(c in part for c in "*?["):
+                    break
+                fixed.append(part)
+            found.add(config.supabase_dir.joinpath(*fixed))
+    return found
+
+
+def owns_static(config: Config, function: FunctionConfig, path: Path) -> bool:
+    """Whether `path` is (or would be) one of `function`'s static files: a change there reloads it."""
+    if not path.is_relative_to(config.supabase_dir) or path.is_relative_to(config.state_dir.parent):
+        return False
+    relative = path.relative_to(config.supabase_dir).as_posix()
+    return any(fnmatch.fnmatch(relative, g.strip().removeprefix("./")) for g in function.static_globs)
 
 
 def _links(folder: Path) -> frozenset[tuple[Path, Path]]:
@@ -152,6 +180,8 @@ def owner_of(config: Config, path: Path) -> str | None:
     for function in config.functions.values():
         if path == function.entrypoint or path.is_relative_to(function.directory):
             return function.name
+        if owns_static(config, function, path):
+            return function.name
     if path == config.functions_dir or not path.is_relative_to(config.functions_dir):
         return None
     top = path.relative_to(config.functions_dir).parts[0]
@@ -171,6 +201,7 @@ _RESTART_ONLY: tuple[tuple[str, str, bool], ...] = (
     ("port", "[api] port", True),
     ("host", "the host", True),
     ("jwt_secret", "[auth] jwt_secret", False),  # never print a secret
+    ("signing_keys", "[auth] signing_keys_path", False),
     ("event_retention", "[edge_runtime] event_retention", True),
     ("event_retention_mb", "[edge_runtime] event_retention_mb", True),
 )

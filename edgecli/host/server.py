@@ -31,6 +31,8 @@ from edgecli.host.http import HttpProtocol
 from edgecli.host.pool import Pool, make_pool
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
+from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
+from edgecli.host.status import RequestCounter, StatusServer
 from edgecli.host.supervisor import Supervisor
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
 from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
@@ -105,7 +107,10 @@ class ServeCommand:
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
         self.pools: dict[str, Pool] = {}
         self.health = Health(self.pools) if config.prod else None
-        self.hub = Hub([sink for sink in (self.printer, self.store, self.health) if sink is not None])
+        self.requests = RequestCounter()
+        sinks = (self.printer, self.store, self.health, self.requests)
+        self.hub = Hub([sink for sink in sinks if sink is not None])
+        self.status = StatusServer(config.state_dir, config.base_url, self.status_snapshot)
         self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
         self.stop_requested_at: float | None = None
         self.server: _Uvicorn | None = None
@@ -123,6 +128,29 @@ class ServeCommand:
                 ENV_INSPECT_MODE: self.config.inspect_mode,
             }
         return env
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """Workers, their state and requests served, per function (`edgecli functions list`)."""
+        functions: dict[str, Any] = {}
+        for name, pool in self.pools.items():
+            workers = [w for w in self.supervisor.workers.values() if w.function.name == name and w.live]
+            functions[name] = {
+                "verify_jwt": self.config.verify_jwt and pool.function.verify_jwt,  # --no-verify-jwt too
+                "requests": self.requests.by_function[name],
+                "boot_error": pool.broken.message if pool.broken is not None else None,
+                "workers": [
+                    {
+                        "id": w.id,
+                        "pid": w.pid,
+                        "state": w.state.value,
+                        "inflight": len(w.inflight),
+                        "tasks": len(w.tasks),
+                        "requests": self.requests.by_worker[w.id],
+                    }
+                    for w in workers
+                ],
+            }
+        return {"policy": self.config.policy, "functions": functions}
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -151,12 +179,13 @@ class ServeCommand:
         for name, function in config.functions.items():
             self.pools[name] = make_pool(config.policy, function, self.supervisor)
         health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
-        verifier = Verifier(config.jwt_secret)
+        verifier = Verifier(config.jwt_secret, config.signing_keys)
         relay = Relay(self.pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
         if config.prod:
             self.announce()
         else:
             self.banner()
+            await self.status.start()  # for `edgecli functions list`; a container has no use for it
         uv_config = uvicorn.Config(
             relay,
             http=HttpProtocol,
@@ -203,6 +232,8 @@ class ServeCommand:
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
             anon_key=make_key(config.jwt_secret, "anon"),
             service_role_key=make_key(config.jwt_secret, "service_role"),
+            publishable_key=PUBLISHABLE_KEY,
+            secret_key=SECRET_KEY,
             notes=list(dict.fromkeys(notes)),
             verify_jwt=config.verify_jwt,
             reload=config.reload,
@@ -263,6 +294,7 @@ class ServeCommand:
             self.printer.flush()
             print_draining(self._person_output(), tasks, grace)
         await self.supervisor.shutdown(grace)
+        await self.status.close()
         self.sock.close()
         if self.store is not None:
             self.store.close()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
@@ -26,6 +27,7 @@ from edgecli.config import Config, FunctionConfig, Limits
 from edgecli.events import Event
 from edgecli.host import deno
 from edgecli.host.connection import BootError, WorkerConnection
+from edgecli.host.deps import Dependencies, DependencyError
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
 
@@ -109,6 +111,7 @@ class Supervisor:
         self.workers: dict[str, Worker] = {}
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
+        self.dependencies = Dependencies(config.state_dir / "deps", emit)
         self._forkserver_started = 0.0  # monotonic time of the last (re)start
         self._monitor: asyncio.Task[None] | None = None
         # Per function, the boot failure last reported (pool, traceback): workers booting the same broken
@@ -140,6 +143,7 @@ class Supervisor:
 
     async def spawn(self, function: FunctionConfig, generation: int, pool: PoolHooks) -> Worker:
         """Start a worker and wait for it to boot. Raises BootError when the function cannot boot."""
+        deps = await self._dependencies(function, pool)
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -164,6 +168,7 @@ class Supervisor:
             "directory": str(function.directory),
             "functions_dir": str(self.config.functions_dir),
             "env": self.env_for(function),
+            "deps": str(deps) if deps is not None else "",
         }
         if function.runtime == "deno":
             spec["argv"] = deno.worker_argv(function, worker_id)
@@ -210,6 +215,25 @@ class Supervisor:
                 "into the handler, or raise boot_timeout_sec in config.toml"
             )
             raise BootError(message) from None
+
+    async def _dependencies(self, function: FunctionConfig, pool: PoolHooks) -> Path | None:
+        """The function's installed dependencies folder; an install failure is its boot error."""
+        try:
+            return await self.dependencies.ensure(function)
+        except DependencyError as exc:
+            failure = (id(pool), exc.message)
+            if self._boot_failures.get(function.name) != failure:
+                self._boot_failures[function.name] = failure
+                self.emit(
+                    Event(
+                        kind="boot_error",
+                        message=exc.message,
+                        level="error",
+                        function=function.name,
+                        fields={"error": exc.message},
+                    )
+                )
+            raise BootError(exc.message) from None
 
     # -- retire / terminate / kill ---------------------------------------------------------------------
 
@@ -487,6 +511,7 @@ class Supervisor:
             await asyncio.sleep(0.02)
         if self._monitor is not None:
             self._monitor.cancel()
+        await self.dependencies.close()
         await self.forkserver.stop()
         for worker in list(self.workers.values()):
             self.finish(worker)

@@ -34,6 +34,8 @@ class InvokeArgs:
     url: str | None = None
     port: int | None = None
     service_role: bool = False
+    key: str | None = None  # anon | service_role | publishable | secret (KEY_CHOICES)
+    user: str | None = None  # call as this signed-in user: a fresh access token with this `sub`
     wait: bool = False
     timeout: float = 60.0
     json_output: bool = False
@@ -157,10 +159,40 @@ def parse_headers(raw: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
-def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:
-    from edgecli.host.auth import make_key
+KEY_CHOICES = ("anon", "service_role", "publishable", "secret")
 
-    key = make_key(config.jwt_secret, "service_role" if args.service_role else "anon")
+
+def api_key(config: Config, args: InvokeArgs) -> str:
+    """The key `invoke` calls with: a legacy JWT (anon, service_role) or one of the new API keys."""
+    from edgecli.host.auth import make_key
+    from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
+
+    if args.user is not None:
+        if args.key or args.service_role:
+            raise UsageError("--user calls as a signed-in user; it does not go with --key or --service-role.")
+        return user_token(config, args.user)
+    choice = args.key or ("service_role" if args.service_role else "anon")
+    if choice not in KEY_CHOICES:
+        raise UsageError(f"--key {choice!r} is not a key edgecli knows; allowed: {', '.join(KEY_CHOICES)}.")
+    if args.service_role and choice != "service_role":
+        raise UsageError(f"--service-role and --key {choice} name different keys; give only one of them.")
+    if choice == "publishable":
+        return PUBLISHABLE_KEY
+    if choice == "secret":
+        return SECRET_KEY
+    return make_key(config.jwt_secret, choice)
+
+
+def user_token(config: Config, sub: str) -> str:
+    """An access token for user `sub`, as Supabase Auth issues one: signed with the project's first
+    signing key when it has any, else HS256 with the JWT secret."""
+    from edgecli.host.signing_keys import mint_for
+
+    return mint_for(config, {"sub": sub, "role": "authenticated", "aud": "authenticated", "iss": "edgecli"})
+
+
+def _request_headers(config: Config, args: InvokeArgs, body: Body) -> dict[str, str]:
+    key = api_key(config, args)
     headers = {
         "authorization": f"Bearer {key}",
         "apikey": key,  # what Supabase clients send alongside; harmless here

@@ -45,6 +45,7 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     lifespan: bool = True
     argv: list[str] = field(default_factory=list)  # a Deno worker: the command the child execs
+    deps: str = ""  # the function's installed dependencies (host/deps.py), first on sys.path
 
 
 class ClientDisconnected(OSError):
@@ -439,8 +440,9 @@ def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> None
         os.close(err_fd)
         replace_environ(spec.env)
         os.chdir(spec.directory)
-        # The function's own folder first, then functions/ so that `from _shared import x` works.
-        sys.path[:0] = [spec.directory, spec.functions_dir]
+        # The function's own dependencies first, then its folder, then functions/ so that
+        # `from _shared import x` works.
+        sys.path[:0] = [*([spec.deps] if spec.deps else []), spec.directory, spec.functions_dir]
         sock = socket.socket(fileno=sock_fd)
         sock.setblocking(False)
         run_loop(Worker(spec, sock).run())

@@ -132,7 +132,7 @@ def test_cache_hit_skips_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(auth.jwt, "decode", fail)
+    monkeypatch.setattr(jwt, "decode", fail)
     assert verifier.verify(header) is first
 
 

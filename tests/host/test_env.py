@@ -70,7 +70,15 @@ def test_host_env_is_not_passed_wholesale(tmp_path: Path, monkeypatch: pytest.Mo
     assert env["PYTHONHASHSEED"] == "7"
     assert env["VIRTUAL_ENV"] == "/venv"
     leaked = set(env) - set(os.environ)
-    assert leaked <= {"SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"}
+    assert leaked <= {
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_DB_URL",
+        "SUPABASE_JWKS",
+        "SUPABASE_PUBLISHABLE_KEYS",
+        "SUPABASE_SECRET_KEYS",
+    }
 
 
 def test_a_kept_host_environment_is_layered_like_os_environ_and_left_as_it_was(

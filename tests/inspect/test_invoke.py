@@ -113,6 +113,24 @@ def test_service_role_key(cli: CliRunner, server_url: str) -> None:
     assert jwt.decode(token, DEFAULT_JWT_SECRET, algorithms=["HS256"])["role"] == "service_role"
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("publishable", "sb_publishable_ACJWlzQHlZjBrEguHvfOxg_3BJgxAaH"),
+        ("secret", "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"),
+    ],
+)
+def test_new_api_keys(cli: CliRunner, server_url: str, key: str, expected: str) -> None:
+    headers = _echoed(cli("invoke", "echo", "--url", server_url, "--key", key).stdout)["headers"]
+    assert isinstance(headers, dict)
+    assert headers["apikey"] == expected and headers["authorization"] == f"Bearer {expected}"
+
+
+def test_an_unknown_key_is_bad_usage(cli: CliRunner, server_url: str) -> None:
+    result = cli("invoke", "echo", "--url", server_url, "--key", "admin")
+    assert result.returncode == 2 and "allowed: anon, service_role, publishable, secret" in result.stderr
+
+
 def test_data_from_a_file_and_from_stdin(cli: CliRunner, server_url: str, tmp_path: Path) -> None:
     body = tmp_path / "body.json"
     body.write_text('{"from": "file"}')
