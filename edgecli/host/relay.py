@@ -1,8 +1,8 @@
-"""The relay: the ASGI app uvicorn serves. Routing, auth, x-request-id, proxying, error mapping (DESIGN §4).
+"""The relay: the ASGI app uvicorn serves. Routing, auth, x-request-id, proxying, error mapping.
 
 `/functions/v1/<name>[/<path>]` goes to a worker of <name> as `/<name>[/<path>]`; request and response
 bodies stream both ways over the worker's socket. Whatever goes wrong maps to the status codes Supabase
-returns, and every response carries `x-request-id`.
+returns, and every response carries `x-request-id`. See docs/architecture.md, "The life of a request".
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edgecli import ipc
 from edgecli.events import Event
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import LOST, BootError
 from edgecli.host.pool import NoWorkerAvailable, Pool
-from edgecli.host.supervisor import Worker
+from edgecli.host.worker import RequestStream, Worker
 
 PREFIX = "/functions/v1/"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -127,45 +126,44 @@ class Relay:
             return await self.plain(send, 504, body, request_id, "application/json"), None
         inner = dict(scope, path=f"/{name}{subpath}", raw_path=f"/{name}{subpath}".encode(), headers=headers)
         more = first.get("more_body", False)
-        channel, stream = worker.conn.open(ipc.encode_scope(inner, request_id), first.get("body", b""), more)
-        worker.inflight[channel] = request_id
         pump: asyncio.Future[None] | None = None
-
-        def watch() -> None:
-            # Only a streamed request or response needs a task beside the response loop: to pump the
-            # body, and to tell the worker when the client goes away. Plain requests skip its cost.
-            nonlocal pump
-            if pump is None:
-                pump = asyncio.ensure_future(self.pump(receive, worker, channel, more))
-
-        if more:
-            watch()
         try:
-            return await self.respond(worker, stream, send, request_id, watch), worker
+            with worker.request(inner, request_id, first.get("body", b""), more) as stream:
+
+                def watch() -> None:
+                    # Only a streamed request or response needs a task beside the response loop: to pump
+                    # the body, and to tell the worker when the client goes away. Plain requests skip it.
+                    nonlocal pump
+                    if pump is None:
+                        pump = asyncio.ensure_future(self.pump(receive, stream, more))
+
+                if more:
+                    watch()
+                try:
+                    return await self.respond(worker, stream, send, request_id, watch), worker
+                finally:
+                    if pump is not None:
+                        pump.cancel()
         finally:
-            if pump is not None:
-                pump.cancel()
-            worker.conn.close_channel(channel)
-            worker.inflight.pop(channel, None)
             pool.release(worker)
 
-    async def pump(self, receive: Receive, worker: Worker, channel: int, more: bool) -> None:
+    async def pump(self, receive: Receive, stream: RequestStream, more: bool) -> None:
         """Request body → worker, with back-pressure; then watch for the client going away."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                worker.conn.disconnect(channel)
+                stream.disconnect()
                 return
             if more:
                 more = message.get("more_body", False)
-                await worker.conn.send_body(channel, message.get("body", b""), more)
+                await stream.send_body(message.get("body", b""), more)
 
     async def respond(
-        self, worker: Worker, stream: Any, send: Send, request_id: str, watch: Callable[[], None]
+        self, worker: Worker, stream: RequestStream, send: Send, request_id: str, watch: Callable[[], None]
     ) -> int:
         item = await stream.get()
         if item is LOST or item[0] == "failed":
-            return await self.worker_failed(worker, item, send, request_id)
+            return await self.worker_failed(stream, item, send, request_id)
         _, status, headers = item
         headers = [(k, v) for k, v in headers if k.lower() != REQUEST_ID]
         headers.append((REQUEST_ID, request_id.encode("latin-1")))
@@ -181,16 +179,15 @@ class Relay:
                 if not item[2]:
                     return int(status)
 
-    async def worker_failed(self, worker: Worker, item: Any, send: Send, request_id: str) -> int:
-        if item is LOST:
-            reason = worker.kill_reason
-            if reason in ("wall_clock", "cpu", "memory"):
-                limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
-                body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
-                return await self.plain(send, 546, body, request_id, "application/json")
-            message = "the worker exited before sending a response"
-        else:
-            message = item[1]
+    async def worker_failed(self, stream: RequestStream, item: Any, send: Send, request_id: str) -> int:
+        reason = stream.limit
+        if item is LOST and reason is not None:
+            limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
+            body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
+            return await self.plain(send, 546, body, request_id, "application/json")
+        message = "the worker exited before sending a response" if item is LOST else item[1]
+        if stream.cut_by is not None:
+            message = f"{message} (serve's {stream.cut_by} deadline, graceful_exit_timeout_sec, cut it off)"
         body = _json_body("WORKER_ERROR", f"Function exited with an error: {message}")
         return await self.plain(send, 500, body, request_id, "application/json")
 

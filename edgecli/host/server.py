@@ -175,7 +175,7 @@ class ServeCommand:
             await self.reloader.stop()
         for pool in self.pools.values():
             pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
-        await self.supervisor.shutdown(self.config.limits.graceful_exit_timeout_sec)
+        await self.supervisor.shutdown()
         self.sock.close()
         self.store.close()
         self.printer.flush()
