@@ -18,14 +18,13 @@ from typing import Any
 
 import uvicorn
 
-from edgecli.config import Config, FunctionConfig, Overrides
+from edgecli.config import Config, Overrides
 from edgecli.console import EventPrinter, Output, print_banner
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env
-from edgecli.host.http import HttpProtocol
-from edgecli.host.pool import Pool, make_pool
+from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
 from edgecli.host.store_feed import StoreFeed
@@ -82,23 +81,19 @@ class ServeCommand:
     def __init__(
         self, config: Config, output: Output, sock: socket.socket, overrides: Overrides | None = None
     ) -> None:
-        self.config = config
+        self.config = config  # as serve started; the registry holds the config in force
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
         self.store = StoreFeed(config.events_db, config.event_retention)
-        self._host_env = host_env(os.environ)  # read once: what serve was started with
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
         self.hub = Hub([self.printer, self.store])
-        self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
-        self.pools: dict[str, Pool] = {}
+        self.registry = Registry(config, host_env(os.environ))
+        self.supervisor = Supervisor(self.hub.emit, self.registry.worker_spec)
         self.server: _Uvicorn | None = None
         self.stopping = False
         self._warming: asyncio.Future[Any] | None = None
         self.reloader: Reloader | None = None
-
-    def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        return build_function_env(self.config, function, self._host_env).env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -116,13 +111,14 @@ class ServeCommand:
     async def startup(self) -> None:
         config = self.config
         await self.supervisor.start()
-        for name, function in config.functions.items():
-            self.pools[name] = make_pool(config.policy, function, self.supervisor)
-        relay = Relay(self.pools, Verifier(config.jwt_secret), self.hub.emit, verify_jwt=config.verify_jwt)
+        self.registry.open(self.supervisor)
+        relay = Relay(
+            self.registry.pools, Verifier(config.jwt_secret), self.hub.emit, verify_jwt=config.verify_jwt
+        )
         self.banner()
         uv_config = uvicorn.Config(
             relay,
-            http=HttpProtocol,
+            http="httptools",
             lifespan="off",
             log_level="warning",
             access_log=False,
@@ -133,11 +129,13 @@ class ServeCommand:
         )
         self.server = _Uvicorn(uv_config)
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
-            self.reloader = Reloader(self)
+            self.reloader = Reloader(self.registry, self.overrides, self.hub.emit)
             self.reloader.start()
         # Boot one worker per function now: the first request is fast and boot errors show at once.
         # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
-        self._warming = asyncio.ensure_future(asyncio.gather(*(pool.warm() for pool in self.pools.values())))
+        self._warming = asyncio.ensure_future(
+            asyncio.gather(*(pool.warm() for pool in self.registry.pools.values()))
+        )
         self._warming.add_done_callback(_retrieved)
         await asyncio.wait([self._warming], timeout=WARM_WAIT)
 
@@ -173,8 +171,7 @@ class ServeCommand:
     async def shutdown(self) -> None:
         if self.reloader is not None:
             await self.reloader.stop()
-        for pool in self.pools.values():
-            pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
+        self.registry.close()
         await self.supervisor.shutdown()
         self.sock.close()
         self.store.close()

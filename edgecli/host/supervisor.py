@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from edgecli.config import Config, FunctionConfig
+from edgecli.config import FunctionConfig
 from edgecli.events import Event
 from edgecli.host import deno, limits
 from edgecli.host.connection import BootError, WorkerConnection
@@ -41,14 +41,10 @@ __all__ = ["LIMIT_REASONS", "State", "Supervisor", "Worker", "exit_reason"]
 
 class Supervisor:
     def __init__(
-        self,
-        config: Config,
-        emit: Callable[[Event], None],
-        env_for: Callable[[FunctionConfig], dict[str, str]],
+        self, emit: Callable[[Event], None], spec_for: Callable[[FunctionConfig], dict[str, Any]]
     ) -> None:
-        self.config = config  # read for functions_dir only; a function's own settings come with it
         self.emit = emit
-        self.env_for = env_for
+        self.spec_for = spec_for  # what the fork server needs to start a worker of a function
         self.workers: dict[str, Worker] = {}
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
@@ -102,14 +98,7 @@ class Supervisor:
             await PipeLines.attach(out_r, "info", lambda text, lvl: self.raw_output(worker, text, lvl)),
             await PipeLines.attach(err_r, "error", lambda text, lvl: self.raw_output(worker, text, lvl)),
         ]
-        spec = {
-            "worker": worker_id,
-            "function": function.name,
-            "entrypoint": str(function.entrypoint),
-            "directory": str(function.directory),
-            "functions_dir": str(self.config.functions_dir),
-            "env": self.env_for(function),
-        }
+        spec = {"worker": worker_id, **self.spec_for(function)}
         if function.runtime == "deno":
             spec["argv"] = deno.worker_argv(function, worker_id)
         if self.forkserver.gone:
