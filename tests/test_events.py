@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,18 +107,14 @@ def test_a_reader_sees_events_while_the_writer_runs_without_close(tmp_path: Path
         writer.close()
 
 
-def test_emit_is_cheap_and_twenty_thousand_events_are_all_kept(tmp_path: Path) -> None:
+def test_twenty_thousand_events_are_all_kept(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     writer = StoreWriter(path, retention=100_000)
     event = Event("log", "x" * 80, function="hello", worker="w1", request="r1")
-    started = time.perf_counter()
     for _ in range(20_000):
         writer.emit(event)
-    emitting = time.perf_counter() - started
     assert writer.flush(timeout=10)
     writer.close()
-    # Emitting only enqueues: far below the cost of touching the disk (generous for a busy CI machine).
-    assert emitting < 0.5
     assert _count(path) == 20_000
 
 

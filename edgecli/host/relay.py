@@ -66,9 +66,6 @@ class Relay:
         self.verify_jwt = verify_jwt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-            return
         if scope["type"] != "http":
             return
         started = time.perf_counter()
@@ -236,13 +233,3 @@ class Relay:
                 fields={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
             )
         )
-
-    @staticmethod
-    async def lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return

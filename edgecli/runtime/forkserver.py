@@ -30,7 +30,6 @@ import starlette.routing  # noqa: F401
 from edgecli.runtime import deno_child
 from edgecli.runtime import worker as worker_mod
 from edgecli.runtime.parent import die_with_parent
-from edgecli.runtime.warmup import warm_up
 
 try:
     import uvloop  # noqa: F401
@@ -91,10 +90,6 @@ def serve(ctl: socket.socket) -> None:
     # inherit these) ignore both and die with the host through the parent-death signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        warm_up()
-    except Exception:  # only an optimisation: serving must start without it (a unit test runs it)
-        pass
     gc.collect()
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
     while True:

@@ -44,8 +44,6 @@ class TaskTracker:
         self.prefix = "t"
         self.pending: dict[asyncio.Task[Any], TaskInfo] = {}
         self._ids = itertools.count(1)
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`).
         self.on_failure: Callable[[BaseException, asyncio.Task[Any]], None] | None = None
 
@@ -71,7 +69,6 @@ class TaskTracker:
         )
         task = loop.create_task(coro, context=ctx)
         self.pending[task] = info
-        self._idle.clear()
         task.add_done_callback(self._done)
         return task
 
@@ -105,18 +102,8 @@ class TaskTracker:
             error=error,
             reason=reason,
         )
-        if not self.pending:
-            self._idle.set()
         if exc is not None and self.on_failure is not None:
             self.on_failure(exc, task)
-
-    async def wait_idle(self, timeout: float | None) -> bool:
-        """Wait until no task is pending; False when `timeout` ran out first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def cancel_all(self, reason: str, wait: float = 1.0) -> None:
         """Cancel every pending task (their `finally` blocks run), waiting up to `wait` seconds."""
