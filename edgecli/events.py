@@ -1,10 +1,11 @@
-"""Event records: what the runtime reports (DESIGN §7 "Event records"), as small frozen dataclasses.
+"""Event records: what the runtime reports, as small frozen dataclasses (docs/architecture.md, "Event
+records").
 
 Both sides speak these: a worker sends each event over the wire as its row in JSON
 (`Event.to_row_json()`: the store's column order, extra fields as a nested object), the host turns it
 back with `Event.from_row_json()` and hands it to its sinks (the terminal printer, the SQLite store),
 and the store writes those same bytes.
-`to_record()` is the flat JSON record of DESIGN §7 that `--json` prints. Rendering lives in console.py,
+`to_record()` is the flat JSON record that `--json` prints. Rendering lives in console.py,
 persistence in edgecli/store.py. Light on purpose: workers import this module.
 """
 
@@ -54,7 +55,7 @@ class Event:
     row_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        """The flat JSON record of DESIGN §7 (`ts` as ISO 8601 UTC)."""
+        """The flat JSON record (docs/architecture.md, "Event records") (`ts` as ISO 8601 UTC)."""
         record: dict[str, Any] = {
             "ts": iso_ts(self.ts),
             "kind": self.kind,

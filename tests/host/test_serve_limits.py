@@ -1,4 +1,5 @@
-"""Real-process tests: CPU, memory and wall-clock limits (DESIGN §5), with small limits to stay fast."""
+"""Real-process tests: CPU, memory and wall-clock limits (docs/architecture.md, "Limits"), with small
+limits to stay fast."""
 
 from __future__ import annotations
 
