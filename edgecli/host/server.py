@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -29,6 +29,7 @@ from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
 from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
+from edgecli.host.worker import KILL_MARGIN
 
 WARM_WAIT = 5.0
 
@@ -48,16 +49,33 @@ class Hub:
 
 
 class _Uvicorn(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # ServeCommand installs its own handlers; uvicorn's would re-raise the signal after shutdown.
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Listening stops first; then the workers drain while uvicorn waits for the responses in flight,
+        # so that a request the drain's deadline cuts still gets an answer saying so.
+        for server in self.servers:
+            server.close()
+        self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a background future's outcome as seen: Ctrl-C during start-up cancels the warm-up."""
     if not future.cancelled():
         future.exception()
+
+
+def longest_grace(config: Config) -> float:
+    graces = [function.limits.graceful_exit_timeout_sec for function in config.functions.values()]
+    return max([config.limits.graceful_exit_timeout_sec, *graces])
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -94,6 +112,7 @@ class ServeCommand:
         self.stopping = False
         self._warming: asyncio.Future[Any] | None = None
         self.reloader: Reloader | None = None
+        self._drain: asyncio.Future[None] | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -125,9 +144,10 @@ class ServeCommand:
             proxy_headers=False,
             server_header=False,
             date_header=False,
-            timeout_graceful_shutdown=max(int(config.limits.graceful_exit_timeout_sec), 1),
+            # Longer than any worker's drain: the relay answers the requests a drain cuts.
+            timeout_graceful_shutdown=int(longest_grace(config) + KILL_MARGIN + 1),
         )
-        self.server = _Uvicorn(uv_config)
+        self.server = _Uvicorn(uv_config, self.begin_drain)
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
             self.reloader = Reloader(self.registry, self.overrides, self.hub.emit)
             self.reloader.start()
@@ -162,17 +182,29 @@ class ServeCommand:
     def request_stop(self, sig: int) -> None:
         if self.stopping and sig == signal.SIGINT and self.server is not None:
             self.server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        if self.stopping and sig == signal.SIGINT:
+            self.supervisor.hurry()  # nor for background tasks to drain
         self.stopping = True
         if self._warming is not None:
             self._warming.cancel()
         if self.server is not None:
             self.server.should_exit = True
 
-    async def shutdown(self) -> None:
+    def begin_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self.drain())
+
+    async def drain(self) -> None:
+        """No more reloads and no new workers; every worker drains (see Supervisor.shutdown)."""
         if self.reloader is not None:
             await self.reloader.stop()
         self.registry.close()
         await self.supervisor.shutdown()
+
+    async def shutdown(self) -> None:
+        self.begin_drain()
+        assert self._drain is not None
+        await self._drain
         self.sock.close()
         self.store.close()
         self.printer.flush()

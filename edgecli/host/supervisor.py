@@ -25,7 +25,16 @@ from edgecli.host import deno, limits
 from edgecli.host.connection import BootError, WorkerConnection
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
-from edgecli.host.worker import KILL_MARGIN, LIMIT_REASONS, ExitRecord, PoolHooks, State, Worker, exit_reason
+from edgecli.host.worker import (
+    KILL_MARGIN,
+    LIMIT_REASONS,
+    ExitRecord,
+    PoolHooks,
+    State,
+    Worker,
+    descendants,
+    exit_reason,
+)
 
 MONITOR_INTERVAL = 0.05
 NOTICE_GRACE = 0.1  # seconds between a late beforeunload notice and the limit kill
@@ -294,7 +303,7 @@ class Supervisor:
         assert worker.pid is not None
         try:
             root = psutil.Process(worker.pid)
-            tree = [root, *root.children(recursive=True)]
+            tree = [root, *descendants(worker.pid)]
         except psutil.Error:
             return False
         cpu_s = rss = 0.0
@@ -332,16 +341,32 @@ class Supervisor:
         worker.notice(verdict.reason)
         asyncio.get_running_loop().call_later(NOTICE_GRACE, worker.kill, verdict.reason)
 
+    def report_cut(self, worker: Worker, grace: float) -> None:
+        """Say, for the record of each request still in flight at the deadline, that serve cut it."""
+        for request in list(worker.inflight.values()):
+            message = (
+                f"request cut off: serve is shutting down and graceful_exit_timeout_sec ({grace:g} s) "
+                "ran out before the response was complete"
+            )
+            self.emit(self.event(worker, "log", message, "warning", request=request, cut_by="shutdown"))
+
     # -- shutdown --------------------------------------------------------------------------------------
+
+    def hurry(self) -> None:
+        """Stop waiting for drains (a second Ctrl-C): every worker is killed now."""
+        for worker in list(self.workers.values()):
+            worker.kill("termination")
 
     async def shutdown(self) -> None:
         """Drain every worker for its own function's graceful_exit_timeout_sec, kill what is left, stop
         the fork server."""
         longest = 0.0
+        loop = asyncio.get_running_loop()
         for worker in list(self.workers.values()):
             grace = worker.limits.graceful_exit_timeout_sec
             longest = max(longest, grace)
             worker.drain(grace, "shutdown")
+            loop.call_later(grace, self.report_cut, worker, grace)
         deadline = time.monotonic() + longest + KILL_MARGIN + 1
         while self.workers and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+import psutil
+
 from edgecli import ipc
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Event
@@ -204,6 +206,9 @@ class Worker:
         if self.kill_reason is None:
             self.kill_reason = reason
         self._stop_taking_requests()
+        for process in descendants(self.pid):  # what the function started goes with it
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
@@ -290,6 +295,13 @@ class Worker:
         for output in self.outputs:
             output.close()
         self.pool.on_gone(self)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def exit_reason(code: int | None) -> str:
