@@ -45,8 +45,6 @@ SOCKET_DRAIN_S = 0.5
 EXIT_REPORT_S = 0.5
 UNCLAIMED_KEPT = 64
 
-__all__ = ["LIMIT_REASONS", "State", "Supervisor", "Worker", "exit_reason"]
-
 
 class Supervisor:
     def __init__(

@@ -126,3 +126,26 @@ def test_the_exit_record_never_says_negative_cpu() -> None:
         assert down.fields["reason"] == "wall_clock"
 
     asyncio.run(main())
+
+
+def test_an_exit_reported_before_the_sockets_last_bytes_waits_for_them() -> None:
+    # The fork server's report can overtake the worker's last frames (its beforeunload and BYE): the
+    # exit is recorded only once the socket has been read to the end, so the reason is the worker's own.
+    async def main() -> None:
+        events: list[Event] = []
+        supervisor = Supervisor(events.append, lambda function: {})
+        worker, conn, _ = make_worker()
+        supervisor.workers[worker.id] = worker
+        reaper = asyncio.ensure_future(supervisor.reap_when_dead(worker))
+        worker.exited(0)
+        await asyncio.sleep(0.05)
+        assert not events, "nothing is decided while the socket may still hold frames"
+        worker.on_event(Event("beforeunload", fields={"reason": "early_drop"}))
+        conn.bye = {"cpu_ms": 12.0, "memory_mb": 20.0}
+        worker.socket_closed()
+        await asyncio.wait_for(reaper, 5)
+        (down,) = events
+        assert down.fields["reason"] == "early_drop" and down.level == "info"
+        assert worker.exit is not None and worker.exit.code == 0 and worker.exit.cpu_ms == 7.0
+
+    asyncio.run(main())
