@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from edgecli.config import FunctionConfig
 from edgecli.events import Event
 from edgecli.host import deno, limits
@@ -32,7 +30,6 @@ from edgecli.host.worker import (
     PoolHooks,
     State,
     Worker,
-    descendants,
     exit_reason,
 )
 
@@ -298,24 +295,12 @@ class Supervisor:
     @staticmethod
     def sample(worker: Worker) -> bool:
         """CPU time and resident memory of the worker and every process it started, still running."""
-        assert worker.pid is not None
-        try:
-            root = psutil.Process(worker.pid)
-            tree = [root, *descendants(worker.pid)]
-        except psutil.Error:
+        used = worker.usage.sample() if worker.usage is not None else None
+        if used is None:
             return False
-        cpu_s = rss = 0.0
-        for process in tree:
-            try:
-                with process.oneshot():
-                    times = process.cpu_times()
-                    cpu_s += times.user + times.system
-                    rss += process.memory_info().rss
-            except psutil.Error:
-                continue  # ended between the listing and the reading
+        cpu_ms, worker.memory_mb = used
         # A child that ended took its CPU time with it unless waited for; never let the total shrink.
-        worker.cpu_ms = max(worker.cpu_ms, cpu_s * 1000)
-        worker.memory_mb = rss / (1024 * 1024)
+        worker.cpu_ms = max(worker.cpu_ms, cpu_ms)
         return True
 
     def kill_for_limit(self, worker: Worker, verdict: limits.Verdict) -> None:

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-import psutil
-
 from edgecli import ipc
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Event
 from edgecli.host.connection import ResponseStream, WorkerConnection
 from edgecli.host.output import PipeLines
+from edgecli.host.usage import TreeUsage, descendants
 
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
@@ -125,6 +124,7 @@ class Worker:
         self._code_known = asyncio.Event()
         self._socket_closed = asyncio.Event()
         self._pidfd: int | None = None
+        self.usage: TreeUsage | None = None  # from the moment the pid is known
 
     @property
     def limits(self) -> Limits:
@@ -206,11 +206,9 @@ class Worker:
         if self.kill_reason is None:
             self.kill_reason = reason
         self._stop_taking_requests()
-        for process in descendants(self.pid):  # what the function started goes with it
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        for pid in [*descendants(self.pid), self.pid]:  # what the function started goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def kill_after(self, delay: float, reason: str) -> None:
         if self._kill_timer is None and self.state is not State.GONE:
@@ -246,6 +244,7 @@ class Worker:
         """Learn the process's death from the process itself (a pidfd), not from its socket, which a
         process it started may hold open. Without pidfds, the fork server's exit report alone tells."""
         self.pid = pid
+        self.usage = TreeUsage(pid)
         try:
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:  # already ended (and reaped)
@@ -295,13 +294,6 @@ class Worker:
         for output in self.outputs:
             output.close()
         self.pool.on_gone(self)
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 def exit_reason(code: int | None) -> str:
