@@ -1,4 +1,4 @@
-"""Unit tests of the pass-batching transport (the wire protocol's writes): one write per loop pass."""
+"""Unit tests of the pass-batching transport (serve's HTTP and frame writes): one write per loop pass."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env
+from edgecli.host.http import HttpProtocol
 from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
@@ -137,7 +138,7 @@ class ServeCommand:
         self.banner()
         uv_config = uvicorn.Config(
             relay,
-            http="httptools",
+            http=HttpProtocol,
             lifespan="off",
             log_level="warning",
             access_log=False,
