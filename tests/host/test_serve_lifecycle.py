@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -140,6 +141,32 @@ def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(
     assert time.monotonic() - started < bound
     end = srv.events(kind="task_end")[0]
     assert end["status"] == "cancelled" and end["reason"] == "termination"
+
+
+@pytest.mark.timeout(60)
+def test_a_second_ctrl_c_stops_waiting_for_background_tasks(tmp_path: Path) -> None:
+    cfg = CONFIG.replace("= 5", "= 30") + SLOW
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
+    try:
+        srv.get("bg")
+        srv.wait_event(kind="task_start")
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: not _accepts(srv.port), what="serve to stop listening")
+        started = time.monotonic()
+    finally:
+        code = srv.stop(signal.SIGINT)
+    assert code == 0
+    assert time.monotonic() - started < 15, "not the 30 s the task was allowed"
+    assert srv.events(kind="task_end")[0]["status"] == "cancelled"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 SLEEPER = """
