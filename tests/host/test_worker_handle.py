@@ -60,6 +60,15 @@ def make_worker() -> tuple[Worker, FakeConn, FakePool]:
     return worker, conn, pool
 
 
+def supervised() -> tuple[Supervisor, list[Event], Worker, FakeConn, FakePool]:
+    """A worker known to a supervisor that records what it emits."""
+    events: list[Event] = []
+    supervisor = Supervisor(events.append, lambda function: {})
+    worker, conn, pool = make_worker()
+    supervisor.workers[worker.id] = worker
+    return supervisor, events, worker, conn, pool
+
+
 SCOPE = {"type": "http", "method": "GET", "path": "/f", "headers": [], "query_string": b""}
 
 
@@ -108,10 +117,7 @@ def test_the_exit_record_never_says_negative_cpu() -> None:
     # The last sample can lag the CPU time the worker reported at boot (a wall-clock kill during a
     # quiet moment): what it used is then 0, not a negative number.
     async def main() -> None:
-        events: list[Event] = []
-        supervisor = Supervisor(events.append, lambda function: {})
-        worker, _, pool = make_worker()
-        supervisor.workers[worker.id] = worker
+        supervisor, events, worker, _, pool = supervised()
         worker.cpu_ms = 2.0  # below the 5 ms it reported at boot
         worker.noticed = True
         supervisor.kill_for_limit(worker, Verdict(Action.KILL, "wall_clock", 10.2, 10))
@@ -132,10 +138,7 @@ def test_an_exit_reported_before_the_sockets_last_bytes_waits_for_them() -> None
     # The fork server's report can overtake the worker's last frames (its beforeunload and BYE): the
     # exit is recorded only once the socket has been read to the end, so the reason is the worker's own.
     async def main() -> None:
-        events: list[Event] = []
-        supervisor = Supervisor(events.append, lambda function: {})
-        worker, conn, _ = make_worker()
-        supervisor.workers[worker.id] = worker
+        supervisor, events, worker, conn, _ = supervised()
         reaper = asyncio.ensure_future(supervisor.reap_when_dead(worker))
         worker.exited(0)
         await asyncio.sleep(0.05)
