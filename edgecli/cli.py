@@ -2,28 +2,38 @@
 
 Everything a user can get wrong surfaces as an `EdgecliError` from the library; `_run` turns it into a
 one-paragraph message on stderr and the error's exit status (1 failed operation, 2 bad usage/config).
+
+Each command imports what it needs when it runs: `edgecli --version` and `--help` load no Rich console,
+no HTTP client and no config parser (tests/test_startup.py checks the imports, bench/bench_startup.py the
+time).
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from edgecli import __version__
-from edgecli.config import Overrides
-from edgecli.console import Output
 from edgecli.errors import EdgecliError
+
+if TYPE_CHECKING:
+    from edgecli.console import Output
 
 app = typer.Typer(
     name="edgecli",
     help="Serve, invoke and inspect Python edge functions locally, like `supabase functions serve`.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Click's plain help, not Rich's panels: it reads as well, and Rich's help costs `edgecli --help`
+    # more start-up than the rest of the command (bench/bench_startup.py).
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 tasks_app = typer.Typer(help="Background tasks registered with EdgeRuntime.wait_until.")
 app.add_typer(tasks_app, name="tasks")
@@ -37,6 +47,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.
 
 
 def _output() -> Output:
+    from edgecli.console import Output
+
     return Output()
 
 
@@ -48,6 +60,17 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(exc.exit_code) from None
 
 
+def _until_ctrl_c(fn: Callable[[], int]) -> int:
+    """Run a command that runs until Ctrl-C: Ctrl-C is how it ends, so it ends with status 0 wherever it
+    lands (between loops, during a read, while closing), and a second one while exiting is ignored."""
+    try:
+        return _run(fn)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _workdir(ctx: typer.Context, workdir: Path | None) -> Path | None:
     """--workdir is accepted before or after the command name; the one after wins."""
     if workdir is not None:
@@ -57,7 +80,7 @@ def _workdir(ctx: typer.Context, workdir: Path | None) -> Path | None:
 
 def _version(value: bool) -> None:
     if value:
-        _output().line(f"edgecli {__version__}")
+        typer.echo(f"edgecli {__version__}")
         raise typer.Exit()
 
 
@@ -72,31 +95,28 @@ def main_callback(
     ctx.obj = {"workdir": workdir}
 
 
-@app.command()
+@app.command(short_help="Write supabase/config.toml (with [edge_runtime]) and functions/.")
 def init(
     ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.toml.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    # Rich reads "[word]" as markup, so the TOML section names in help text are escaped as "\\[".
-    """Write supabase/config.toml (documented \\[edge_runtime]) and supabase/functions/."""
+    """Write supabase/config.toml (documented [edge_runtime]) and supabase/functions/."""
     from edgecli import project
 
     target = _workdir(ctx, workdir) or Path.cwd()
     _run(lambda: project.init_project(target, force=force, output=_output()))
 
 
-@app.command()
+@app.command(short_help="Scaffold a function from a template; adds [functions.NAME].")
 def new(
     ctx: typer.Context,
-    name: Annotated[
-        str | None, typer.Argument(metavar="NAME", help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")
-    ] = None,
+    name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
     template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
     list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Scaffold supabase/functions/NAME/ from a template and add \\[functions.NAME] to config.toml."""
+    """Scaffold supabase/functions/NAME/ from a template and add [functions.NAME] to config.toml."""
     from edgecli import project
 
     out = _output()
@@ -109,22 +129,58 @@ def new(
 @app.command()
 def serve(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="Serve only these functions.")] = None,
-    policy: Annotated[str | None, typer.Option("--policy", help="per_worker | oneshot | per_request")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[api] port or 54321).")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Serve only these functions (default: all of them).", show_default=False),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="per_worker | oneshot | per_request (default: [edge_runtime] policy)."),
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: [api] port or 54321).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
     no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
+    inspect: Annotated[
+        str | None,
+        typer.Option(
+            "--inspect",
+            metavar="[=HOST:PORT]",
+            help=f"Debug the one function named with debugpy (VS Code, PyCharm attach; limits off). "
+            f"[default: {DEFAULT_INSPECT}]",
+        ),
+    ] = None,
+    inspect_mode: Annotated[
+        str,
+        typer.Option(
+            "--inspect-mode", help="run | brk (stop before the module runs) | wait (for the debugger)."
+        ),
+    ] = "run",
     json_output: JsonOpt = False,
+    prod: Annotated[
+        bool,
+        typer.Option(
+            "--prod",
+            help="Serve as in a container: 0.0.0.0 and $PORT, JSON lines, /_internal/health, no reload.",
+        ),
+    ] = False,
+    store: Annotated[
+        bool | None,
+        typer.Option(
+            "--store/--no-store",
+            help="Record events for `edgecli logs` (default: on; --prod: off).",
+            show_default=False,
+        ),
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
     from edgecli import project
-    from edgecli.config import load_config
+    from edgecli.config import Overrides, load_config
 
     overrides = Overrides(
-        policy=policy,
+        policy=policy or ("per_worker" if inspect is not None else None),
         port=port,
         host=host,
         env_file=env_file,
@@ -132,6 +188,10 @@ def serve(
         reload=False if no_reload else None,
         json_output=json_output,
         only=tuple(names or ()),
+        inspect=_inspect_address(inspect, inspect_mode, names, policy),
+        inspect_mode=inspect_mode,
+        prod=prod,
+        store=store,
     )
 
     def go() -> int:
@@ -141,7 +201,49 @@ def serve(
 
         return run_server(config, _output(), overrides)
 
+    raise typer.Exit(_until_ctrl_c(go))
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Image tag (default: <project>:latest).")
+    ] = None,
+    python: Annotated[str, typer.Option("--python", help="Python version of the base image.")] = "3.12",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a Dockerfile edgecli did not write.")
+    ] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write a Dockerfile (entrypoint `edgecli serve --prod`) and .dockerignore; run docker build if there."""
+    import os
+
+    from edgecli.deploy import build as deploy
+
+    def go() -> int:
+        return deploy.build(
+            _workdir(ctx, workdir), _output(), os.environ, tag=tag, python=python, force=force
+        )
+
     raise typer.Exit(_run(go))
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="knative | kubernetes | compose")],
+    image: Annotated[str | None, typer.Option("--image", help="Image (default: <project>:latest).")] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Print manifests for an engine: a Knative Service, a Kubernetes Deployment + Service, or compose."""
+    import os
+
+    from edgecli.deploy import build as deploy
+
+    raise typer.Exit(
+        _run(lambda: deploy.export(_workdir(ctx, workdir), target, _output(), os.environ, image))
+    )
 
 
 @app.command()
@@ -151,13 +253,31 @@ def invoke(
     data: Annotated[
         str | None, typer.Option("--data", "-d", help="Body: JSON text, @file, or - for stdin.")
     ] = None,
-    method: Annotated[str | None, typer.Option("-X", "--request", help="HTTP method.")] = None,
-    headers: Annotated[list[str] | None, typer.Option("-H", "--header", help="'Key: Value'")] = None,
+    method: Annotated[
+        str | None, typer.Option("-X", "--request", help="HTTP method (default: POST).")
+    ] = None,
+    headers: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="A request header, 'Key: Value'; repeatable.")
+    ] = None,
     path: Annotated[str, typer.Option("--path", help="Sub-path inside the function.")] = "",
-    url: Annotated[str | None, typer.Option("--url", help="Server base URL.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Server base URL.  [default: the running serve's, else http://127.0.0.1:<[api] port>]",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
+    ] = None,
     service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds to wait for the response (and with --wait, for the tasks)."),
+    ] = 60.0,
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -171,6 +291,7 @@ def invoke(
         headers=tuple(headers or ()),
         path=path,
         url=url,
+        port=port,
         service_role=service_role,
         wait=wait,
         timeout=timeout,
@@ -186,7 +307,10 @@ def logs(
     function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
     request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
     task: Annotated[str | None, typer.Option("--task", help="Only this task id.")] = None,
-    level: Annotated[str | None, typer.Option("--level", help="This level and more severe.")] = None,
+    level: Annotated[
+        str | None,
+        typer.Option("--level", help="debug | info | warning | error: this level and more severe."),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="10m, 2h, 1d or ISO time.")] = None,
     lines: Annotated[int, typer.Option("-n", "--lines", help="Newest N events.")] = 100,
     json_output: JsonOpt = False,
@@ -205,7 +329,11 @@ def logs(
         lines=lines,
         json_output=json_output,
     )
-    raise typer.Exit(_run(lambda: logs_mod.run(_workdir(ctx, workdir), args, _output())))
+
+    def go() -> int:
+        return logs_mod.run(_workdir(ctx, workdir), args, _output())
+
+    raise typer.Exit(_until_ctrl_c(go) if follow else _run(go))
 
 
 @tasks_app.callback(invoke_without_command=True)
@@ -232,7 +360,7 @@ def tasks(
 @tasks_app.command("show")
 def tasks_show(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID", help="Task id.")],
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -245,5 +373,37 @@ def tasks_show(
     raise typer.Exit(_run(lambda: tasks_mod.show(wd, task_id, json_output, _output())))
 
 
+DEFAULT_INSPECT = "127.0.0.1:5678"  # debugpy's usual port, what editors' attach configurations expect
+
+
+def _inspect_address(
+    address: str | None, mode: str, names: list[str] | None, policy: str | None
+) -> str | None:
+    """--inspect's HOST:PORT, checked; None without --inspect."""
+    if address is None:
+        return None
+    if mode not in ("run", "brk", "wait"):
+        _usage(f"--inspect-mode {mode!r} is not a mode. Use run, brk or wait.")
+    if len(names or ()) != 1:
+        _usage("--inspect debugs one function: name it, e.g. `edgecli serve --inspect hello`.")
+    if policy not in (None, "per_worker"):
+        _usage("--inspect serves the function with one per_worker worker to attach to; leave out --policy.")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        _usage(f"--inspect={address} is not HOST:PORT; e.g. --inspect={DEFAULT_INSPECT}.")
+    return address
+
+
+def _usage(message: str) -> None:
+    _output().error(message)
+    raise typer.Exit(2)
+
+
+def _bare_inspect(args: list[str]) -> list[str]:
+    """`--inspect` alone means the default address: its value is given only as `--inspect=HOST:PORT`, so
+    that `serve --inspect hello` reads `hello` as the function."""
+    return [f"--inspect={DEFAULT_INSPECT}" if arg == "--inspect" else arg for arg in args]
+
+
 def main() -> None:
-    app(prog_name="edgecli")
+    app(args=_bare_inspect(sys.argv[1:]), prog_name="edgecli")

@@ -48,6 +48,7 @@ class Limits:
     memory_limit_mb: int = 256
     request_wait_timeout_ms: int = 10000
     graceful_exit_timeout_sec: float = 15
+    boot_timeout_sec: float = 30  # a module still importing after this long is a boot error (503)
 
     @property
     def parallelism(self) -> int:
@@ -86,6 +87,10 @@ class Overrides:
     reload: bool | None = None
     json_output: bool = False
     only: tuple[str, ...] = ()
+    inspect: str | None = None  # --inspect: HOST:PORT the debugger listens on (serve's one named function)
+    inspect_mode: str = "run"
+    prod: bool = False  # `serve --prod`: the container contract (see _prod_settings)
+    store: bool | None = None  # --store / --no-store; None: on in dev, off in prod
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,11 @@ class Config:
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
+    inspect: str | None = None  # HOST:PORT of the debugger for the (one) function served, if inspecting
+    inspect_mode: str = "run"  # run | brk | wait
+    prod: bool = False  # serve as in a container: no reload, JSON lines, /_internal/health, $PORT
+    store: bool = True  # record events in the event store
+    state_root: Path | None = None  # EDGECLI_STATE_DIR: runtime state kept away from supabase/.temp
 
     @property
     def supabase_dir(self) -> Path:
@@ -124,7 +134,7 @@ class Config:
 
     @property
     def state_dir(self) -> Path:
-        return self.supabase_dir / ".temp" / "edgecli"
+        return self.state_root or self.supabase_dir / ".temp" / "edgecli"
 
     @property
     def events_db(self) -> Path:
@@ -146,6 +156,11 @@ ENV_PORT = "EDGECLI_PORT"
 ENV_HOST = "EDGECLI_HOST"
 ENV_NO_VERIFY_JWT = "EDGECLI_NO_VERIFY_JWT"
 ENV_ENV_FILE = "EDGECLI_ENV_FILE"
+ENV_PLATFORM_PORT = "PORT"  # set by Knative, Cloud Run and most container platforms
+PROD_HOST = "0.0.0.0"
+# Where serve keeps its runtime state (the event store) instead of supabase/.temp/edgecli: the test
+# plugin's servers write theirs in pytest's temporary directory, never into the project.
+ENV_STATE_DIR = "EDGECLI_STATE_DIR"
 
 # (type, lowest, highest) per limit key: generous maxima, so that only typos and unit mix-ups are refused.
 _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
@@ -156,6 +171,7 @@ _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
     "memory_limit_mb": (int, 0, 1_048_576),
     "request_wait_timeout_ms": (int, 0, 3_600_000),
     "graceful_exit_timeout_sec": (float, 0, 3_600),
+    "boot_timeout_sec": (float, 0, 3_600),
 }
 _RETENTION_RANGE = (1, 100_000_000)
 _PORT_RANGE = (1, 65_535)
@@ -238,12 +254,17 @@ def _show(value: object) -> str:
 
 
 def load_config(
-    project_dir: Path, overrides: Overrides | None = None, *, environ: Mapping[str, str] | None = None
+    project_dir: Path,
+    overrides: Overrides | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    with_secrets: bool = True,
 ) -> Config:
     """Build the Config for the project at `project_dir`. Raises ConfigError (exit 2) on bad input.
 
     Precedence: defaults < supabase/config.toml < environment (EDGECLI_*) < CLI flags (`overrides`).
-    `environ` defaults to the process environment (tests pass their own).
+    `environ` defaults to the process environment (tests pass their own). Only serve hands secrets to
+    functions: other commands pass `with_secrets=False`, so an `env(NAME)` unset in their shell is no error.
     """
     over = overrides or Overrides()
     env = os.environ if environ is None else environ
@@ -252,12 +273,16 @@ def load_config(
     edge = _table(src, data, ("edge_runtime",))
     limits = _read_limits(src, ("edge_runtime",), edge, Limits())
     warnings = _unknown_edge_runtime_keys(src, edge)
-    secrets, secret_warnings = _read_secrets(src, _table(src, edge, ("edge_runtime", "secrets")), env)
+    secrets, secret_warnings = (
+        _read_secrets(src, _table(src, edge, ("edge_runtime", "secrets")), env) if with_secrets else ({}, [])
+    )
     verify_jwt = not (over.no_verify_jwt or _env_flag(env, ENV_NO_VERIFY_JWT))
     blocks = _table(src, data, ("functions",))
     found = _Discovery(src, project_dir / "supabase", blocks, limits, verify_jwt).run()
     functions, skipped = _select(found, over.only)
-    return Config(
+    if over.inspect is not None:
+        functions = {name: _inspected(fn) for name, fn in functions.items()}
+    config = Config(
         project_dir=project_dir,
         policy=_resolve_policy(src, edge, env, over),
         host=over.host or env.get(ENV_HOST) or DEFAULT_HOST,
@@ -265,6 +290,8 @@ def load_config(
         verify_jwt=verify_jwt,
         reload=True if over.reload is None else over.reload,
         json_output=over.json_output,
+        inspect=over.inspect,
+        inspect_mode=over.inspect_mode,
         jwt_secret=_resolve_jwt_secret(src, data, env),
         db_url=_resolve_db_url(src, data),
         env_file=_resolve_env_file(project_dir, env, over),
@@ -276,6 +303,34 @@ def load_config(
         event_retention=_read_int(src, ("edge_runtime",), "event_retention", edge, *_RETENTION_RANGE)
         or DEFAULT_EVENT_RETENTION,
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
+        state_root=Path(env[ENV_STATE_DIR]).resolve() if env.get(ENV_STATE_DIR) else None,
+        store=over.store is not False,
+    )
+    return _prod_settings(config, env, over) if over.prod else config
+
+
+def _prod_settings(config: Config, env: Mapping[str, str], over: Overrides) -> Config:
+    """`serve --prod` follows the container contract of Knative and Cloud Run: every interface, the port
+    the platform puts in $PORT (else --port, as in dev), logs as JSON lines, no file watching, and no
+    event store unless --store asks for one (a container's disk is usually neither kept nor read)."""
+    port = config.port
+    text = env.get(ENV_PLATFORM_PORT, "").strip()
+    if text:
+        lo, hi = _PORT_RANGE
+        if not (text.isdigit() and lo <= int(text) <= hi):
+            raise UsageError(
+                f"environment variable {ENV_PLATFORM_PORT}={text!r} is not a port; allowed: a number from "
+                f"{lo} to {hi}. `edgecli serve --prod` listens on $PORT when it is set: fix or unset it."
+            )
+        port = int(text)
+    return replace(
+        config,
+        prod=True,
+        host=over.host or env.get(ENV_HOST) or PROD_HOST,
+        port=port,
+        reload=False,
+        json_output=True,
+        store=over.store is True,
     )
 
 
@@ -414,12 +469,17 @@ def _read_secrets(
     return secrets, warnings
 
 
+def env_reference(value: object) -> str | None:
+    """NAME when `value` is an "env(NAME)" reference to the host environment, else None."""
+    match = _ENV_REF.match(value.strip()) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
 def _substitute(src: _Source, table: tuple[str, ...], key: str, value: str, env: Mapping[str, str]) -> str:
     """`env(NAME)` → the host's NAME, as the Supabase CLI does; any other string is taken literally."""
-    match = _ENV_REF.match(value.strip())
-    if match is None:
+    name = env_reference(value)
+    if name is None:
         return value
-    name = match.group(1)
     if name not in env:
         raise src.error(
             table,
@@ -616,6 +676,9 @@ class _Discovery:
         if not enabled:
             return f"disabled in config.toml ([functions.{name}] enabled = false)"
         shown = os.path.relpath(entrypoint, self.supabase_dir.resolve().parent)
+        if entrypoint.is_dir():
+            example = f" (e.g. {shown}/index.py)" if entrypoint.suffix not in (".py", *DENO_SUFFIXES) else ""
+            return f"no entrypoint: {shown} is a directory; point entrypoint at a file{example}"
         if entrypoint.suffix not in (".py", *DENO_SUFFIXES):
             return (
                 f"{shown} is neither Python nor TypeScript/JavaScript; point entrypoint at a .py, .ts or "
@@ -626,6 +689,21 @@ class _Discovery:
         if entrypoint.suffix in DENO_SUFFIXES and deno_binary() is None:
             return f"{shown} needs Deno: {DENO_INSTALL_HINT}"
         return None
+
+
+def _inspected(function: FunctionConfig) -> FunctionConfig:
+    """A function being debugged: one worker (one debugger port), and no limit that would kill it while
+    it stands at a breakpoint."""
+    limits = replace(
+        function.limits,
+        max_parallelism=1,
+        wall_clock_limit_sec=0,
+        cpu_time_soft_limit_ms=0,
+        cpu_time_hard_limit_ms=0,
+        memory_limit_mb=0,
+        request_wait_timeout_ms=3_600_000,  # requests queue behind one paused at a breakpoint
+    )
+    return replace(function, limits=limits)
 
 
 def _select(found: _Discovery, only: tuple[str, ...]) -> tuple[dict[str, FunctionConfig], tuple[str, ...]]:

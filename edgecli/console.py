@@ -1,32 +1,33 @@
 """The only module that renders with Rich: CLI messages, event lines, the serve banner, tables.
 
 Commands get an `Output` injected (tests swap in one writing to a buffer), in the style of httpie's
-Environment: nothing else in edgecli prints.
+Environment: nothing else in edgecli prints, and every `--json` record goes out through `Output.record`.
+What an event says in words (no Rich) is `render.py` beside this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 import zlib
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
 from rich.cells import cell_len
 from rich.console import COLOR_SYSTEMS, Console
-from rich.json import JSON
 from rich.markup import escape
 from rich.style import Style
-from rich.table import Table
 from rich.text import Text
 
 from edgecli.events import Event
-from edgecli.inspect.render import describe, last_line, short_id
+
+if TYPE_CHECKING:
+    import asyncio
+from edgecli.render import describe, last_line, short_id
 
 
 def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
@@ -54,6 +55,19 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(f"[bold red]error:[/bold red] {escape(text)}")
+
+    def record(self, record: Mapping[str, Any]) -> None:
+        """One `--json` record: a JSON object on a line of its own, written at once."""
+        self.records([record])
+
+    def records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """`--json` records, one JSON object a line, in one write."""
+        text = "".join(json.dumps(record, default=str) + "\n" for record in records)
+        try:
+            self.out.file.write(text)
+            self.out.file.flush()
+        except BrokenPipeError:  # `edgecli tasks --json | head`: the reader has all it wanted
+            pass
 
 
 # --- Event lines: the serve terminal, `logs`, `tasks show`, `invoke --wait`. ---------------------------
@@ -163,9 +177,8 @@ class EventPrinter:
         # line once it has the response): they leave at the end of the loop pass that made them. The
         # lines are joined here, not left to stdout's buffer: stdout writes through on every line when
         # it is a terminal (line buffering) or when PYTHONUNBUFFERED is set.
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # off a loop (start-up, shutdown, the inspect commands): now
+        loop = _running_loop()
+        if loop is None:  # off a loop (start-up, shutdown, the inspect commands): now
             self.flush()
             return
         if self._json:
@@ -245,6 +258,18 @@ class EventPrinter:
         return f"{self._clock[1]}.{int((ts - second) * 1000):03d}"
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # The inspect commands never import asyncio, and do not pay for it here: without it no loop runs.
+    if "asyncio" not in sys.modules:
+        return None
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _short_worker(worker: str | None, function: str) -> str:
     """Worker ids often start with their function's name, which has a column of its own."""
     if not worker:
@@ -268,8 +293,15 @@ def print_banner(
     anon_key: str,
     service_role_key: str,
     notes: Sequence[str],
+    verify_jwt: bool = True,
+    reload: bool = True,
 ) -> None:
-    """serve's start-up banner: function URLs as `supabase functions serve` lists them, then the keys."""
+    """serve's start-up banner: function URLs as `supabase functions serve` lists them, the keys, a curl
+    line to paste for the first function, and how to stop.
+
+    Keys and the curl line are printed without line breaks whatever the terminal's width, so that a
+    copy from the terminal pastes them whole.
+    """
     out = output.out
     out.print(
         f"[bold]edgecli[/bold] serving [cyan]{escape(project)}[/cyan] · policy [bold]{escape(policy)}[/bold]"
@@ -278,17 +310,53 @@ def print_banner(
         base = functions[0][1].rsplit("/", 1)[0]
         out.print(f"Serving functions on [bold]{escape(base)}/<function-name>[/bold]")
         for name, url in functions:
-            out.print(f" - [{function_colour(name)}]{escape(url)}[/]")
+            out.print(f" - [{function_colour(name)}]{escape(url)}[/]", soft_wrap=True)
     else:
         out.print("[yellow]No functions to serve[/yellow] — create one with `edgecli new NAME`.")
-    out.print(f"[dim]        anon key:[/dim] {escape(anon_key)}")
-    out.print(f"[dim]service_role key:[/dim] {escape(service_role_key)}")
+    # Each key on a line of its own: the anon key then fits a 160-column terminal whole.
+    out.print("[dim]anon key (what clients and `edgecli invoke` send):[/dim]")
+    out.print(escape(anon_key), soft_wrap=True)
+    out.print("[dim]service_role key (bypasses row-level security; keep it on the server):[/dim]")
+    out.print(escape(service_role_key), soft_wrap=True)
+    if not verify_jwt:
+        out.print("[yellow]![/yellow] JWT verification is off (--no-verify-jwt): any caller is let in.")
     for note in notes:
         out.print(f"[yellow]![/yellow] {escape(note)}")
+    if functions:
+        out.print("[dim]Try it:[/dim]")
+        out.print("  " + escape(curl_line(functions[0][1], anon_key if verify_jwt else None)), soft_wrap=True)
+    watching = "watching for changes · " if reload else ""
+    out.print(f"[dim]{watching}Ctrl-C to stop[/dim]")
     out.file.flush()
 
 
-Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.inspect.render
+def print_draining(output: Output, task_functions: Sequence[str], grace: float) -> None:
+    """What serve waits for after Ctrl-C: how many tasks, of which functions, until when."""
+    counts = Counter(task_functions)
+    total = len(task_functions)
+    # Per-function counts only when they tell something: "2 tasks of jobs", "3 tasks of hello (2), jobs".
+    alone = len(counts) == 1
+    which = ", ".join(name if alone or n == 1 else f"{name} ({n})" for name, n in sorted(counts.items()))
+    until = time.strftime("%H:%M:%S", time.localtime(time.time() + grace))
+    output.out.print(
+        f"[yellow]Stopping:[/yellow] waiting up to {grace:g} s (until {until}) for {total} background "
+        f"task{'' if total == 1 else 's'} of {escape(which)} to finish. "
+        f"[bold]Ctrl-C again[/bold] stops now and cancels {'it' if total == 1 else 'them'}.",
+        soft_wrap=True,
+    )
+    output.out.file.flush()
+
+
+def curl_line(url: str, key: str | None) -> str:
+    """A ready-to-paste curl call of a function, as Supabase's docs write it."""
+    auth = f"--header 'Authorization: Bearer {key}' " if key else ""
+    return (
+        f"curl -i --request POST '{url}' {auth}--header 'Content-Type: application/json' "
+        """--data '{"name":"Functions"}'"""
+    )
+
+
+Cell = str | tuple[str, str]  # plain text, or (text, tone) with the tones of edgecli.render
 _GAP = "   "
 
 
@@ -326,6 +394,8 @@ def _table_line(cells: Sequence[tuple[str, str]], widths: Sequence[int], paint: 
 
 
 def _print_folded_table(output: Output, columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -357,6 +427,8 @@ def print_status(output: Output, text: str, tone: str) -> None:
 def print_body(output: Output, body: str, *, is_json: bool) -> None:
     """A response body; JSON pretty-printed and highlighted."""
     if is_json:
+        from rich.json import JSON
+
         output.out.print(JSON(body, indent=2))
     else:
         output.out.print(Text(body))

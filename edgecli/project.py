@@ -15,8 +15,6 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-import tomlkit
-
 from edgecli.config import FUNCTION_NAME_RE, parse_toml
 from edgecli.console import Output
 from edgecli.errors import ConfigError, EdgecliError, ProjectNotFoundError, UsageError
@@ -28,6 +26,9 @@ NAME_PLACEHOLDER = "__NAME__"
 PROJECT_ID_PLACEHOLDER = "__PROJECT_ID__"
 ENTRYPOINT = "index.py"
 TS_ENTRYPOINT = "index.ts"
+# A template's tests: written as test_<name>.py, `-` as `_`, so that every function's test module has a name
+# of its own and pytest collects them all together.
+TEST_TEMPLATE = "test_function.py"
 _SKIP_FILES = frozenset({"__pycache__", ".DS_Store"})
 
 
@@ -116,6 +117,9 @@ def new_function(workdir: Path | None, name: str | None, *, template: str, outpu
             shutil.rmtree(folder, ignore_errors=True)  # all or nothing: no function without its block
             raise EdgecliError(f"cannot update {_shown(config)}: {exc}. Nothing was created.") from None
     output.success(f"Created {_shown(folder / chosen.entrypoint)} from the {chosen.name} template")
+    tests = folder / test_file_name(name)
+    if tests.is_file():
+        output.success(f"Created {_shown(tests)}: run it with `pytest supabase/functions`")
     if new_text is None:
         output.line(f"note: {_shown(config)} already has [functions.{name}]; left it as it is.")
     else:
@@ -212,6 +216,8 @@ def _config_with_block(config: Path, name: str, entrypoint: str = ENTRYPOINT) ->
 
 
 def _function_block(name: str, entrypoint: str) -> str:
+    import tomlkit  # only `edgecli new` writes TOML; invoke and logs find the project through here
+
     table = tomlkit.table()
     table.add("enabled", True)
     table.add("verify_jwt", True)
@@ -231,16 +237,21 @@ def _copy_template(template: Template, folder: Path, name: str) -> None:
         raise EdgecliError(f"cannot create {_shown(folder)}: {exc}. Nothing was created.") from None
 
 
-def _copy_tree(source: Traversable, target: Path, name: str) -> None:
+def test_file_name(name: str) -> str:
+    return f"test_{name.replace('-', '_')}.py"
+
+
+def _copy_tree(source: Traversable, target: Path, name: str, top: bool = True) -> None:
     target.mkdir(parents=True)
     for entry in source.iterdir():
         if entry.name in _SKIP_FILES or entry.name.endswith(".pyc"):
             continue
         if entry.is_dir():
-            _copy_tree(entry, target / entry.name, name)
+            _copy_tree(entry, target / entry.name, name, top=False)
         else:
             data = entry.read_bytes().replace(NAME_PLACEHOLDER.encode(), name.encode())
-            (target / entry.name).write_bytes(data)
+            written = test_file_name(name) if top and entry.name == TEST_TEMPLATE else entry.name
+            (target / written).write_bytes(data)
 
 
 def _read_template_text(name: str) -> str:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import psutil
 
 from edgecli.events import Event
 from edgecli.inspect.store import EventQuery, EventReader
+from edgecli.testing.process import alive as _alive
 
 DEFAULT_CONFIG = """\
 [api]
@@ -101,11 +102,14 @@ class Served:
         verify_jwt: bool = False,
         json_output: bool = True,
         new_session: bool = False,
+        separate_stderr: bool = False,
     ) -> None:
         self.project = project
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.out_path = project / f"serve-{self.port}.out"
+        # stderr in a file of its own (`err_path`), for tests of what stdout alone carries
+        self.err_path = project / f"serve-{self.port}.err" if separate_stderr else None
         cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(project), "--port", str(self.port)]
         if json_output:
             cmd.append("--json")
@@ -124,13 +128,16 @@ class Served:
 
     def start(self, ready: bool = True) -> Served:
         self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
+        err = open(self.err_path, "wb") if self.err_path else None  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             self.cmd,
             stdout=self._out,
-            stderr=subprocess.STDOUT,
+            stderr=err or subprocess.STDOUT,
             env=self.env,
             start_new_session=self.new_session,
         )
+        if err is not None:
+            err.close()
         if ready:
             wait_until(self._listening, 20, what=f"serve to listen on {self.port}\n{self.output()}")
         return self
@@ -285,15 +292,3 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return proc.cmdline()
     except psutil.Error:
         return []
-
-
-def _alive(pids: Iterable[int]) -> list[psutil.Process]:
-    alive = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive

@@ -158,6 +158,27 @@ def test_host_verify_jwt_reload_and_json_precedence(make_project: MakeProject) -
     assert not config.reload and config.json_output
 
 
+def test_prod_follows_the_container_contract(make_project: MakeProject) -> None:
+    root = make_project("[api]\nport = 50001\n")
+    dev = load(root)
+    assert (dev.prod, dev.store, dev.reload, dev.host) == (False, True, True, "127.0.0.1")
+    prod = load(root, Overrides(prod=True))
+    assert (prod.prod, prod.store, prod.reload, prod.json_output) == (True, False, False, True)
+    assert (prod.host, prod.port) == ("0.0.0.0", 50001)  # no $PORT: --port, else the file, as in dev
+    assert load(root, Overrides(prod=True, port=50003), PORT="8080").port == 8080  # the platform's $PORT wins
+    assert load(root, Overrides(prod=True), PORT="8080").port == 8080
+    assert load(root, PORT="8080").port == 50001  # $PORT means nothing to dev serve
+    assert load(root, Overrides(prod=True, store=True, host="127.0.0.1")).store
+    assert load(root, Overrides(prod=True, host="127.0.0.1")).host == "127.0.0.1"
+    assert not load(root, Overrides(store=False)).store
+
+
+def test_prod_refuses_a_port_variable_that_is_not_a_port(make_project: MakeProject) -> None:
+    root = make_project()
+    with pytest.raises(UsageError, match=r"environment variable PORT='http' is not a port"):
+        load(root, Overrides(prod=True), PORT="http")
+
+
 def test_env_file_precedence(make_project: MakeProject, tmp_path: Path) -> None:
     root = make_project()
     assert load(root).env_file is None
@@ -169,6 +190,15 @@ def test_env_file_precedence(make_project: MakeProject, tmp_path: Path) -> None:
     from_flag.write_text("")
     assert load(root, EDGECLI_ENV_FILE=str(from_env)).env_file == from_env.resolve()
     assert load(root, Overrides(env_file=from_flag), EDGECLI_ENV_FILE=str(from_env)).env_file == from_flag
+
+
+def test_state_dir_moves_the_event_store_out_of_the_project(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    root = make_project()
+    assert load(root).events_db == root.resolve() / "supabase" / ".temp" / "edgecli" / "events.db"
+    elsewhere = tmp_path / "state"
+    assert load(root, EDGECLI_STATE_DIR=str(elsewhere)).events_db == elsewhere / "events.db"
 
 
 def test_per_function_overrides_and_env_file(make_project: MakeProject) -> None:

@@ -226,9 +226,36 @@ def test_banner_lists_function_urls_policy_and_keys() -> None:
     assert "Serving functions on http://127.0.0.1:54321/functions/v1/<function-name>" in text
     assert " - http://127.0.0.1:54321/functions/v1/hello\n" in text
     assert " - http://127.0.0.1:54321/functions/v1/jobs\n" in text
-    assert re.search(r"anon key: anon\.jwt\n", text)
-    assert re.search(r"service_role key: service\.jwt\n", text)
+    assert re.search(r"anon key .*:\nanon\.jwt\n", text)
+    assert re.search(r"service_role key .*:\nservice\.jwt\n", text)
     assert "skipped functions/broken: no index.py" in text
+    assert "curl -i --request POST 'http://127.0.0.1:54321/functions/v1/hello' " in text
+    assert "--header 'Authorization: Bearer anon.jwt'" in text
+    assert text.rstrip().endswith("watching for changes · Ctrl-C to stop")
+    assert "--no-verify-jwt" not in text
+
+
+def test_banner_keys_and_curl_line_do_not_wrap_on_a_160_column_terminal() -> None:
+    buffer = io.StringIO()
+    terminal = Console(file=buffer, width=160, force_terminal=True, color_system=None)
+    anon, service = "eyJ" + "a" * 150, "eyJ" + "s" * 161  # the lengths of the real keys
+    print_banner(
+        Output(out=terminal, err=terminal),
+        project="demo",
+        policy="per_request",
+        functions=[("hello", "http://127.0.0.1:54321/functions/v1/hello")],
+        anon_key=anon,
+        service_role_key=service,
+        notes=[],
+        verify_jwt=False,
+        reload=False,
+    )
+    lines = buffer.getvalue().splitlines()
+    assert anon in lines and service in lines  # whole, each on a line of its own
+    curl = next(line for line in lines if "curl " in line)
+    assert curl.endswith("""--data '{"name":"Functions"}'""") and "Authorization" not in curl
+    assert any("JWT verification is off (--no-verify-jwt)" in line for line in lines)
+    assert lines[-1] == "Ctrl-C to stop"
 
 
 TABLE = (

@@ -48,6 +48,7 @@ def test_wheel_contains_the_templates_and_the_console_script(tmp_path: Path) -> 
     expected |= {"edgecli/runtime/deno/worker.ts", "edgecli/runtime/deno/ipc.ts"}
     assert len(expected) >= 10 and expected <= names
     assert "edgecli = edgecli.cli:main" in entry_points
+    assert "[pytest11]\nedgecli = edgecli.testing.plugin" in entry_points
     assert not any(n.startswith(("tests/", "supabase/")) for n in names)
 
 
@@ -79,3 +80,21 @@ def test_the_event_store_process_imports_no_event_loop_and_no_web_stack() -> Non
     # It starts with every `edgecli serve`: the package must not drag asyncio or Starlette into it.
     heavy = ("asyncio", "starlette", "uvloop", "typer", "rich")
     assert _heavy_modules_after("import edgecli.store_process", heavy) == []
+
+
+@pytest.mark.timeout(30)
+def test_edgecli_testing_imports_no_cli_and_no_pytest() -> None:
+    # EdgeServer works from a plain script; only the plugin module, which pytest loads, imports pytest.
+    heavy = ("typer", "click", "pytest", "edgecli.cli", "edgecli.console", "edgecli.project")
+    assert _heavy_modules_after("from edgecli.testing import EdgeServer, TaskResult", heavy) == []
+
+
+@pytest.mark.timeout(30)
+def test_the_pytest_plugin_is_registered_and_loads_nothing_until_a_test_asks_for_edge() -> None:
+    imports = (
+        "from importlib.metadata import entry_points\n"
+        "(plugin,) = [e for e in entry_points(group='pytest11') if e.name == 'edgecli']\n"
+        "assert plugin.value == 'edgecli.testing.plugin', plugin.value\n"
+        "plugin.load()"
+    )
+    assert _heavy_modules_after(imports, ("httpx", "psutil", "edgecli.testing.server", "edgecli.cli")) == []

@@ -135,6 +135,11 @@ def test_new_from_each_template(make_project: MakeProject, stock_supabase_config
     assert list(config.functions) == ["my-fn"] and config.warnings == ()
     assert config.functions["my-fn"].verify_jwt
     assert "supabase/functions/my-fn/index.py" in out.text
+    tests = (root / "supabase" / "functions" / "my-fn" / "test_my_fn.py").read_text()
+    assert "__NAME__" not in tests and 'edge.invoke("my-fn"' in tests
+    compile(tests, "test_my_fn.py", "exec")
+    assert "supabase/functions/my-fn/test_my_fn.py" in out.text
+    assert not (root / "supabase" / "functions" / "my-fn" / "test_function.py").exists()
     assert "edgecli serve" in out.text and "edgecli invoke my-fn" in out.text
 
 
@@ -147,7 +152,7 @@ def test_new_from_a_typescript_template(
     out = Captured()
     new_function(root, "my-ts", template=template, output=out)
     folder = root / "supabase" / "functions" / "my-ts"
-    assert sorted(p.name for p in folder.iterdir()) == ["index.ts"]
+    assert sorted(p.name for p in folder.iterdir()) == ["index.ts", "test_my_ts.py"]
     source = (folder / "index.ts").read_text()
     assert "__NAME__" not in source and "edgecli invoke my-ts" in source and "Deno.serve(" in source
     config = load_config(root, environ={})
@@ -375,3 +380,6 @@ def test_the_demo_project_is_the_templates_rendered_and_loads_cleanly() -> None:
             continue  # the TypeScript templates need Deno, which the demo's quickstart does not install
         rendered = (t.folder / "index.py").read_text().replace("__NAME__", t.name)
         assert config.functions[t.name].entrypoint.read_text() == rendered, f"regenerate the {t.name} demo"
+        tests = (t.folder / "test_function.py").read_text().replace("__NAME__", t.name)
+        demo_tests = config.functions[t.name].entrypoint.parent / f"test_{t.name}.py"
+        assert demo_tests.read_text() == tests, f"regenerate the {t.name} demo's tests"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,22 @@ class WorkerConnection:
     @property
     def closed(self) -> bool:
         return self.proto.closed
+
+    def read_remaining(self, limit: int = 64) -> None:
+        """Take in what the worker wrote and serve has not read yet (its last events, its BYE): its exit
+        may be reported before the socket is read. Up to `limit` reads of 64 KB, never waiting."""
+        transport = self.proto.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or self.proto.closed:
+            return
+        for _ in range(limit):
+            try:
+                data = os.read(sock.fileno(), 1 << 16)
+            except OSError:  # nothing more now (EAGAIN), or the socket is gone
+                return
+            if not data:
+                return
+            self.proto.data_received(data)
 
     # -- host -> worker --------------------------------------------------------------------------------
 

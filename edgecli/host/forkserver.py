@@ -2,6 +2,10 @@
 
 `ForkServer.spawn()` hands the server a worker spec and the worker's three fds and resolves with the
 new pid; exits of forked workers come back through `on_exit(pid, code)`.
+
+The server starts with the filtered host environment (host/env.py), not serve's own: a worker's
+`os.environ` is replaced at fork, but `/proc/<pid>/environ` shows what the process was started with,
+and host secrets must not be readable there.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from edgecli.host.env import host_env
+from edgecli.runtime import parent
 
 ExitHandler = Callable[[int, int], None]
 
@@ -32,6 +39,7 @@ class ForkServer:
         self._spawning: dict[str, asyncio.Future[int]] = {}
         self._outbox: deque[tuple[bytes, list[int]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pids: set[int] = set()  # live workers, each the leader of its own process group
         self.gone = False
 
     def start(self, env: dict[str, str] | None = None) -> None:
@@ -41,6 +49,8 @@ class ForkServer:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         cmd = [sys.executable, "-m", "edgecli.runtime.forkserver", str(theirs.fileno()), str(os.getpid())]
+        if env is None:
+            env = host_env(os.environ)
         self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         ours.setblocking(False)
@@ -98,15 +108,22 @@ class ForkServer:
             msg = json.loads(packet)
             if "spawned" in msg:
                 future = self._spawning.pop(msg["spawned"], None)
+                self._pids.add(int(msg["pid"]))
                 if future is not None and not future.done():
                     future.set_result(int(msg["pid"]))
             else:
+                self._pids.discard(int(msg["exited"]))
                 self._on_exit(int(msg["exited"]), int(msg["code"]))
 
     def _lost(self) -> None:
         if self.gone:
             return
         self.gone = True
+        # A server killed outright could not kill its workers' trees; their workers died with it (their
+        # parent-death signal), but what they started may still run, in each worker's process group.
+        for pid in self._pids:
+            parent.kill_group(pid)
+        self._pids.clear()
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._loop.remove_writer(self._sock.fileno())

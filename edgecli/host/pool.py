@@ -8,7 +8,9 @@ wait for a worker up to `request_wait_timeout_ms` (then 504). A function that fa
 - PerWorkerPool: warm workers reused by many concurrent requests; more are started (up to
   max_parallelism) only when the warm ones are saturated or retired.
 - PerRequestPool: one request at a time per worker; an idle worker is reused, and leaves once it has
-  had neither requests nor background tasks for a moment.
+  had neither requests nor background tasks for a moment. A worker that has served nothing yet (the one
+  booted at start-up or reload) waits for its first request instead: else every function's warm worker
+  would stop, all at once, a moment after start-up.
 - OneshotPool: every request gets a fresh, already-booted spare; after the response it is terminated.
 """
 
@@ -149,9 +151,10 @@ class Pool:
     def add(self, worker: Worker) -> None:
         self.workers.append(worker)
 
-    async def warm(self) -> None:
-        """Boot the first worker now, so the first request is fast and boot errors show at startup."""
-        if self.can_spawn():
+    async def warm(self, workers: int = 1) -> None:
+        """Boot `workers` workers now (at most max_parallelism), so the first requests are fast and boot
+        errors show at startup."""
+        for _ in range(min(workers, self.function.limits.parallelism) - self.live_count()):
             self.spawn()
         await self.settle()
 
@@ -211,14 +214,25 @@ class PerRequestPool(Pool):
     def __init__(self, function: FunctionConfig, supervisor: Supervisor) -> None:
         super().__init__(function, supervisor)
         self.idle_since: dict[Worker, float] = {}
+        self.unused: set[Worker] = set()  # booted, not yet handed a request
         self._sweeper = asyncio.get_running_loop().create_task(self.sweep())
+
+    def add(self, worker: Worker) -> None:
+        super().add(worker)
+        self.unused.add(worker)
+
+    def pick(self) -> Worker | None:
+        worker = super().pick()
+        if worker is not None:
+            self.unused.discard(worker)
+        return worker
 
     async def sweep(self) -> None:
         while True:
             await asyncio.sleep(PER_REQUEST_LINGER / 4)
             now = time.monotonic()
             for worker in list(self.workers):
-                if not worker.idle:
+                if not worker.idle or worker in self.unused:
                     self.idle_since.pop(worker, None)
                 elif now - self.idle_since.setdefault(worker, now) >= PER_REQUEST_LINGER:
                     self.idle_since.pop(worker, None)
@@ -226,6 +240,7 @@ class PerRequestPool(Pool):
 
     def on_gone(self, worker: Worker) -> None:
         self.idle_since.pop(worker, None)
+        self.unused.discard(worker)
         super().on_gone(worker)
 
     def close(self, retire: bool = True) -> None:
@@ -264,8 +279,8 @@ class OneshotPool(Pool):
         self.refill()
         self.wake()
 
-    async def warm(self) -> None:
-        self.refill()
+    async def warm(self, workers: int = 1) -> None:
+        self.refill()  # always max_parallelism spares
         await self.settle()
 
     def reload(self, function: FunctionConfig) -> None:

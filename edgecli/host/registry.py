@@ -18,10 +18,13 @@ from edgecli.host.supervisor import Supervisor
 
 
 class Registry:
-    def __init__(self, config: Config, host_env: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: Config, host_env: Mapping[str, str], extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.config = config
         self.pools: dict[str, Pool] = {}
         self._host_env = dict(host_env)  # read once: what serve was started with
+        self._extra_env = dict(extra_env or {})  # on top of every function's own (see ServeCommand)
         self._supervisor: Supervisor | None = None
 
     def open(self, supervisor: Supervisor) -> None:
@@ -37,7 +40,7 @@ class Registry:
             "entrypoint": str(function.entrypoint),
             "directory": str(function.directory),
             "functions_dir": str(self.config.functions_dir),
-            "env": build_function_env(self.config, function, self._host_env).env,
+            "env": build_function_env(self.config, function, self._host_env).env | self._extra_env,
         }
 
     def apply(self, plan: ReloadPlan) -> None:

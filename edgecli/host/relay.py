@@ -59,17 +59,23 @@ class Relay:
         verifier: Verifier,
         emit: Callable[[Event], None],
         verify_jwt: bool = True,
+        health: tuple[str, Callable[[], tuple[int, bytes]]] | None = None,
     ) -> None:
         self.pools = pools
         self.verifier = verifier
         self.emit = emit
         self.verify_jwt = verify_jwt
+        self.health = health  # (path, answer) under `serve --prod`: see edgecli/host/health.py
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
         request_id = self.request_id(scope)
+        if self.health is not None and scope["path"] == self.health[0]:
+            status, body = self.health[1]()
+            await self.plain(send, status, body, request_id, "application/json")
+            return
         name, subpath = self.route(scope["path"])
         pool = self.pools.get(name) if name else None
         status, worker = 500, None

@@ -13,17 +13,20 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
+from edgecli import listening
 from edgecli.config import Config, Overrides
-from edgecli.console import EventPrinter, Output, print_banner
+from edgecli.console import EventPrinter, Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
-from edgecli.host.env import build_function_env, host_env
+from edgecli.host.env import build_function_env, host_env, injected_env
+from edgecli.host.health import HEALTH_PATH, Health
 from edgecli.host.http import HttpProtocol
 from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
@@ -31,6 +34,8 @@ from edgecli.host.reloader import Reloader
 from edgecli.host.store_feed import StoreFeed
 from edgecli.host.supervisor import Supervisor
 from edgecli.host.worker import KILL_MARGIN
+from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
+from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
 
 WARM_WAIT = 5.0
 
@@ -104,27 +109,50 @@ class ServeCommand:
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
-        self.store = StoreFeed(config.events_db, config.event_retention)
+        self.store = StoreFeed(config.events_db, config.event_retention) if config.store else None
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
-        self.hub = Hub([self.printer, self.store])
-        self.registry = Registry(config, host_env(os.environ))
+        self.registry = Registry(config, host_env(os.environ), self.extra_env(config))
+        self.health = Health(self.registry.pools) if config.prod else None
+        self.hub = Hub([sink for sink in (self.printer, self.store, self.health) if sink is not None])
         self.supervisor = Supervisor(self.hub.emit, self.registry.worker_spec)
+        self.stop_requested_at: float | None = None
         self.server: _Uvicorn | None = None
         self.stopping = False
+        self.hurry = False  # Ctrl-C came twice
         self._warming: asyncio.Future[Any] | None = None
         self.reloader: Reloader | None = None
         self._drain: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def extra_env(config: Config) -> dict[str, str]:
+        """What every worker gets on top of its function's own environment. Under --prod the container's
+        platform owns SUPABASE_URL and the keys (a self-hosted Supabase's compose file sets them for its
+        functions container): when it sets them, functions see those. With --inspect, the worker listens
+        for a debugger (runtime/debugger.py)."""
+        env = {k: os.environ[k] for k in injected_env(config) if k in os.environ} if config.prod else {}
+        if config.inspect is not None:
+            env[ENV_INSPECT_ADDRESS] = config.inspect
+            env[ENV_INSPECT_MODE] = config.inspect_mode
+        return env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        # Where serve listens, for `invoke` and `logs -f` in other shells; the socket already listens.
+        here = listening.Listening(
+            listening.client_url(self.config.host, self.sock.getsockname()[1]),
+            os.getpid(),
+            tuple(self.config.functions),
+        )
+        recorded = listening.record(self.config.state_dir, here)
         try:
             await self.startup()
             if not self.stopping:
                 assert self.server is not None
                 await self.server.serve(sockets=[self.sock])
         finally:
+            listening.forget(recorded)
             await self.shutdown()
         return 0
 
@@ -132,10 +160,14 @@ class ServeCommand:
         config = self.config
         await self.supervisor.start()
         self.registry.open(self.supervisor)
-        relay = Relay(
-            self.registry.pools, Verifier(config.jwt_secret), self.hub.emit, verify_jwt=config.verify_jwt
-        )
-        self.banner()
+        health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
+        verifier = Verifier(config.jwt_secret)
+        pools = self.registry.pools
+        relay = Relay(pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
+        if config.prod:
+            self.announce()
+        else:
+            self.banner()
         uv_config = uvicorn.Config(
             relay,
             http=HttpProtocol,
@@ -152,44 +184,86 @@ class ServeCommand:
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
             self.reloader = Reloader(self.registry, self.overrides, self.hub.emit)
             self.reloader.start()
-        # Boot one worker per function now: the first request is fast and boot errors show at once.
-        # A module that hangs at import must not hold up serving: give up waiting after WARM_WAIT.
-        self._warming = asyncio.ensure_future(
-            asyncio.gather(*(pool.warm() for pool in self.registry.pools.values()))
-        )
+        # Boot one worker per function now (--prod, per_worker: max_parallelism of them, so that no early
+        # request is a cold one): the first request is fast and boot errors show at once. A module that
+        # hangs at import must not hold up serving: give up waiting after WARM_WAIT. Under --prod serving
+        # starts at once, and the health probe says when the workers are up.
+        warm_all = config.prod and config.policy == "per_worker"
+        workers = {name: f.limits.parallelism if warm_all else 1 for name, f in config.functions.items()}
+        warming = (pool.warm(workers[name]) for name, pool in pools.items())
+        self._warming = asyncio.ensure_future(asyncio.gather(*warming))
         self._warming.add_done_callback(_retrieved)
-        await asyncio.wait([self._warming], timeout=WARM_WAIT)
+        await asyncio.wait([self._warming], timeout=0 if config.prod else WARM_WAIT)
 
     def banner(self) -> None:
         config = self.config
         self.printer.flush()  # events of the start-up so far print above the banner, as they happened
         notes: list[str] = list(config.warnings) + list(config.skipped)
+        if config.inspect is not None:
+            waits = {"run": "", "wait": "; it waits for you", "brk": "; it waits and stops before it runs"}
+            notes.append(
+                f"debugger: attach to {config.inspect} (debugpy; limits off for "
+                f"{', '.join(config.functions)}{waits.get(config.inspect_mode, '')})"
+            )
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
-        # With --json, stdout carries only event records (for piping); the banner goes to stderr.
-        banner_output = (
-            Output(out=self.output.err, err=self.output.err) if config.json_output else self.output
-        )
         print_banner(
-            banner_output,
+            self._person_output(),
             project=config.project_id or config.project_dir.name or str(config.project_dir),
             policy=config.policy,
             functions=[(name, f"{config.base_url}/functions/v1/{name}") for name in config.functions],
             anon_key=make_key(config.jwt_secret, "anon"),
             service_role_key=make_key(config.jwt_secret, "service_role"),
             notes=list(dict.fromkeys(notes)),
+            verify_jwt=config.verify_jwt,
+            reload=config.reload,
         )
 
+    def _person_output(self) -> Output:
+        """Where lines for a person go: with --json, stdout carries only event records (for piping), so
+        the banner and notices go to stderr."""
+        if self.config.json_output:
+            return Output(out=self.output.err, err=self.output.err)
+        return self.output
+
+    def announce(self) -> None:
+        """--prod's start-up: the config's warnings and where it listens, as records on stdout. No keys:
+        a container's log is read by more people than a developer's terminal."""
+        config = self.config
+        notes: list[str] = list(config.warnings) + list(config.skipped)
+        for function in config.functions.values():
+            notes.extend(build_function_env(config, function).warnings)
+        for note in dict.fromkeys(notes):
+            self.hub.emit(Event(kind="log", level="warning", message=note))
+        names = ", ".join(config.functions) or "no functions"
+        message = f"serving {names} on {config.base_url} (prod, policy {config.policy})"
+        self.hub.emit(Event(kind="log", level="info", message=message))
+
     def request_stop(self, sig: int) -> None:
-        if self.stopping and sig == signal.SIGINT and self.server is not None:
-            self.server.force_exit = True  # a second Ctrl-C: do not wait for open connections
         if self.stopping and sig == signal.SIGINT:
-            self.supervisor.hurry()  # nor for background tasks to drain
+            # A second Ctrl-C: wait for nothing, neither open connections nor background tasks.
+            self.hurry = True
+            if self.server is not None:
+                self.server.force_exit = True
+            self.supervisor.stop_now()
         self.stopping = True
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
         if self._warming is not None:
             self._warming.cancel()
         if self.server is not None:
             self.server.should_exit = True
+
+    def drain_cap(self) -> float | None:
+        """At most how long requests and tasks may still run (None: each its function's own timeout).
+        Under --prod the platform kills the container a grace period after its SIGTERM, so requests and
+        tasks share one graceful_exit_timeout_sec counted from the signal."""
+        if self.hurry:
+            return 0.0
+        if not self.config.prod or self.stop_requested_at is None:
+            return None
+        grace = self.config.limits.graceful_exit_timeout_sec
+        return max(0.0, grace - (time.monotonic() - self.stop_requested_at))
 
     def begin_drain(self) -> None:
         if self._drain is None:
@@ -200,14 +274,21 @@ class ServeCommand:
         if self.reloader is not None:
             await self.reloader.stop()
         self.registry.close()
-        await self.supervisor.shutdown()
+        cap = self.drain_cap()
+        grace = longest_grace(self.registry.config) if cap is None else cap
+        tasks = self.supervisor.running_tasks()
+        if tasks and grace > 0 and not self.config.prod:
+            self.printer.flush()
+            print_draining(self._person_output(), tasks, grace)
+        await self.supervisor.shutdown(cap)
 
     async def shutdown(self) -> None:
         self.begin_drain()
         assert self._drain is not None
         await self._drain
         self.sock.close()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         self.printer.flush()
 
 

@@ -122,19 +122,37 @@ class Supervisor:
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)
         try:
-            ready = await conn.ready
+            ready = await self._booted(worker)
         except BootError as exc:
             failure = (id(pool), exc.error)
             # Not reported: a boot we cut short ourselves (shutdown), or the same failure again.
             if worker.kill_reason is None and self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
-                self.emit(self.event(worker, "boot_error", exc.error, "error", error=exc.error))
+                self.emit(self.event(worker, "boot_error", exc.message, "error", error=exc.error))
             worker.kill("boot_error")
             raise
         self._boot_failures.pop(function.name, None)
         worker.booted(float(ready.get("cpu_ms", 0.0)))
         self.emit(self.event(worker, "boot", f"booted in {ready['boot_ms']} ms", boot_ms=ready["boot_ms"]))
         return worker
+
+    @staticmethod
+    async def _booted(worker: Worker) -> dict[str, Any]:
+        """READY's payload; a module still importing after boot_timeout_sec is a boot error."""
+        timeout = worker.limits.boot_timeout_sec
+        if not timeout:
+            return await worker.conn.ready
+        try:
+            return await asyncio.wait_for(asyncio.shield(worker.conn.ready), timeout)
+        except TimeoutError:
+            # The worker is killed next; its `ready` then fails, and nobody is left to look.
+            worker.conn.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+            message = (
+                f"{worker.function.name} did not finish booting within {timeout:g} s (boot_timeout_sec): "
+                "something at module level blocks (a network call, a sleep, a long computation); move it "
+                "into the handler, or raise boot_timeout_sec in config.toml"
+            )
+            raise BootError(message) from None
 
     # -- retire / terminate / kill ---------------------------------------------------------------------
 
@@ -204,7 +222,9 @@ class Supervisor:
         its socket is read to the end, then its exit is recorded."""
         await worker.ended()
         if not await worker.socket_drained(SOCKET_DRAIN_S):
-            worker.conn.proto.close()  # a process it started holds the socket open; the worker is gone
+            # A process it started holds the socket open; the worker is gone. What it wrote is kept.
+            worker.conn.read_remaining()
+            worker.conn.proto.close()
         if worker.exit_code is None and not self.forkserver.gone:
             await worker.code_reported(EXIT_REPORT_S)
         self.finish(worker)
@@ -335,18 +355,24 @@ class Supervisor:
 
     # -- shutdown --------------------------------------------------------------------------------------
 
-    def hurry(self) -> None:
-        """Stop waiting for drains (a second Ctrl-C): every worker is killed now."""
+    def running_tasks(self) -> list[str]:
+        """The function of each background task running now, one entry per task."""
+        return [worker.function.name for worker in self.workers.values() for _ in worker.tasks]
+
+    def stop_now(self) -> None:
+        """Serve was told twice to stop: every worker goes now; its running tasks end as cancelled
+        (termination), recorded by `finish`."""
         for worker in list(self.workers.values()):
             worker.kill("termination")
 
-    async def shutdown(self) -> None:
-        """Drain every worker for its own function's graceful_exit_timeout_sec, kill what is left, stop
-        the fork server."""
+    async def shutdown(self, cap: float | None = None) -> None:
+        """Drain every worker for its own function's graceful_exit_timeout_sec (at most `cap` s), kill
+        what is left, stop the fork server."""
         longest = 0.0
         loop = asyncio.get_running_loop()
         for worker in list(self.workers.values()):
             grace = worker.limits.graceful_exit_timeout_sec
+            grace = grace if cap is None else min(grace, cap)
             longest = max(longest, grace)
             worker.drain(grace, "shutdown")
             loop.call_later(grace, self.report_cut, worker, grace)

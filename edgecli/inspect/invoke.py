@@ -9,17 +9,14 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from edgecli import __version__
-from edgecli.config import Config, load_config
+from edgecli import __version__, listening
+from edgecli.config import FUNCTION_NAME_RE, Config, load_config
 from edgecli.console import Output, print_body, print_fields, print_status
-from edgecli.errors import EdgecliError, ProjectNotFoundError, UsageError
-from edgecli.inspect.render import status_tone
-from edgecli.inspect.wait import follow_request
+from edgecli.errors import ProjectNotFoundError, UsageError
+from edgecli.inspect.client import Response, send
 from edgecli.project import find_project
+from edgecli.render import status_tone
 
 # Headers every response has; the rest (content-type, x-request-id, what the function set) are shown.
 _BORING_HEADERS = frozenset(
@@ -35,6 +32,7 @@ class InvokeArgs:
     headers: tuple[str, ...] = ()
     path: str = ""
     url: str | None = None
+    port: int | None = None
     service_role: bool = False
     wait: bool = False
     timeout: float = 60.0
@@ -50,27 +48,48 @@ class Body:
 def run(workdir: Path | None, args: InvokeArgs, output: Output) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds (got {args.timeout}).")
+    if not FUNCTION_NAME_RE.match(args.name):
+        raise UsageError(
+            f"{args.name!r} is not a function name: names are letters, digits, - and _, starting with a "
+            "letter (a folder under supabase/functions/). Give a sub-path with --path, e.g. --path /a/b."
+        )
     config = _config(workdir, args)
     body = read_data(args.data)
     headers = _request_headers(config, args, body)
-    base = (args.url or config.base_url).rstrip("/").removesuffix("/functions/v1")
+    base = server_url(config, args)
     url = f"{base}/functions/v1/{args.name}{_sub_path(args.path)}"
-    response = _send(args.method or "POST", url, headers, body, args.timeout, base)
-    request_id = response.headers.get("x-request-id") or headers["x-request-id"]
+    response = send((args.method or "POST").upper(), url, headers, body.content, args.timeout)
+    request_id = response.header("x-request-id") or headers["x-request-id"]
     _print_response(output, response, request_id, args.json_output)
-    ok = 200 <= response.status_code < 300
+    ok = 200 <= response.status < 300
     if args.wait:
+        from edgecli.inspect.wait import follow_request  # the store reader, only when following
+
         settled = follow_request(config.events_db, request_id, args.timeout, output, args.json_output)
         ok = ok and settled.ok
     return 0 if ok else 1
 
 
+def server_url(config: Config, args: InvokeArgs) -> str:
+    """--url, else --port on this machine, else the running serve of this project, else config.toml's."""
+    if args.url is not None and args.port is not None:
+        raise UsageError("give either --url or --port, not both (--port N means http://127.0.0.1:N).")
+    if args.url is not None:
+        base = args.url
+    elif args.port is not None:
+        base = listening.client_url("127.0.0.1", args.port)
+    else:
+        running = listening.url_for(config.state_dir, args.name)
+        base = running or listening.client_url(config.host, config.port)
+    return base.rstrip("/").removesuffix("/functions/v1")
+
+
 def _config(workdir: Path | None, args: InvokeArgs) -> Config:
     """The project's config (port, JWT secret, event store); with --url and no project, the defaults."""
     try:
-        return load_config(find_project(workdir))
+        return load_config(find_project(workdir), with_secrets=False)
     except ProjectNotFoundError:
-        if args.url is None or args.wait or workdir is not None:
+        if (args.url is None and args.port is None) or args.wait or workdir is not None:
             raise
         return Config(project_dir=Path.cwd())
 
@@ -160,50 +179,29 @@ def _sub_path(path: str) -> str:
     return "/" + path
 
 
-def _send(
-    method: str, url: str, headers: dict[str, str], body: Body, timeout: float, base: str
-) -> httpx.Response:
-    try:
-        return httpx.request(method.upper(), url, headers=headers, content=body.content, timeout=timeout)
-    except httpx.ConnectError:
-        raise EdgecliError(f"no edgecli serve running on {base} — start it with `edgecli serve`.") from None
-    except httpx.TimeoutException:
-        raise EdgecliError(
-            f"{base} did not answer {method.upper()} {url} within {timeout:g} s. Raise --timeout if the "
-            "function is slow, or look at `edgecli logs` for what it is doing."
-        ) from None
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise UsageError(
-            f"--url {base} is not a usable server URL ({exc}); e.g. http://127.0.0.1:54321."
-        ) from None
-    except httpx.HTTPError as exc:
-        raise EdgecliError(f"calling {url} failed: {exc}.") from None
-
-
-def _print_response(output: Output, response: httpx.Response, request_id: str, json_output: bool) -> None:
-    is_json = "json" in response.headers.get("content-type", "") and _is_json(response.content)
+def _print_response(output: Output, response: Response, request_id: str, json_output: bool) -> None:
+    is_json = "json" in response.header("content-type") and _is_json(response.content)
+    text = _body_text(response)
     if json_output:
-        record: dict[str, Any] = {
-            "status": response.status_code,
-            "headers": dict(response.headers),
-            "body": response.json() if is_json else response.text,
-            "request": request_id,
-        }
-        output.out.file.write(json.dumps(record) + "\n")
-        output.out.file.flush()
+        output.record(
+            {
+                "status": response.status,
+                "headers": dict(response.headers),
+                "body": json.loads(response.content) if is_json else text,
+                "request": request_id,
+            }
+        )
         return
-    print_status(
-        output, f"HTTP {response.status_code} {response.reason_phrase}", status_tone(response.status_code)
-    )
-    shown = [(name, value) for name, value in response.headers.items() if name not in _BORING_HEADERS]
+    print_status(output, f"HTTP {response.status} {response.reason}".rstrip(), status_tone(response.status))
+    shown = [(name, value) for name, value in response.headers if name not in _BORING_HEADERS]
     print_fields(output, shown)
     if response.content:
         output.line()
-        print_body(output, _body_text(response), is_json=is_json)
+        print_body(output, text, is_json=is_json)
 
 
-def _body_text(response: httpx.Response) -> str:
+def _body_text(response: Response) -> str:
     try:
-        return response.content.decode(response.encoding or "utf-8")
+        return response.content.decode(response.charset)
     except (UnicodeDecodeError, LookupError):
         return f"[{len(response.content)} bytes of binary data]"

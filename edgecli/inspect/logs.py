@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from edgecli import listening
 from edgecli.config import Config
 from edgecli.console import EventPrinter, Output
 from edgecli.errors import UsageError
@@ -84,8 +84,8 @@ def run(workdir: Path | None, args: LogsArgs, output: Output) -> int:
     path = store_path(workdir)
     if args.follow and not path.is_file():
         output.warning(f"no event store yet at {path}; waiting for `edgecli serve` to start (Ctrl-C stops).")
-        if not _wait_for(path.is_file):
-            return 0
+        while not path.is_file():
+            time.sleep(FOLLOW_POLL_S)
     with EventReader(path) as reader:
         query = reader.resolve_ids(query)
         # Everything up to `top` is the backlog; following resumes right after it.
@@ -94,7 +94,17 @@ def run(workdir: Path | None, args: LogsArgs, output: Output) -> int:
         printer = _printer(output, args, backlog)
         for _, event in backlog:
             printer.emit(event)
+        if args.function and not backlog and not reader.newest(EventQuery(function=args.function), 1):
+            output.warning(
+                f"no function named {args.function!r} has events in this project's store. Function names "
+                "are the folders under supabase/functions/; `edgecli logs` without --function shows them all."
+            )
         if args.follow:
+            if not listening.running(path.parent):
+                output.warning(
+                    "no edgecli serve is running for this project: new events show here once one starts "
+                    "(Ctrl-C stops)."
+                )
             _follow(reader, query, top, printer)
     return 0
 
@@ -108,27 +118,15 @@ def _printer(output: Output, args: LogsArgs, backlog: list[StoredEvent]) -> Even
 
 
 def _follow(reader: EventReader, query: EventQuery, last: int, printer: EventPrinter) -> None:
-    """Print events as they are stored until Ctrl-C (which ends the command with status 0)."""
-    try:
-        while True:
-            top = reader.last_id()
-            if top == last:
-                time.sleep(FOLLOW_POLL_S)
-                continue
-            for _, event in reader.between(query, last, top):
-                printer.emit(event)
-            last = top
-    except KeyboardInterrupt:
-        return
-
-
-def _wait_for(condition: Callable[[], bool]) -> bool:
-    try:
-        while not condition():
+    """Print events as they are stored until Ctrl-C (the CLI ends the command there with status 0)."""
+    while True:
+        top = reader.last_id()
+        if top == last:
             time.sleep(FOLLOW_POLL_S)
-    except KeyboardInterrupt:
-        return False
-    return True
+            continue
+        for _, event in reader.between(query, last, top):
+            printer.emit(event)
+        last = top
 
 
 __all__ = ["LogsArgs", "NoStoreError", "run"]

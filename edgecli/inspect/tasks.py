@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -13,8 +12,8 @@ from edgecli.console import Cell, EventPrinter, Output, print_fields, print_tabl
 from edgecli.errors import EdgecliError, UsageError
 from edgecli.events import Event, iso_ts
 from edgecli.inspect.logs import store_path
-from edgecli.inspect.render import fmt_duration, last_line, short_id
 from edgecli.inspect.store import EventQuery, EventReader, StoredEvent
+from edgecli.render import fmt_duration, last_line, short_id
 
 STATUSES = ("running", "completed", "failed", "cancelled")
 _STATUS_TONE = {"running": "accent", "completed": "good", "failed": "bad", "cancelled": "warn"}
@@ -82,9 +81,7 @@ def run(workdir: Path | None, args: TasksArgs, output: Output) -> int:
         tasks = summarize(event for _, event in reader.all(reader.resolve_ids(query)))
     tasks = [t for t in tasks if args.status is None or t.status == args.status]
     if args.json_output:
-        for task in tasks:
-            output.out.file.write(json.dumps(task.record(), default=str) + "\n")
-        output.out.file.flush()
+        output.records(task.record() for task in tasks)
         return 0
     if not tasks:
         filtered = any(v is not None for v in (args.function, args.status, args.request))
@@ -137,8 +134,7 @@ def show(workdir: Path | None, task_id: str, json_output: bool, output: Output) 
             timeline = sorted([*timeline, *reader.all(spawned_by)], key=lambda stored: stored[0])
     if json_output:
         record = {**summary.record(), "events": [event.to_record() for _, event in timeline]}
-        output.out.file.write(json.dumps(record, default=str) + "\n")
-        output.out.file.flush()
+        output.record(record)
         return 0
     _print_details(output, summary)
     output.line()

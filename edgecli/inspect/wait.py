@@ -7,7 +7,6 @@ task_end (a nested task starts before its parent ends, so it is known before the
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,7 +53,8 @@ class Settlement:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and "failed" not in self.outcomes.values()
+        # A cancelled task did not do its work either: as for a failed one, the command fails.
+        return not self.timed_out and not {"failed", "cancelled"} & set(self.outcomes.values())
 
     def counts(self) -> Counter[str]:
         counts = Counter(self.outcomes.values())
@@ -101,8 +101,7 @@ def _print_summary(
             **{status: counts[status] for status in ("completed", "failed", "cancelled", "running")},
             "settled": not state.timed_out,
         }
-        output.out.file.write(json.dumps(record) + "\n")
-        output.out.file.flush()
+        output.record(record)
         return
     total = len(state.started)
     if total == 0 and not state.request_seen:

@@ -1,10 +1,16 @@
 """Turn what a function prints or logs into `log` events tagged with its request or task.
 
-`sys.stdout`/`sys.stderr` are replaced by writers that send one event per printed line, tagged with the
-request/task that printed it; continuation lines (a traceback printed line by line, indented output)
-stay with the line they continue, so a traceback is one event, rendered once.
-`logging` gets a root handler doing the same with the record's level. Raw writes to fd 1/2 do not come
-here: the host reads those from pipes (see host/supervisor.py).
+`sys.stdout`/`sys.stderr` are replaced by writers that send one event per `print` call (what was
+written up to a write that ends a line), tagged with the request/task that printed it; `logging` gets
+a root handler doing the same with the record's level.
+
+A record leaves for the host before the call that wrote it returns: a worker killed right after a
+`print` (a limit, a segfault) has lost nothing it printed, and a function that prints faster than
+serve can take blocks in `print` (back-pressure) instead of buffering without bound. Messages are
+capped, and a flood is paced (edgecli/log_limits.py). A traceback printed chunk by chunk
+(`traceback.print_exc`) is held until a chunk that does not continue it, or the end of the loop's
+pass, so that it is one event.
+Raw writes to fd 1/2 do not come here: serve reads those from pipes (see host/output.py).
 """
 
 from __future__ import annotations
@@ -12,27 +18,114 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import select
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
+from edgecli import ipc
+from edgecli.events import Event
+from edgecli.ipc import Kind
+from edgecli.log_limits import MAX_MESSAGE, Budget, cost, truncate
 from edgecli.runtime import report
 from edgecli.runtime.tasks import format_exception
 
 Key = tuple[str | None, str | None]
+THREAD_WAIT_S = 5.0  # a printing thread waits this long at most for the loop to take its line
+
+
+class Outlet:
+    """Sends log events to the host now, not at the end of the loop's pass, blocking while the socket
+    is full. Frames the loop already holds go first, so the order on the wire is the order of events."""
+
+    def __init__(self, proto: ipc.FrameProtocol, loop: asyncio.AbstractEventLoop) -> None:
+        self._proto = proto
+        self._loop = loop
+        self._main = threading.main_thread()
+        self._budget = Budget()
+        self._budget_lock = threading.Lock()
+        self.writers: list[LineWriter] = []
+
+    def send(self, event: Event, source: LineWriter | None = None) -> None:
+        # A traceback another stream holds was written before this event: it leaves first.
+        for writer in self.writers:
+            if writer is not source and writer.holding:
+                writer.send_held()
+        frame = ipc.pack(Kind.EVENT, 0, event.to_row_json())
+        with self._budget_lock:
+            wait = self._budget.spend(cost(len(event.message)))
+        if wait:
+            time.sleep(wait)  # a flood goes on at the budget's pace, as if the socket were full
+        if threading.current_thread() is self._main:
+            self._write(frame)
+            return
+        # Another thread (a sync handler's): the socket is the loop's, so the loop writes the frame,
+        # and this thread waits until it has, as a print on the loop's own thread would.
+        done = threading.Event()
+        try:
+            self._loop.call_soon_threadsafe(self._write, frame, done)
+        except RuntimeError:  # the loop is closed: the worker is leaving and nothing else writes
+            self._write(frame)
+            return
+        done.wait(THREAD_WAIT_S)
+
+    def _write(self, frame: bytes, done: threading.Event | None = None) -> None:
+        try:
+            proto = self._proto
+            transport = proto.transport
+            if proto.closed or transport is None or transport.is_closing():
+                return
+            proto.flush()
+            if transport.get_write_buffer_size():
+                # Bytes the transport has yet to send (a large response body): behind them, in order.
+                proto.write(frame)
+                return
+            write_all(transport.get_extra_info("socket").fileno(), frame)
+        finally:
+            if done is not None:
+                done.set()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the non-blocking `fd`, waiting while it is full; give up if the peer left."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return  # the host is gone; the connection's loss ends the worker
+
+
+@dataclass(slots=True)
+class Partial:
+    """The start of a line not yet ended, and how long the whole of it is."""
+
+    text: str
+    size: int
 
 
 class LineWriter(io.TextIOBase):
-    """A text stream whose complete lines become log events at `level`."""
+    """A text stream: each write that ends a line sends what was written up to it as one log event."""
 
-    def __init__(self, level: str, fileno: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, level: str, fileno: int, outlet: Outlet, loop: asyncio.AbstractEventLoop) -> None:
         self.level = level
         self._fileno = fileno
+        self._outlet = outlet
         self._loop = loop
         self._lock = threading.Lock()
-        self._partial: dict[Key, str] = {}
-        self._lines: dict[Key, list[str]] = {}
+        self._partial: dict[Key, Partial] = {}
+        self._held: dict[Key, str] = {}  # a traceback that the next write may continue
         self._scheduled = False
+        outlet.writers.append(self)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -52,50 +145,80 @@ class LineWriter(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         key = (report.current_request.get(), report.current_task.get())
         with self._lock:
-            buf = self._partial.pop(key, "") + text
-            if "\n" in buf:
-                done, _, rest = buf.rpartition("\n")
-                self._lines.setdefault(key, []).append(done)
-                if rest:
-                    self._partial[key] = rest
-                self._schedule()
-            elif buf:
-                self._partial[key] = buf
+            ended = self._end_lines(key, text)
+            ready = self._hold_or_release(key, ended) if ended is not None else []
+        self._send(key, ready)
         return len(text)
+
+    def _end_lines(self, key: Key, text: str) -> str | None:
+        """Add `text` to `key`'s pending text; the message it ends, capped, if it ends one.
+
+        A record ends with a write that ends a line: `print("a\\nb")` writes "a\\nb" then "\\n", and is one
+        record, as one print call should be."""
+        partial = self._partial.pop(key, None)
+        head, size = (partial.text, partial.size) if partial is not None else ("", 0)
+        if not text.endswith("\n"):
+            if text or partial is not None:
+                # Only the start is kept: text without end is bounded in memory too.
+                self._partial[key] = Partial((head + text)[: MAX_MESSAGE + 1], size + len(text))
+            return None
+        return truncate((head + text[:-1])[: MAX_MESSAGE + 1], size + len(text) - 1)
+
+    def _hold_or_release(self, key: Key, message: str) -> list[str]:
+        """The messages to send now: a traceback is held while later writes may still continue it."""
+        ready = []
+        held = self._held.pop(key, None)
+        if held is not None:
+            joined = f"{held}\n{message}"
+            if len(joined) <= MAX_MESSAGE and len(group_lines(joined.split("\n"))) == 1:
+                message = joined
+            else:
+                ready.append(held)
+        if message.startswith(TRACEBACK) and len(message) <= MAX_MESSAGE:
+            self._held[key] = message
+            self._schedule()
+        else:
+            ready.append(message)
+        return ready
+
+    def _send(self, key: Key, messages: list[str]) -> None:
+        request, task = key
+        for message in messages:
+            event = report.reporter.event("log", message, self.level, request=request, task=task)
+            self._outlet.send(event, self)
 
     def flush(self) -> None:
         # An explicit flush (print(..., flush=True), a prompt without newline) sends partial lines too.
         with self._lock:
-            for key, rest in self._partial.items():
-                self._lines.setdefault(key, []).append(rest)
+            pending: dict[Key, list[str]] = {}
+            for key, held in self._held.items():
+                pending.setdefault(key, []).append(held)
+            for key, partial in self._partial.items():
+                pending.setdefault(key, []).append(truncate(partial.text, partial.size))
+            self._held.clear()
             self._partial.clear()
-        self.send_pending()
+        for key, messages in pending.items():
+            self._send(key, messages)
 
     def _schedule(self) -> None:
-        # Coalesce every write of one loop iteration: a traceback written line by line is one event.
+        # A held traceback leaves at the end of this pass of the loop at the latest.
         if self._scheduled:
             return
         self._scheduled = True
         try:
             if threading.current_thread() is threading.main_thread():
-                self._loop.call_soon(self.send_pending)
+                self._loop.call_soon(self.send_held)
             else:
-                self._loop.call_soon_threadsafe(self.send_pending)
-        except RuntimeError:  # the loop is closed: we are exiting; send now
+                self._loop.call_soon_threadsafe(self.send_held)
+        except RuntimeError:  # the loop is closed: we are exiting; flush_all sends what is held
             self._scheduled = False
-            self._send_now()
 
-    def send_pending(self) -> None:
+    def send_held(self) -> None:
         with self._lock:
             self._scheduled = False
-        self._send_now()
-
-    def _send_now(self) -> None:
-        with self._lock:
-            batches, self._lines = self._lines, {}
-        for (request, task), chunks in batches.items():
-            for message in group_lines("\n".join(chunks).split("\n")):
-                report.reporter.emit("log", message, self.level, request=request, task=task)
+            held, self._held = self._held, {}
+        for key, message in held.items():
+            self._send(key, [message])
 
 
 TRACEBACK = "Traceback (most recent call last):"
@@ -133,9 +256,13 @@ def group_lines(lines: list[str]) -> list[str]:
 
 
 class EventHandler(logging.Handler):
-    """Root logging handler: one `log` event per record, at the record's level."""
+    """Root logging handler: one `log` event per record, at the record's level, sent at once."""
 
     LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+    def __init__(self, outlet: Outlet) -> None:
+        super().__init__()
+        self._outlet = outlet
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -143,18 +270,22 @@ class EventHandler(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 message = f"{message}\n{format_exception(record.exc_info[1])}"
             level = self.LEVELS.get(record.levelno, "error" if record.levelno > logging.WARNING else "debug")
-            report.reporter.log(message, level, logger=record.name)
+            request, task = report.current_request.get(), report.current_task.get()
+            event = report.reporter.event(
+                "log", truncate(message), level, request=request, task=task, logger=record.name
+            )
+            self._outlet.send(event)
         except Exception:
             self.handleError(record)
 
 
-def install(loop: asyncio.AbstractEventLoop) -> tuple[LineWriter, LineWriter]:
-    out = LineWriter("info", 1, loop)
-    err = LineWriter("error", 2, loop)
+def install(loop: asyncio.AbstractEventLoop, outlet: Outlet) -> tuple[LineWriter, LineWriter]:
+    out = LineWriter("info", 1, outlet, loop)
+    err = LineWriter("error", 2, outlet, loop)
     sys.stdout = out
     sys.stderr = err
     root = logging.getLogger()
-    root.handlers[:] = [EventHandler()]
+    root.handlers[:] = [EventHandler(outlet)]
     # Like console.log on Supabase, info is shown by default; debug only when the function asks for it.
     root.setLevel(logging.INFO)
     return out, err

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgecli.runtime.api import served
+from edgecli.runtime.tracebacks import UserMistake
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -29,7 +30,7 @@ class BootFailure(Exception):
     """The function cannot be served (no handler, not callable); the message says how to fix it."""
 
 
-class NotAResponse(Exception):
+class NotAResponse(UserMistake):
     """A handler returned something that is not a Starlette Response."""
 
 
@@ -39,7 +40,17 @@ def import_entrypoint(entrypoint: Path) -> Any:
         raise BootFailure(f"{entrypoint.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules["index"] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        if "codec can't decode" in str(exc.msg) or "Non-UTF-8 code" in str(exc.msg):
+            raise BootFailure(
+                f"{entrypoint} is not valid UTF-8 (line {exc.lineno}: {exc.msg}); save it as UTF-8, or "
+                "declare its encoding on its first line (# -*- coding: latin-1 -*-)"
+            ) from None
+        raise
+    except IsADirectoryError:
+        raise BootFailure(f"{entrypoint} is a directory; the entrypoint must be a Python file") from None
     return module
 
 
@@ -72,6 +83,16 @@ def _is_asgi(target: Any) -> bool:
     return _positional_arity(target) == 3
 
 
+def _where(handler: Any) -> str:
+    """`handle() in index.py line 4`: the user's function, named with where it is defined."""
+    name = getattr(handler, "__qualname__", type(handler).__name__) + "()"
+    call = getattr(handler, "__call__", None)  # noqa: B004 - a callable object's method
+    code = getattr(handler, "__code__", None) or getattr(call, "__code__", None)
+    if code is None:
+        return name
+    return f"{name} in {Path(code.co_filename).name} line {code.co_firstlineno}"
+
+
 def handler_app(handler: Callable[[Request], Any]) -> ASGIApp:
     """Wrap `handler(Request) -> Response` as ASGI; sync handlers run in a thread, not on the loop."""
     call = getattr(handler, "__call__", handler)  # noqa: B004 - a callable object's coroutine __call__
@@ -89,7 +110,7 @@ def handler_app(handler: Callable[[Request], Any]) -> ASGIApp:
             response = await response
         if not isinstance(response, Response):
             raise NotAResponse(
-                f"the handler returned {type(response).__name__}, not a Response: return e.g. "
+                f"{_where(handler)} returned {type(response).__name__}, not a Response: return e.g. "
                 "JSONResponse({...}) or Response(text) from starlette.responses"
             )
         await response(scope, receive, send)

@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from edgecli.events import Event
+from edgecli.log_limits import truncate
 
 current_request: ContextVar[str | None] = ContextVar("edgecli_request", default=None)
 current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
@@ -24,7 +25,13 @@ class Reporter:
         self.worker = worker
         self._send = send
 
-    def emit(
+    def emit(self, kind: str, message: str = "", level: str = "info", **tags_and_fields: Any) -> None:
+        """Send an event (`request=`, `task=` and the kind's fields as keywords, as `event` takes them)."""
+        if kind == "log":
+            message = truncate(message)
+        self._send(self.event(kind, message, level, **tags_and_fields))
+
+    def event(
         self,
         kind: str,
         message: str = "",
@@ -33,18 +40,17 @@ class Reporter:
         request: str | None = None,
         task: str | None = None,
         **fields: Any,
-    ) -> None:
-        self._send(
-            Event(
-                kind=kind,
-                message=message,
-                level=level,
-                function=self.function,
-                worker=self.worker,
-                request=request,
-                task=task,
-                fields=fields,
-            )
+    ) -> Event:
+        """An event of this worker's (a log message as given: capped already, see log_limits.py)."""
+        return Event(
+            kind=kind,
+            message=message,
+            level=level,
+            function=self.function,
+            worker=self.worker,
+            request=request,
+            task=task,
+            fields=fields,
         )
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:

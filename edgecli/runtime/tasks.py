@@ -10,12 +10,12 @@ import asyncio
 import contextvars
 import itertools
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edgecli.runtime import report
+from edgecli.runtime.tracebacks import format_exception
 
 
 @dataclass
@@ -35,8 +35,7 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+Judge = Callable[[BaseException, "asyncio.Task[Any]"], Awaitable[bool]]
 
 
 class TaskTracker:
@@ -44,8 +43,9 @@ class TaskTracker:
         self.prefix = "t"
         self.pending: dict[asyncio.Task[Any], TaskInfo] = {}
         self._ids = itertools.count(1)
-        # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`).
-        self.on_failure: Callable[[BaseException, asyncio.Task[Any]], None] | None = None
+        # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`); True when a
+        # listener handled it.
+        self.on_failure: Judge | None = None
 
     def spawn(self, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
         try:
@@ -69,31 +69,66 @@ class TaskTracker:
         )
         task = loop.create_task(coro, context=ctx)
         self.pending[task] = info
-        task.add_done_callback(self._done)
+        # In the task's own context: what runs after it (its listeners) is tagged with the task.
+        task.add_done_callback(self._done, context=ctx)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         info = self.pending.pop(task)
         duration_ms = round((time.time() - info.started) * 1000, 3)
-        error = None
-        exc: BaseException | None = None
+        exc = None if task.cancelled() else task.exception()  # retrieved: no "never retrieved" noise
         if task.cancelled():
-            status, level = "cancelled", "warning"
             reason = info.cancel_reason or "cancelled"
-            message = f"task {info.name} cancelled ({reason})"
+            self._end(info, duration_ms, "cancelled", f"task {info.name} cancelled ({reason})", reason=reason)
+        elif exc is None:
+            self._end(info, duration_ms, "completed", f"task {info.name} completed")
+        elif self.on_failure is None:
+            self._failed(info, duration_ms, exc, handled=False)
         else:
-            exc = task.exception()  # also marks it retrieved: no "never retrieved" noise
-            reason = None
-            if exc is None:
-                status, level, message = "completed", "info", f"task {info.name} completed"
-            else:
-                status, level = "failed", "error"
-                error = format_exception(exc)
-                message = f"task {info.name} failed: {type(exc).__name__}: {exc}"
+            # The `unhandledrejection` listeners say whether the failure was handled before its task_end
+            # does; meanwhile the task still counts as pending, so a draining worker waits for them.
+            judging = asyncio.ensure_future(self._judge(self.on_failure, exc, task, info, duration_ms))
+            self.pending[judging] = info
+
+    async def _judge(
+        self,
+        on_failure: Judge,
+        exc: BaseException,
+        task: asyncio.Task[Any],
+        info: TaskInfo,
+        duration_ms: float,
+    ) -> None:
+        handled = False
+        try:
+            handled = await on_failure(exc, task)
+        finally:
+            self._failed(info, duration_ms, exc, handled=handled)
+            self.pending.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    def _failed(self, info: TaskInfo, duration_ms: float, exc: BaseException, *, handled: bool) -> None:
+        summary = f"{type(exc).__name__}: {exc}"
+        if handled:  # a listener called prevent_default(): one line, no traceback
+            message = f"task {info.name} failed: {summary} (handled by an unhandledrejection listener)"
+            self._end(info, duration_ms, "failed", message, "warning", error=summary)
+        else:
+            message = f"task {info.name} failed: {summary}"
+            self._end(info, duration_ms, "failed", message, "error", error=format_exception(exc))
+
+    def _end(
+        self,
+        info: TaskInfo,
+        duration_ms: float,
+        status: str,
+        message: str,
+        level: str = "info",
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         report.reporter.emit(
             "task_end",
             message,
-            level,
+            "warning" if status == "cancelled" else level,
             request=info.request,
             task=info.id,
             name=info.name,
@@ -102,8 +137,6 @@ class TaskTracker:
             error=error,
             reason=reason,
         )
-        if exc is not None and self.on_failure is not None:
-            self.on_failure(exc, task)
 
     async def cancel_all(self, reason: str, wait: float = 1.0) -> None:
         """Cancel every pending task (their `finally` blocks run), waiting up to `wait` seconds."""

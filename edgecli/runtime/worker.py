@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from edgecli import ipc
 from edgecli.events import Event
 from edgecli.ipc import MORE, Kind
-from edgecli.runtime import capture, report
+from edgecli.runtime import capture, debugger, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
+from edgecli.runtime.tracebacks import UserMistake, boot_failure
 
 _DISCONNECT = object()
 T = TypeVar("T")
@@ -95,7 +96,7 @@ class Worker:
         report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
         tracker.prefix = f"{self.spec.worker}.t"
         tracker.on_failure = self.on_task_failure
-        self.writers = capture.install(loop)
+        self.writers = capture.install(loop, capture.Outlet(proto, loop))
         if await self.boot():
             await self.done
         await self.leave()
@@ -104,14 +105,14 @@ class Worker:
         started = time.perf_counter()
         entry = Path(self.spec.entrypoint)
         try:
+            debugger.start()  # --inspect: before the module runs, so its first lines can be debugged
             module = import_entrypoint(entry)
             self.app, is_asgi = resolve_app(module, entry)
             if self.spec.lifespan and is_asgi:
                 self.lifespan = Lifespan(self.app)
                 await self.lifespan.startup()
         except BaseException as exc:  # SystemExit / KeyboardInterrupt at import are boot errors too
-            message = str(exc) if isinstance(exc, BootFailure) else f"{type(exc).__name__}: {exc}"
-            error = message if isinstance(exc, BootFailure) else format_exception(exc)
+            message, error = (str(exc), str(exc)) if isinstance(exc, BootFailure) else boot_failure(exc)
             capture.flush_all(*self.writers)
             self.write(ipc.pack_json(Kind.BOOT_ERROR, 0, {"message": message, "error": error}))
             return False
@@ -130,6 +131,11 @@ class Worker:
         concurrent requests leave in one write; a request alone in flight has nothing to share it with,
         and must not be held back by a background task that blocks the loop right after it."""
         if self.proto is not None:
+            # Lines printed so far go first (a print's record leaves as it returns; a traceback may be
+            # held): once a response is complete, its handler's log lines are recorded.
+            for writer in self.writers:
+                if writer.holding:
+                    writer.send_held()
             self.proto.write(frame)
             if len(self.channels) == 1:
                 self.proto.flush()
@@ -212,6 +218,9 @@ class Worker:
                 self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
             self.fail(channel, "the worker stopped before the response was complete")
+        except UserMistake as exc:  # its message says what to change; a traceback would only blur it
+            report.reporter.log(str(exc), "error")
+            self.fail(channel, str(exc))
         except Exception as exc:
             report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
             self.fail(channel, f"{type(exc).__name__}: {exc}")
@@ -223,25 +232,25 @@ class Worker:
 
     # -- background tasks and lifecycle ----------------------------------------------------------------
 
-    def on_task_failure(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
-        self.background(self.reject(exc, task))
-
     def background(self, coro: Any) -> None:
         """Run our own housekeeping coroutine, keeping a reference so it is not garbage-collected."""
         task = asyncio.ensure_future(coro)
         self._housekeeping.add(task)
         task.add_done_callback(self._housekeeping.discard)
 
-    async def reject(self, exc: BaseException, task: asyncio.Task[Any]) -> None:
+    async def on_task_failure(self, exc: BaseException, task: asyncio.Task[Any]) -> bool:
+        """A background task raised: its `unhandledrejection` listeners run (tagged with the task); unless
+        one calls prevent_default(), the worker asks to be retired. True when handled."""
         event = UnhandledRejectionEvent(exc, task)
         await listeners.dispatch("unhandledrejection", event, self.listener_failed)
         if event.default_prevented:
-            return
+            return True
         name = getattr(task.get_coro(), "__qualname__", "task")
         report.reporter.log(
             f"Unhandled exception in background task {name}:\n{format_exception(exc)}", "error"
         )
         self.write(ipc.pack_json(Kind.RETIRE, 0, {"reason": "unhandledrejection"}))
+        return False
 
     def listener_failed(self, exc: BaseException) -> None:
         report.reporter.log(f"An event listener raised:\n{format_exception(exc)}", "error")

@@ -133,6 +133,31 @@ def test_a_waiting_request_gets_the_worker_released_meanwhile() -> None:
 
 
 @pytest.mark.timeout(10)
+def test_per_request_keeps_a_warm_worker_until_its_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "PER_REQUEST_LINGER", 0.04)
+
+    async def main() -> None:
+        sup = FakeSupervisor()
+        pool = PerRequestPool(function(), sup)  # type: ignore[arg-type]
+        await pool.warm()
+        warm = sup.spawned[0]
+        swept = pool_module.PER_REQUEST_LINGER * 5
+        await asyncio.sleep(swept)  # several sweeps: the warm worker has served nothing, so it stays
+        assert sup.retired == []
+        worker = await take(pool, "r1")
+        assert worker is warm
+        worker.inflight.clear()
+        pool.release(worker)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not sup.retired and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert sup.retired == [(warm, "idle")]  # once it has served, it lingers and leaves
+        pool.close()
+
+    run(main())
+
+
+@pytest.mark.timeout(10)
 def test_boot_error_marks_the_pool_broken_without_respawning() -> None:
     async def main() -> None:
         sup = FakeSupervisor(fail=True)

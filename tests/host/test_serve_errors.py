@@ -105,6 +105,8 @@ def test_broken_function_is_not_respawned_in_a_loop(project: Path) -> None:
         errors = srv.events(kind="boot_error", function="broken")
         assert len(errors) == 1, errors
         assert "ModuleNotFoundError" in errors[0]["error"]  # the traceback is in the log, once
+        assert "loader.py" not in errors[0]["error"] and "<frozen" not in errors[0]["error"]
+        assert "-m pip install this_module_does_not_exist" in errors[0]["message"]
 
 
 @pytest.mark.timeout(60)
@@ -125,6 +127,13 @@ def test_uncaught_exception_and_raw_fd_writes_are_logged(project: Path) -> None:
         request_id = r.headers["x-request-id"]
         tb = srv.wait_event(kind="log", level="error", request=request_id)
         assert "Traceback" in tb["message"] and "handler exploded" in tb["message"]
+        assert "runtime/worker.py" not in tb["message"] and "loader.py" not in tb["message"]
+        r = srv.get("bad", params={"do": "dict"})
+        mistake = srv.wait_event(kind="log", level="error", request=r.headers["x-request-id"])
+        assert (
+            mistake["message"].startswith("handler() in index.py line ")
+            and "Traceback" not in mistake["message"]
+        )
         r = srv.get("bad", params={"do": "raw"})
         out = srv.wait_event(kind="log", message="raw stdout line")
         err = srv.wait_event(kind="log", message="raw stderr line")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from edgecli.config import DEFAULT_JWT_SECRET
+from edgecli import listening
+from edgecli.config import DEFAULT_JWT_SECRET, Config
 from edgecli.events import Event
 from edgecli.store import StoreWriter
 
@@ -43,6 +45,10 @@ async def broken(request: Request) -> Response:
     return JSONResponse({"code": "WORKER_ERROR", "message": "boom"}, status_code=500)
 
 
+async def limit(request: Request) -> Response:
+    return JSONResponse({"code": "WORKER_LIMIT", "message": "memory"}, status_code=546)
+
+
 async def text(request: Request) -> Response:
     return PlainTextResponse("plain words")
 
@@ -51,6 +57,7 @@ APP = Starlette(
     routes=[
         Route("/functions/v1/broken", broken, methods=["GET", "POST"]),
         Route("/functions/v1/text", text, methods=["POST"]),
+        Route("/functions/v1/limit", limit, methods=["POST"]),
         Route("/functions/v1/echo", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/functions/v1/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
@@ -144,6 +151,8 @@ def test_exit_status_follows_the_response(cli: CliRunner, server_url: str) -> No
     assert failed.stdout.startswith("HTTP 500 Internal Server Error") and "WORKER_ERROR" in failed.stdout
     missing = cli("invoke", "nothing-here", "--url", server_url)
     assert missing.returncode == 1 and missing.stdout.startswith("HTTP 404")
+    limited = cli("invoke", "limit", "--url", server_url)
+    assert limited.returncode == 1 and limited.stdout.startswith("HTTP 546 Resource Limit\n")
     plain = cli("invoke", "text", "--url", server_url)
     assert plain.returncode == 0 and plain.stdout.rstrip().endswith("plain words")
 
@@ -162,8 +171,44 @@ def test_default_url_comes_from_config_and_refused_connections_say_what_to_do(
     (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
     result = cli("invoke", "hello")
     assert result.returncode == 1
-    expected = f"no edgecli serve running on http://127.0.0.1:{port} — start it with `edgecli serve`"
-    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert f"nothing answers on http://127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert "`edgecli serve`" in result.stderr and "--port N" in result.stderr and "--url URL" in result.stderr
+
+
+def test_invoke_calls_the_serve_recorded_in_the_project(
+    cli: CliRunner, project: Path, server_url: str
+) -> None:
+    # What a running `edgecli serve --port N` leaves behind (tests/test_listening.py covers serve's side).
+    (project / "supabase" / "config.toml").write_text(f"[api]\nport = {_free_port()}\n")
+    listening.record(
+        Config(project_dir=project).state_dir, listening.Listening(server_url, os.getpid(), ("echo",))
+    )
+    result = cli("invoke", "echo")
+    assert result.returncode == 0, result.stderr
+    assert _echoed(result.stdout)["path"] == "/functions/v1/echo"
+
+
+def test_port_means_this_machine(cli: CliRunner, server_url: str) -> None:
+    port = server_url.rsplit(":", 1)[1]
+    result = cli("invoke", "echo", "--port", port)
+    assert result.returncode == 0, result.stderr
+    both = cli("invoke", "echo", "--port", port, "--url", server_url)
+    assert both.returncode == 2 and "either --url or --port" in both.stderr
+
+
+def test_invoke_does_not_resolve_secrets(cli: CliRunner, project: Path, server_url: str) -> None:
+    config = project / "supabase" / "config.toml"
+    config.write_text(
+        '[api]\nport = 54321\n\n[edge_runtime.secrets]\napi_key = "env(EDGECLI_TEST_UNSET_KEY)"\n'
+    )
+    result = cli("invoke", "echo", "--url", server_url)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "echo?x=1", ""])
+def test_a_name_that_is_not_a_function_name_is_refused(cli: CliRunner, server_url: str, name: str) -> None:
+    result = cli("invoke", name, "--url", server_url)
+    assert result.returncode == 2 and "is not a function name" in result.stderr and "--path" in result.stderr
 
 
 # --- --wait: the server here is a stand-in, so the request's events are written to the store by hand. ---
@@ -193,6 +238,15 @@ def test_wait_prints_task_logs_and_a_summary(
     assert "working in t-1" in result.stdout and "working in t-3" in result.stdout
     assert "RuntimeError: nope" in result.stdout and "someone else's" not in result.stdout
     assert result.stdout.rstrip().endswith("3 tasks: 2 completed, 1 failed")
+
+
+def test_wait_exits_one_when_a_task_was_cancelled(
+    cli: CliRunner, server_url: str, write_events: EventWriter
+) -> None:
+    write_events(_task_events("req-wc", {"t-1": "completed", "t-2": "cancelled"}))
+    result = cli("invoke", "echo", "--url", server_url, "--wait", "-H", "x-request-id: req-wc")
+    assert result.returncode == 1
+    assert result.stdout.rstrip().endswith("2 tasks: 1 completed, 1 cancelled")
 
 
 def test_wait_exit_zero_when_tasks_completed_and_json_summary(

@@ -164,6 +164,23 @@ def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None
         assert proc.wait(timeout=10) == 0
 
 
+def test_a_function_without_events_is_named(cli: CliRunner, write_events: EventWriter) -> None:
+    write_events([log("hi", function="hello")])
+    result = cli("logs", "--function", "nope")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no function named 'nope' has events" in result.stderr
+    quiet = cli("logs", "--function", "hello", "--level", "error")  # it has events, none of them errors
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_follow_says_when_no_serve_is_running(project: Path, write_events: EventWriter) -> None:
+    write_events([log("old news", function="hello")])
+    with running_cli(project, "logs", "-f") as proc:
+        assert proc.stderr is not None and "no edgecli serve is running" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:
     writer = StoreWriter(store_of(project), retention=1000)
     try:

@@ -115,7 +115,7 @@ def _task_end(event: Event) -> Described:
     headline = [("task ", "dim"), (name, "accent"), (f" {status}", "bad"), (f" after {took}", "dim")]
     if error:
         headline.append((f": {last_line(error)}", "bad"))
-    return Described(headline, error.rstrip() or None)
+    return Described(headline, error.rstrip() if "\n" in error.strip() else None)  # a one-liner: once
 
 
 def _boot(event: Event) -> Described:
@@ -123,8 +123,12 @@ def _boot(event: Event) -> Described:
 
 
 def _boot_error(event: Event) -> Described:
-    error = str(event.fields.get("error") or event.message or "")
-    return Described([("boot failed", "bad"), (f": {last_line(error)}", "bad")], error.rstrip() or None)
+    error = str(event.fields.get("error") or event.message or "").rstrip()
+    first, rest = _split(event.message)
+    headline = first if first and rest is None and not first.startswith("Traceback") else last_line(error)
+    # A message that is the whole story (no traceback) is printed once, as the headline.
+    detail = error if "\n" in error else None
+    return Described([("boot failed", "bad"), (f": {headline}", "bad")], detail)
 
 
 def _beforeunload(event: Event) -> Described:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgecli.events import Event
-from edgecli.inspect.render import describe, fmt_duration, short_id
+from edgecli.render import describe, fmt_duration, short_id
 
 pytestmark = pytest.mark.timeout(5)
 
@@ -56,6 +56,15 @@ def test_worker_lifecycle() -> None:
     boot_error = Event("boot_error", fields={"error": 'Traceback...\n  File "index.py"\nSyntaxError: bad'})
     assert _text(boot_error) == "boot failed: SyntaxError: bad"
     assert "index.py" in (describe(boot_error).detail or "")
+    hinted = Event(
+        "boot_error",
+        "ModuleNotFoundError: No module named 'yaml'; install PyYAML for ...",
+        fields={"error": "Traceback (most recent call last):\n  File ...\nModuleNotFoundError: yaml"},
+    )
+    assert _text(hinted) == "boot failed: ModuleNotFoundError: No module named 'yaml'; install PyYAML for ..."
+    says_it_all = "index.py serves nothing: call serve(handler) at module level"
+    nothing = Event("boot_error", says_it_all, fields={"error": says_it_all})
+    assert _text(nothing) == f"boot failed: {says_it_all}" and describe(nothing).detail is None  # once
 
 
 def test_messages_show_when_fields_are_missing_or_the_kind_is_unknown() -> None:

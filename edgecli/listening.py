@@ -1,0 +1,96 @@
+"""Where a running `edgecli serve` listens, left in the project's state directory while it runs.
+
+serve writes one small JSON file per process (`serve-<pid>.json`) once it listens and removes it on exit;
+`invoke` and `logs -f` read them, so `serve --port N` in one shell and `invoke NAME` in another just work.
+A file whose process is gone (serve was killed) is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_PREFIX = "serve-"
+
+
+@dataclass(frozen=True)
+class Listening:
+    url: str  # the base URL a client on this machine calls, e.g. http://127.0.0.1:54321
+    pid: int
+    functions: tuple[str, ...]
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a local client uses for a server bound to `host` (a wildcard address means this host)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def record(state_dir: Path, listening: Listening) -> Path:
+    """Leave `listening` in `state_dir`; the caller removes the returned file when serve stops."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / f"{_PREFIX}{listening.pid}.json"
+    staged = path.with_suffix(".tmp")
+    data = {"url": listening.url, "pid": listening.pid, "functions": list(listening.functions)}
+    staged.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(staged, path)  # a reader never sees half a file
+    return path
+
+
+def forget(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def running(state_dir: Path) -> list[Listening]:
+    """The serves running for this project, the most recently started first."""
+    try:
+        paths = sorted(state_dir.glob(f"{_PREFIX}*.json"), key=_mtime, reverse=True)
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        listening = _read(path)
+        if listening is not None and _alive(listening.pid):
+            found.append(listening)
+    return found
+
+
+def url_for(state_dir: Path, function: str | None = None) -> str | None:
+    """The running serve to call: the newest one serving `function`, else the newest one."""
+    serves = running(state_dir)
+    for listening in serves:
+        if function in listening.functions:
+            return listening.url
+    return serves[0].url if serves else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _read(path: Path) -> Listening | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Listening(str(data["url"]), int(data["pid"]), tuple(str(f) for f in data.get("functions", ())))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # being written by a serve of another version, or not ours: not a serve to call
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
