@@ -204,7 +204,7 @@ def serve(
     raise typer.Exit(_until_ctrl_c(go))
 
 
-@app.command()
+@app.command(short_help="Write a Dockerfile for `serve --prod`; run docker build.")
 def build(
     ctx: typer.Context,
     tag: Annotated[
@@ -229,7 +229,7 @@ def build(
     raise typer.Exit(_run(go))
 
 
-@app.command()
+@app.command(short_help="Print Knative, Kubernetes or compose manifests.")
 def export(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="TARGET", help="knative | kubernetes | compose")],

@@ -47,8 +47,10 @@ class Limits:
     cpu_time_hard_limit_ms: int = 2000
     memory_limit_mb: int = 256
     request_wait_timeout_ms: int = 10000
+    request_idle_timeout_sec: float = 150
     graceful_exit_timeout_sec: float = 15
     boot_timeout_sec: float = 30  # a module still importing after this long is a boot error (503)
+    max_body_mb: float = 20
 
     @property
     def parallelism(self) -> int:
@@ -170,8 +172,10 @@ _LIMIT_SPECS: dict[str, tuple[type, int, int]] = {
     "cpu_time_hard_limit_ms": (int, 0, 3_600_000),
     "memory_limit_mb": (int, 0, 1_048_576),
     "request_wait_timeout_ms": (int, 0, 3_600_000),
+    "request_idle_timeout_sec": (float, 0, 86_400),
     "graceful_exit_timeout_sec": (float, 0, 3_600),
     "boot_timeout_sec": (float, 0, 3_600),
+    "max_body_mb": (float, 0, 1_048_576),
 }
 _RETENTION_RANGE = (1, 100_000_000)
 _PORT_RANGE = (1, 65_535)

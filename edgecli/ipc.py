@@ -4,9 +4,16 @@ A worker and the host share one Unix stream socket. Everything on it is a frame:
 
     header = kind (1 byte) | flags (1 byte) | channel (uint32) | length (uint32), then `length` bytes
 
-`channel` multiplexes concurrent requests (0 = the worker itself). Bodies travel as raw bytes, so a 20 MB
-upload is never JSON-encoded; control messages carry compact JSON. ASGI messages map one-to-one:
-the request scope, `http.request` body chunks, `http.response.start`, `http.response.body`.
+`channel` multiplexes concurrent requests and WebSockets (0 = the worker itself). Bodies and WebSocket
+messages travel as raw bytes, so a 20 MB upload is never JSON-encoded; control messages carry compact
+JSON. ASGI messages map one-to-one: the scope, `http.request` body chunks, `http.response.start`,
+`http.response.body`, `websocket.accept/send/receive/close`.
+
+Flow control is part of the protocol, the same both ways: the sender of a body (the host for a request,
+the worker for a response) keeps at most `WINDOW` bytes of one channel unconsumed, in pieces of at most
+`PIECE` bytes; the reader returns a CREDIT frame for each piece its consumer took (the app's `receive()`,
+or the client's socket). A slow reader therefore holds up its own sender only, never the socket the
+other channels share, and no side ever buffers a whole upload or a whole large response.
 
 The transport side (`FrameProtocol`) is an asyncio.Protocol with write back-pressure, shared by the
 host's connection to each worker and by the worker's connection to the host.
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, cast
 
@@ -24,7 +31,11 @@ from edgecli.batching import PassBatchingTransport
 from edgecli.compact_json import decode_json, encode_json
 
 HEADER = struct.Struct("!BBII")
+COUNT = struct.Struct("!I")
 MORE = 0x01  # flags bit: more body follows (ASGI `more_body`)
+TEXT = 0x02  # flags bit: a WebSocket message is text (UTF-8), not bytes
+WINDOW = 1 << 19  # unconsumed body bytes a sender may have out per channel before it waits for CREDIT
+PIECE = 1 << 16  # larger body messages are cut into pieces of this size, forwarded as they arrive
 # Above this many unsent bytes a writer waits; keeps a fast sender from buffering a whole upload in memory.
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
@@ -37,6 +48,8 @@ class Kind(IntEnum):
     DISCONNECT = 3  # the client went away
     NOTICE = 4  # JSON {"reason"}: fire beforeunload now (a limit is near), keep running
     STOP = 5  # JSON {"grace": s, "reason": r}: drain then leave; grace 0 = cancel everything now
+    WS_RECEIVE = 6  # a WebSocket message from the client; TEXT flag
+    CREDIT = 7  # both ways: uint32, body bytes of the channel its reader consumed (flow control)
     # worker -> host
     READY = 10  # JSON {"boot_ms", "pid"}
     BOOT_ERROR = 11  # JSON {"message", "error"}
@@ -46,6 +59,9 @@ class Kind(IntEnum):
     EVENT = 15  # JSON array: the event's row (edgecli.events.Event.to_row_json)
     RETIRE = 16  # JSON {"reason"}: the worker asks to take no new requests (unhandled rejection)
     BYE = 17  # JSON {"reason", "cpu_ms", "memory_mb"}: the worker is leaving on its own
+    WS_ACCEPT = 18  # JSON {"subprotocol", "headers"}: the app accepted the WebSocket
+    WS_SEND = 19  # a WebSocket message from the app; TEXT flag
+    WS_CLOSE = 20  # JSON {"code", "reason"}: the app closed (or refused, before accepting) the socket
 
 
 def pack(kind: Kind, channel: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
@@ -155,41 +171,108 @@ class FrameProtocol(asyncio.Protocol):
             self.transport.close()  # a batching transport sends what it holds first
 
 
+def pack_count(kind: Kind, channel: int, count: int) -> bytes:
+    return pack(kind, channel, COUNT.pack(count))
+
+
+def unpack_count(payload: bytes) -> int:
+    return int(COUNT.unpack(payload)[0])
+
+
+class Credit:
+    """A sender's side of one channel's flow control: bytes sent that the reader has not yet consumed.
+
+    `wait()` returns at once while fewer than `WINDOW` bytes are out, else when CREDIT frames bring the
+    count down (or the channel closes: a closed channel's sender stops waiting and its writes are
+    dropped by the reader).
+    """
+
+    __slots__ = ("_waiter", "closed", "out")
+
+    def __init__(self) -> None:
+        self.out = 0
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def sent(self, count: int) -> None:
+        self.out += count
+
+    def consumed(self, count: int) -> None:
+        self.out -= count
+        if self.out < WINDOW:
+            self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        while self.out >= WINDOW and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+def pieces(body: bytes) -> Iterator[tuple[bytes, bool]]:
+    """A body message as the pieces it travels in, each with whether more of the message follows. Cut
+    as they are sent, so that the first piece of a large body leaves before the rest is copied."""
+    if len(body) <= PIECE:
+        yield body, False
+        return
+    view = memoryview(body)
+    for i in range(0, len(body), PIECE):
+        yield bytes(view[i : i + PIECE]), i + PIECE < len(body)
+
+
 def encode_scope(scope: dict[str, Any], request_id: str) -> bytes:
-    """The parts of an ASGI http scope a worker needs, JSON-safe (bytes as latin-1, as HTTP allows)."""
-    return dumps(
-        {
-            "request_id": request_id,
-            "http_version": scope.get("http_version", "1.1"),
-            "method": scope["method"],
-            "scheme": scope.get("scheme", "http"),
-            "path": scope["path"],
-            "raw_path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-            "query_string": scope.get("query_string", b"").decode("latin-1"),
-            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
-            "client": list(scope["client"]) if scope.get("client") else None,
-            "server": list(scope["server"]) if scope.get("server") else None,
-        }
-    )
+    """The parts of an ASGI http or websocket scope a worker needs, JSON-safe (bytes as latin-1, as HTTP
+    allows)."""
+    data = {
+        "request_id": request_id,
+        "type": scope.get("type", "http"),
+        "root_path": scope.get("root_path", ""),
+        "http_version": scope.get("http_version", "1.1"),
+        "method": scope.get("method", "GET"),
+        "scheme": scope.get("scheme", "http"),
+        "path": scope["path"],
+        "raw_path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+        "query_string": scope.get("query_string", b"").decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "client": list(scope["client"]) if scope.get("client") else None,
+        "server": list(scope["server"]) if scope.get("server") else None,
+    }
+    if "subprotocols" in scope:
+        data["subprotocols"] = scope["subprotocols"]
+    return dumps(data)
 
 
 def decode_scope(payload: bytes) -> tuple[dict[str, Any], str]:
     data = loads(payload)
+    kind = data.get("type", "http")
     scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "type": kind,
+        "asgi": {"version": "3.0", "spec_version": "2.3" if kind == "http" else "2.4"},
         "http_version": data["http_version"],
-        "method": data["method"],
         "scheme": data["scheme"],
         "path": data["path"],
         "raw_path": data["raw_path"].encode("latin-1"),
-        "root_path": "",
+        "root_path": data.get("root_path", ""),
         "query_string": data["query_string"].encode("latin-1"),
         "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in data["headers"]],
         "client": tuple(data["client"]) if data["client"] else None,
         "server": tuple(data["server"]) if data["server"] else None,
         "state": {},
     }
+    if kind == "http":
+        scope["method"] = data["method"]
+    else:
+        scope["subprotocols"] = data.get("subprotocols", [])
     return scope, data["request_id"]
 
 

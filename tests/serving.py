@@ -93,6 +93,17 @@ def wait_until(
         time.sleep(interval)
 
 
+def listening(proc: subprocess.Popen[bytes], port: int, output: Callable[[], str]) -> bool:
+    """Whether something accepts connections on `port`; fails the test if `proc` exited first."""
+    if proc.poll() is not None:
+        raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{output()}")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 class Served:
     def __init__(
         self,
@@ -144,13 +155,7 @@ class Served:
 
     def _listening(self) -> bool:
         assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        return listening(self.proc, self.port, self.output)
 
     def __enter__(self) -> Served:
         return self.start()

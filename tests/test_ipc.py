@@ -49,6 +49,91 @@ def test_scope_round_trip_keeps_bytes_exact() -> None:
     assert decoded["root_path"] == "" and decoded["type"] == "http"
 
 
+def test_websocket_scope_round_trip() -> None:
+    scope = {
+        "type": "websocket",
+        "path": "/functions/v1/chat/ws",
+        "raw_path": b"/functions/v1/chat/ws",
+        "root_path": "/functions/v1",
+        "query_string": b"",
+        "headers": [(b"sec-websocket-protocol", b"chat")],
+        "subprotocols": ["chat"],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 54321),
+    }
+    decoded, _ = ipc.decode_scope(ipc.encode_scope(scope, "req-2"))
+    assert decoded["type"] == "websocket" and "method" not in decoded
+    assert decoded["subprotocols"] == ["chat"] and decoded["root_path"] == "/functions/v1"
+    assert decoded["asgi"]["spec_version"] == "2.4"
+
+
+def test_large_bodies_travel_in_pieces() -> None:
+    assert list(ipc.pieces(b"abc")) == [(b"abc", False)]
+    body = bytes(range(256)) * 1000
+    parts = list(ipc.pieces(body))
+    assert b"".join(p for p, _ in parts) == body and max(len(p) for p, _ in parts) == ipc.PIECE
+    assert [rest for _, rest in parts] == [True] * (len(parts) - 1) + [False]
+
+
+@pytest.mark.timeout(10)
+def test_credit_holds_a_sender_at_the_window_until_its_reader_consumes() -> None:
+    async def main() -> None:
+        credit = ipc.Credit()
+        credit.sent(ipc.WINDOW - 1)
+        await credit.wait()  # below the window: no wait
+        credit.sent(1)
+        waiter = asyncio.ensure_future(credit.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        credit.consumed(1)
+        await asyncio.wait_for(waiter, 5)
+        credit.sent(1)
+        closing = asyncio.ensure_future(credit.wait())
+        await asyncio.sleep(0)
+        credit.close()  # a closed channel releases its sender
+        await asyncio.wait_for(closing, 5)
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(20)
+def test_a_reader_that_does_not_consume_holds_at_most_a_window_of_body() -> None:
+    from edgecli.host.connection import WorkerConnection
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        conn = WorkerConnection(lambda row: None, lambda reason: None, lambda: None)
+        conn.ready.set_result({})  # booted, as far as this test is concerned
+        await loop.connect_accepted_socket(lambda: conn.proto, a)
+        received: list[int] = [0]
+
+        def on_frame(kind: int, flags: int, channel: int, payload: bytes) -> None:
+            if kind == Kind.BODY:
+                received[0] += len(payload)
+
+        _, worker_side = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(on_frame, lambda e: None), b
+        )
+        channel, _ = conn.open(b"{}", b"", True)
+        sending = asyncio.ensure_future(conn.send_body(channel, b"u" * (8 << 20), False))
+        deadline = loop.time() + 10
+        while received[0] < ipc.WINDOW and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert received[0] == ipc.WINDOW
+        assert conn.credits[channel].out == ipc.WINDOW and not sending.done()  # parked on credit
+        worker_side.write(ipc.pack_count(Kind.CREDIT, channel, ipc.PIECE))
+        while received[0] < ipc.WINDOW + ipc.PIECE and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert received[0] == ipc.WINDOW + ipc.PIECE
+        conn.close_channel(channel)
+        await asyncio.wait_for(sending, 5)  # a closed channel's sender gives up
+        conn.proto.close()
+        worker_side.close()
+
+    asyncio.run(main())
+
+
 def test_headers_round_trip() -> None:
     headers = [(b"a", b"1"), (b"set-cookie", b"x=\xe9")]
     assert ipc.decode_headers(ipc.encode_headers(headers)) == headers

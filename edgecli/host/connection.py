@@ -33,7 +33,9 @@ class Lost:
 
 
 LOST = Lost()
-# What a stream yields: ("start", status, headers) | ("body", bytes, more) | ("failed", message) | LOST
+# What a stream yields: ("start", status, headers) | ("body", bytes, more) | ("failed", message) |
+# ("accept", subprotocol, headers) | ("ws", bytes, is_text) | ("close", code, reason) | LOST, and whatever
+# marker the relay itself puts there (the client left, a timeout).
 StreamItem = Any
 
 
@@ -76,6 +78,7 @@ class WorkerConnection:
     ) -> None:
         self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost, coalesce=True)
         self.streams: dict[int, ResponseStream] = {}
+        self.credits: dict[int, ipc.Credit] = {}  # request body bytes the worker has not consumed yet
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.bye: dict[str, Any] | None = None
         self._channels = itertools.count(1)
@@ -105,26 +108,58 @@ class WorkerConnection:
 
     # -- host -> worker --------------------------------------------------------------------------------
 
-    def open(self, scope_payload: bytes, first_body: bytes, more: bool) -> tuple[int, ResponseStream]:
-        """Start a request; the first body chunk goes in the same write."""
+    def open(self, scope_payload: bytes, first_body: bytes | None, more: bool) -> tuple[int, ResponseStream]:
+        """Start a request; the first body chunk (None: none yet) goes in the same write."""
         channel = next(self._channels)
         stream = ResponseStream()
         self.streams[channel] = stream
-        frames = ipc.pack(Kind.REQUEST, channel, scope_payload) + ipc.pack(
-            Kind.BODY, channel, first_body, MORE if more else 0
-        )
+        frames = ipc.pack(Kind.REQUEST, channel, scope_payload)
+        if first_body is None:
+            credit = self.credits[channel] = ipc.Credit()
+            credit.sent(ipc.WINDOW)  # 100-continue: no body until the worker grants credit
+        else:
+            frames += ipc.pack(Kind.BODY, channel, first_body, MORE if more else 0)
+            if more:  # only a body still to come needs flow control
+                self.credits[channel] = ipc.Credit()
+                self.credits[channel].sent(len(first_body))
         self.proto.write(frames)
         return channel, stream
 
     async def send_body(self, channel: int, body: bytes, more: bool) -> None:
-        self.proto.write(ipc.pack(Kind.BODY, channel, body, MORE if more else 0))
+        """A request body message, in pieces, each once the worker has room for it."""
+        credit = self.credits.get(channel)
+        for part, rest in ipc.pieces(body):
+            if credit is None or credit.closed:
+                return
+            await credit.wait()
+            part_more = more or rest
+            if part_more:
+                credit.sent(len(part))
+            self.proto.write(ipc.pack(Kind.BODY, channel, part, MORE if part_more else 0))
+            await self.proto.drain()
+
+    async def wait_for_credit(self, channel: int) -> None:
+        credit = self.credits.get(channel)
+        if credit is not None:
+            await credit.wait()
+
+    def consumed(self, channel: int, count: int) -> None:
+        """The client took `count` response bytes of `channel`: the worker may send that many more."""
+        self.proto.write(ipc.pack_count(Kind.CREDIT, channel, count))
+
+    async def ws_send(self, channel: int, data: bytes, text: bool) -> None:
+        self.proto.write(ipc.pack(Kind.WS_RECEIVE, channel, data, ipc.TEXT if text else 0))
         await self.proto.drain()
 
-    def disconnect(self, channel: int) -> None:
-        self.proto.write(ipc.pack(Kind.DISCONNECT, channel))
+    def disconnect(self, channel: int, code: int | None = None) -> None:
+        payload = b"" if code is None else ipc.COUNT.pack(code)
+        self.proto.write(ipc.pack(Kind.DISCONNECT, channel, payload))
 
     def close_channel(self, channel: int) -> None:
         self.streams.pop(channel, None)
+        credit = self.credits.pop(channel, None)
+        if credit is not None:
+            credit.close()
 
     def notice(self, reason: str) -> None:
         self.proto.write(ipc.pack_json(Kind.NOTICE, 0, {"reason": reason}))
@@ -146,6 +181,24 @@ class WorkerConnection:
                 stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
             self._on_event(payload)
+        elif kind == Kind.CREDIT:
+            credit = self.credits.get(channel)
+            if credit is not None:
+                credit.consumed(ipc.unpack_count(payload))
+        elif kind == Kind.WS_SEND:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                stream.put(("ws", payload, bool(flags & ipc.TEXT)))
+        elif kind == Kind.WS_ACCEPT:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                msg = ipc.loads(payload)
+                stream.put(("accept", msg["subprotocol"], ipc.decode_headers(msg["headers"])))
+        elif kind == Kind.WS_CLOSE:
+            stream = self.streams.get(channel)
+            if stream is not None:
+                msg = ipc.loads(payload)
+                stream.put(("close", msg["code"], msg["reason"]))
         elif kind == Kind.FAILED:
             stream = self.streams.get(channel)
             if stream is not None:
@@ -167,4 +220,6 @@ class WorkerConnection:
             self.ready.set_exception(BootError("the worker exited while booting"))
         for stream in self.streams.values():
             stream.put(LOST)
+        for credit in self.credits.values():
+            credit.close()
         self._on_lost_cb()

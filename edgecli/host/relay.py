@@ -1,13 +1,15 @@
 """The relay: the ASGI app uvicorn serves. Routing, auth, x-request-id, proxying, error mapping.
 
-`/functions/v1/<name>[/<path>]` goes to a worker of <name> as `/<name>[/<path>]`; request and response
-bodies stream both ways over the worker's socket. Whatever goes wrong maps to the status codes Supabase
-returns, and every response carries `x-request-id`. See docs/architecture.md, "The life of a request".
+`/functions/v1/<name>[/<path>]` goes to a worker of <name> with the scope a bare uvicorn mounted at
+`/functions/v1` would give (`root_path`, the full `path`, the client's own `raw_path`). Request and
+response bodies stream both ways over the worker's socket with the wire's flow control (ipc.py);
+WebSockets are relayed message by message. When the client leaves, the relay tells the worker and frees
+the request's slot itself, whatever the worker does next. Whatever goes wrong maps to the status codes
+Supabase returns, with `sb-error-code`, and every response carries `x-request-id`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -19,8 +21,9 @@ from typing import Any
 from edgecli.events import Event
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import LOST, BootError
+from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
-from edgecli.host.worker import RequestStream, Worker
+from edgecli.host.worker import Worker
 
 PREFIX = "/functions/v1/"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -32,8 +35,30 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
-class WorkerGone(Exception):
-    """The worker went away after the response started: the connection is aborted."""
+JSON = "application/json"
+ERROR_CODE = b"sb-error-code"
+ROOT_PATH = "/functions/v1"
+
+
+PICKED = (b"authorization", b"content-length", b"expect")
+
+
+def inbound(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]]:
+    """The headers the function gets, and the first of each header the relay itself reads, in one pass.
+    A client's own claims header never reaches the function, verified or not: functions trust it."""
+    headers: list[tuple[bytes, bytes]] = []
+    picked: dict[bytes, bytes] = {}
+    for key, value in raw:
+        if key == CLAIMS:
+            continue
+        if key in PICKED and key not in picked:
+            picked[key] = value
+        headers.append((key, value))
+    return headers, picked
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def _json_body(code: str, message: str) -> bytes:
@@ -66,37 +91,39 @@ class Relay:
         self.emit = emit
         self.verify_jwt = verify_jwt
         self.health = health  # (path, answer) under `serve --prod`: see edgecli/host/health.py
+        self.idle_watch = IdleWatch()  # the idle timeouts of the requests waiting for a response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] not in ("http", "websocket"):
             return
         started = time.perf_counter()
         request_id = self.request_id(scope)
         if self.health is not None and scope["path"] == self.health[0]:
             status, body = self.health[1]()
-            await self.plain(send, status, body, request_id, "application/json")
+            await self.plain(scope, send, status, body, request_id, "application/json")
             return
-        name, subpath = self.route(scope["path"])
+        name = self.route(scope["path"])
         pool = self.pools.get(name) if name else None
         status, worker = 500, None
         try:
             if pool is None:
-                status = await self.plain(send, 404, b"Function not found", request_id)
+                status = await self.plain(scope, send, 404, b"Function not found", request_id)
             else:
-                status, worker = await self.dispatch(pool, scope, receive, send, request_id, name, subpath)
+                status, worker = await self.dispatch(pool, scope, receive, send, request_id)
         finally:
             self.log_request(scope, name if pool else None, worker, request_id, status, started)
 
     # -- routing ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def route(path: str) -> tuple[str, str]:
+    def route(path: str) -> str:
         if not path.startswith(PREFIX):
-            return "", ""
-        name, slash, rest = path[len(PREFIX) :].partition("/")
-        if not NAME.match(name):
-            return "", ""
-        return name, slash + rest
+            return ""
+        name = path[len(PREFIX) :].partition("/")[0]
+        return name if NAME.match(name) else ""
 
     @classmethod
     def request_id(cls, scope: Scope) -> str:
@@ -106,93 +133,71 @@ class Relay:
     # -- one request -----------------------------------------------------------------------------------
 
     async def dispatch(
-        self, pool: Pool, scope: Scope, receive: Receive, send: Send, request_id: str, name: str, subpath: str
+        self, pool: Pool, scope: Scope, receive: Receive, send: Send, request_id: str
     ) -> tuple[int, Worker | None]:
-        # A client's own claims header never reaches the function, verified or not: functions trust it.
-        headers = [(k, v) for k, v in scope["headers"] if k != CLAIMS]
-        if self.verify_jwt and pool.function.verify_jwt and scope["method"] != "OPTIONS":
+        headers, picked = inbound(scope["headers"])
+        if self.verify_jwt and pool.function.verify_jwt and scope.get("method") != "OPTIONS":
             try:
-                claims = self.verifier.verify(self.header(headers, b"authorization"))
+                claims = self.verifier.verify(_text(picked.get(b"authorization")))
             except AuthFailure as exc:
-                return await self.plain(send, exc.status, exc.body, request_id, "application/json"), None
+                return await self.plain(scope, send, exc.status, exc.body, request_id, JSON), None
             headers.append((CLAIMS, claims_header(claims)))
-        first = await receive()
-        if first["type"] == "http.disconnect":
-            return 499, None
+        limits = pool.function.limits
+        websocket = scope["type"] == "websocket"
+        length = picked.get(b"content-length", b"")
+        if limits.max_body_mb and length.isdigit() and int(length) > limits.max_body_mb * MB:
+            return await self.too_large(scope, send, request_id, limits.max_body_mb), None
+        first: dict[str, Any] | None = None
+        if websocket or picked.get(b"expect", b"").lower() != b"100-continue":
+            first = await receive()  # a body waiting for 100-continue is asked for by the app, later
+            if first["type"] in ("http.disconnect", "websocket.disconnect"):
+                return CLIENT_CLOSED, None
         try:
             worker = await pool.acquire()
         except BootError as exc:
             body = _json_body("BOOT_ERROR", f"Function failed to boot: {exc.message}")
-            return await self.plain(send, 503, body, request_id, "application/json"), None
+            return await self.plain(scope, send, 503, body, request_id, JSON, "BOOT_ERROR"), None
         except NoWorkerAvailable:
             body = _json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
-            return await self.plain(send, 504, body, request_id, "application/json"), None
-        inner = dict(scope, path=f"/{name}{subpath}", raw_path=f"/{name}{subpath}".encode(), headers=headers)
-        more = first.get("more_body", False)
-        pump: asyncio.Future[None] | None = None
+            return await self.plain(scope, send, 504, body, request_id, JSON, "WORKER_TIMEOUT"), None
+        # As under uvicorn mounted at /functions/v1: path and raw_path as the client sent them.
+        inner = dict(scope, root_path=ROOT_PATH, headers=headers)
+        exchange = Exchange(self, worker, limits, scope, receive, send, request_id)
         try:
-            with worker.request(inner, request_id, first.get("body", b""), more) as stream:
-
-                def watch() -> None:
-                    # Only a streamed request or response needs a task beside the response loop: to pump
-                    # the body, and to tell the worker when the client goes away. Plain requests skip it.
-                    nonlocal pump
-                    if pump is None:
-                        pump = asyncio.ensure_future(self.pump(receive, stream, more))
-
-                if more:
-                    watch()
-                try:
-                    return await self.respond(worker, stream, send, request_id, watch), worker
-                finally:
-                    if pump is not None:
-                        pump.cancel()
+            if websocket:
+                return await exchange.websocket(inner), worker
+            return await exchange.http(inner, first), worker
         finally:
+            exchange.close()
             pool.release(worker)
 
-    async def pump(self, receive: Receive, stream: RequestStream, more: bool) -> None:
-        """Request body → worker, with back-pressure; then watch for the client going away."""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                stream.disconnect()
-                return
-            if more:
-                more = message.get("more_body", False)
-                await stream.send_body(message.get("body", b""), more)
+    async def too_large(self, scope: Scope, send: Send, request_id: str, limit_mb: float) -> int:
+        body = _json_body(
+            "PAYLOAD_TOO_LARGE",
+            f"The request body is larger than max_body_mb ({limit_mb:g} MB): raise max_body_mb in "
+            "[edge_runtime] or [functions.<name>] of config.toml to accept it.",
+        )
+        # connection: close, so that uvicorn does not read the rest of a body nobody wants.
+        return await self.plain(scope, send, 413, body, request_id, JSON, "PAYLOAD_TOO_LARGE", close=True)
 
-    async def respond(
-        self, worker: Worker, stream: RequestStream, send: Send, request_id: str, watch: Callable[[], None]
+    async def worker_failed(
+        self, worker: Worker, item: Any, scope: Scope, send: Send, request_id: str
     ) -> int:
-        item = await stream.get()
-        if item is LOST or item[0] == "failed":
-            return await self.worker_failed(stream, item, send, request_id)
-        _, status, headers = item
-        headers = [(k, v) for k, v in headers if k.lower() != REQUEST_ID]
-        headers.append((REQUEST_ID, request_id.encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        while True:
-            item = await stream.get()
-            if item is LOST or item[0] == "failed":
-                raise WorkerGone(worker.id)  # uvicorn aborts the connection: the body is incomplete
-            if item[0] == "body":
-                if item[2]:
-                    watch()  # a streamed response: notice if the client leaves mid-stream
-                await send({"type": "http.response.body", "body": item[1], "more_body": item[2]})
-                if not item[2]:
-                    return int(status)
-
-    async def worker_failed(self, stream: RequestStream, item: Any, send: Send, request_id: str) -> int:
-        reason = stream.limit
-        if item is LOST and reason is not None:
-            limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
-            body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
-            return await self.plain(send, 546, body, request_id, "application/json")
-        message = "the worker exited before sending a response" if item is LOST else item[1]
-        if stream.cut_by is not None:
-            message = f"{message} (serve's {stream.cut_by} deadline, graceful_exit_timeout_sec, cut it off)"
-        body = _json_body("WORKER_ERROR", f"Function exited with an error: {message}")
-        return await self.plain(send, 500, body, request_id, "application/json")
+        if item is LOST:
+            reason = worker.kill_reason
+            if reason in ("wall_clock", "cpu", "memory"):
+                limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
+                body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
+                return await self.plain(scope, send, 546, body, request_id, JSON, "WORKER_LIMIT")
+            what = "The worker exited before sending a response"
+        else:
+            what = "The function raised an error or returned no response"
+        if worker.deadline is not None:  # see docs/architecture.md, "Workers"
+            what += f", cut off by serve's {worker.deadline} deadline (graceful_exit_timeout_sec)"
+        # The error's own text may hold secrets: it stays in the logs, where the message points.
+        message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
+        body = _json_body("WORKER_ERROR", message)
+        return await self.plain(scope, send, 500, body, request_id, JSON, "WORKER_ERROR")
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -205,15 +210,28 @@ class Relay:
 
     @staticmethod
     async def plain(
-        send: Send, status: int, body: bytes, request_id: str, content_type: str = "text/plain; charset=utf-8"
+        scope: Scope,
+        send: Send,
+        status: int,
+        body: bytes,
+        request_id: str,
+        content_type: str = "text/plain; charset=utf-8",
+        error_code: str | None = None,
+        close: bool = False,
     ) -> int:
+        """A response edgecli makes itself; to a WebSocket, as the HTTP response that refuses it."""
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (REQUEST_ID, request_id.encode("latin-1")),
         ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if error_code is not None:
+            headers.append((ERROR_CODE, error_code.encode()))
+        if close:
+            headers.append((b"connection", b"close"))
+        prefix = "websocket.http" if scope["type"] == "websocket" else "http"
+        await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})
         return status
 
     def log_request(
@@ -227,7 +245,9 @@ class Relay:
     ) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         level = "error" if status >= 500 else "warning" if status >= 400 else "info"
-        method, path = scope["method"], scope["path"]
+        method, path = scope.get("method", "WEBSOCKET"), scope["path"]
+        if scope["type"] == "websocket":
+            method = "WEBSOCKET"
         self.emit(
             Event(
                 kind="request",
@@ -239,3 +259,13 @@ class Relay:
                 fields={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
             )
         )
+
+    @staticmethod
+    async def lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

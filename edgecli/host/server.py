@@ -175,8 +175,9 @@ class ServeCommand:
             log_level="warning",
             access_log=False,
             proxy_headers=False,
-            server_header=False,
-            date_header=False,
+            # `server` and `date` as bare uvicorn sends them: the function sees what uvicorn would give.
+            server_header=True,
+            date_header=True,
             # Longer than any worker's drain: the relay answers the requests a drain cuts.
             timeout_graceful_shutdown=int(longest_grace(config) + KILL_MARGIN + 1),
         )

@@ -153,14 +153,22 @@ class Worker:
         self, scope: dict[str, Any], request_id: str, first_body: bytes, more: bool
     ) -> Iterator[RequestStream]:
         channel, items = self.conn.open(ipc.encode_scope(scope, request_id), first_body, more)
-        self.inflight[channel] = request_id
+        self.opened(channel, request_id)
         try:
             yield RequestStream(self, channel, items)
         finally:
             self.conn.close_channel(channel)
-            self.inflight.pop(channel, None)
-            if self._pending_stop is not None and not self.inflight:
-                self._send_stop(*self._pending_stop)
+            self.closed(channel)
+
+    def opened(self, channel: int, request_id: str) -> None:
+        """A request is in flight on `channel`."""
+        self.inflight[channel] = request_id
+
+    def closed(self, channel: int) -> None:
+        """The request on `channel` is done: a retiring worker with none left is told to drain."""
+        self.inflight.pop(channel, None)
+        if self._pending_stop is not None and not self.inflight:
+            self._send_stop(*self._pending_stop)
 
     # -- verbs -----------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from edgecli.runtime import report
 from edgecli.runtime.tasks import format_exception
 
 Key = tuple[str | None, str | None]
-THREAD_WAIT_S = 5.0  # a printing thread waits this long at most for the loop to take its line
+THREAD_WAIT_S = 1.0  # a printing thread waits this long at most for the loop to take its line
 
 
 class Outlet:
@@ -47,6 +47,7 @@ class Outlet:
         self._main = threading.main_thread()
         self._budget = Budget()
         self._budget_lock = threading.Lock()
+        self._stalled = False  # the loop did not take a thread's line in time, and has not run since
         self.writers: list[LineWriter] = []
 
     def send(self, event: Event, source: LineWriter | None = None) -> None:
@@ -70,9 +71,13 @@ class Outlet:
         except RuntimeError:  # the loop is closed: the worker is leaving and nothing else writes
             self._write(frame)
             return
-        done.wait(THREAD_WAIT_S)
+        # A loop blocked by the function (an async handler joining this very thread) holds each line
+        # THREAD_WAIT_S once, not every line: until it runs again, later lines only queue.
+        if not self._stalled and not done.wait(THREAD_WAIT_S):
+            self._stalled = True
 
     def _write(self, frame: bytes, done: threading.Event | None = None) -> None:
+        self._stalled = False
         try:
             proto = self._proto
             transport = proto.transport

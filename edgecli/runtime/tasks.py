@@ -47,7 +47,7 @@ class TaskTracker:
         # listener handled it.
         self.on_failure: Judge | None = None
 
-    def spawn(self, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
+    def spawn(self, awaitable: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -58,7 +58,7 @@ class TaskTracker:
         coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
         info = TaskInfo(
             id=f"{self.prefix}-{next(self._ids)}",
-            name=_task_name(awaitable),
+            name=name or _task_name(awaitable),
             request=report.current_request.get(),
             started=time.time(),
         )

@@ -28,9 +28,9 @@ class FakeConn:
         self.opened: list[dict[str, Any]] = []
         self.bodies: list[bytes] = []
 
-    def open(self, scope_payload: bytes, first_body: bytes, more: bool) -> tuple[int, ResponseStream]:
+    def open(self, scope_payload: bytes, first_body: bytes | None, more: bool) -> tuple[int, ResponseStream]:
         self.opened.append(json.loads(scope_payload))
-        self.bodies.append(first_body)
+        self.bodies.append(first_body or b"")
         stream = ResponseStream()
         for item in self.script:
             stream.put(item)
@@ -39,7 +39,13 @@ class FakeConn:
     async def send_body(self, channel: int, body: bytes, more: bool) -> None:
         self.bodies.append(body)
 
-    def disconnect(self, channel: int) -> None:
+    def disconnect(self, channel: int, code: int | None = None) -> None:
+        pass
+
+    def consumed(self, channel: int, count: int) -> None:
+        pass
+
+    async def wait_for_credit(self, channel: int) -> None:
         pass
 
     def close_channel(self, channel: int) -> None:
@@ -47,7 +53,7 @@ class FakeConn:
 
 
 def FakeWorker(conn: FakeConn, kill_reason: str | None = None) -> Worker:
-    """A real worker handle over a fake connection: the relay uses only `worker.request()`."""
+    """A real worker handle over a fake connection."""
     function = FunctionConfig(name="hello", entrypoint=Path("x"), directory=Path("."))
     worker = Worker("w1", function, 0, conn, pool=None)  # type: ignore[arg-type]
     worker.kill_reason = kill_reason
@@ -92,15 +98,17 @@ def call(
 
 
 def test_proxies_to_the_function_path_with_request_id() -> None:
-    conn = FakeConn(OK)
-    worker = FakeWorker(conn)
+    worker = FakeWorker(FakeConn(OK))
     pool = FakePool(worker)
     r, events = call(pool, "POST", "/functions/v1/hello/a/b?x=1", headers=ANON, content=b"payload")
     assert (r.status_code, r.text) == (200, "hello")
-    scope = conn.opened[0]
-    assert scope["path"] == "/hello/a/b" and scope["query_string"] == "x=1"
+    assert "sb-error-code" not in r.headers
+    scope = worker.conn.opened[0]
+    # As under uvicorn mounted at /functions/v1: the full path, the client's raw path, the root path.
+    assert scope["path"] == "/functions/v1/hello/a/b" and scope["query_string"] == "x=1"
+    assert scope["raw_path"] == "/functions/v1/hello/a/b" and scope["root_path"] == "/functions/v1"
     assert r.headers["x-request-id"] == scope["request_id"]
-    assert b"".join(conn.bodies) == b"payload"
+    assert b"".join(worker.conn.bodies) == b"payload"
     assert pool.released == 1 and not worker.inflight
     (summary,) = events
     assert summary.kind == "request" and summary.fields["status"] == 200 and summary.function == "hello"
@@ -156,15 +164,18 @@ def test_options_and_verify_jwt_false_skip_auth() -> None:
 def test_pool_errors(error: Exception, status: int, code: str) -> None:
     r, events = call(FakePool(error=error), headers=ANON)
     assert r.status_code == status and r.json()["code"] == code
+    assert r.headers["sb-error-code"] == code
     assert events[0].fields["status"] == status
 
 
 def test_worker_failures_map_to_500_and_546() -> None:
-    r, _ = call(FakePool(FakeWorker(FakeConn([("failed", "ValueError: x")]))), headers=ANON)
-    assert (
-        r.status_code == 500 and r.json()["code"] == "WORKER_ERROR" and "ValueError: x" in r.json()["message"]
-    )
+    r, _ = call(FakePool(FakeWorker(FakeConn([("failed", "ValueError: secret")]))), headers=ANON)
+    assert r.status_code == 500 and r.json()["code"] == r.headers["sb-error-code"] == "WORKER_ERROR"
+    # The error's text stays in the logs; the body says where to look.
+    request_id = r.headers["x-request-id"]
+    assert "secret" not in r.text and f"edgecli logs --request {request_id}" in r.json()["message"]
     r, _ = call(FakePool(FakeWorker(FakeConn([LOST]))), headers=ANON)
     assert r.status_code == 500 and r.json()["code"] == "WORKER_ERROR"
     r, _ = call(FakePool(FakeWorker(FakeConn([LOST]), kill_reason="cpu")), headers=ANON)
-    assert r.status_code == 546 and r.json()["code"] == "WORKER_LIMIT" and "CPU" in r.json()["message"]
+    assert r.status_code == 546 and r.json()["code"] == r.headers["sb-error-code"] == "WORKER_LIMIT"
+    assert "CPU" in r.json()["message"]

@@ -44,6 +44,28 @@ async def handler(req):
     return PlainTextResponse("ok")
 """
 
+THREADS = """
+import threading
+from starlette.responses import PlainTextResponse
+
+def lines(prefix):
+    for i in range(50):
+        print(f"{prefix} {i}")
+
+async def handler(req):
+    # A thread printing while the loop is blocked waiting for it: nothing can take its lines meanwhile.
+    thread = threading.Thread(target=lines, args=("joined",))
+    thread.start()
+    thread.join()
+    return PlainTextResponse("ok")
+
+def sync_handler(req):
+    lines("sync")
+    return PlainTextResponse("ok")
+"""
+
+SYNC = THREADS.replace("async def handler", "async def unused").replace("def sync_handler", "def handler")
+
 CONFIG = """
 [edge_runtime]
 policy = "per_worker"
@@ -60,10 +82,11 @@ LINES = 20_000
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return make_project(tmp_path, {"flood": FLOOD, "spin": FLOOD, "big": BIG}, CONFIG)
+    functions = {"flood": FLOOD, "spin": FLOOD, "big": BIG, "threads": THREADS, "sync": SYNC}
+    return make_project(tmp_path, functions, CONFIG)
 
 
-def lines_of(events: list[dict], request: str) -> list[str]:
+def lines_of(events: list[dict], request: str | None) -> list[str]:
     """What the function printed (info), not serve's own error line about a limit."""
     return [
         e["message"]
@@ -106,6 +129,21 @@ def test_the_last_lines_of_a_worker_that_exits_are_kept(project: Path) -> None:
         for request in requests:
             lines = lines_of(srv.events(), request)
             assert len(lines) == 2001 and lines[-1] == "last line", (request, len(lines))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("function", "prefix"), [("threads", "joined"), ("sync", "sync")])
+def test_lines_printed_in_threads_are_kept_with_their_request(
+    project: Path, function: str, prefix: str
+) -> None:
+    with Served(project) as srv:
+        r = srv.get(function, timeout=30)
+        assert r.status_code == 200
+        # A plain threading.Thread starts with an empty context, so its lines carry no request id; a
+        # sync handler's thread runs in the request's context.
+        request = r.headers["x-request-id"] if function == "sync" else None
+        wait_until(lambda: len(lines_of(srv.events(function=function), request)) >= 50, 20, what="50 lines")
+        assert lines_of(srv.events(function=function), request) == [f"{prefix} {i}" for i in range(50)]
 
 
 @pytest.mark.timeout(60)

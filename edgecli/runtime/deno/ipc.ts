@@ -11,6 +11,7 @@ export const Kind = {
   DISCONNECT: 3,
   NOTICE: 4,
   STOP: 5,
+  CREDIT: 7, // both ways: u32, body bytes of the channel its reader consumed (flow control)
   // worker -> host
   READY: 10,
   BOOT_ERROR: 11,
@@ -23,6 +24,7 @@ export const Kind = {
 } as const;
 
 export const MORE = 0x01; // flags bit: more body follows
+export const WINDOW = 1 << 19; // unconsumed body bytes the host may have out per channel (ipc.py)
 const HEADER = 10;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -43,6 +45,12 @@ export function pack(kind: number, channel = 0, payload: Uint8Array = new Uint8A
   view.setUint32(6, payload.length);
   frame.set(payload, HEADER);
   return frame;
+}
+
+export function packCount(kind: number, channel: number, count: number): Uint8Array {
+  const payload = new Uint8Array(4);
+  new DataView(payload.buffer).setUint32(0, count);
+  return pack(kind, channel, payload);
 }
 
 export function packJson(kind: number, channel: number, value: unknown): Uint8Array {

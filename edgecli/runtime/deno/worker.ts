@@ -10,7 +10,7 @@
 // request and background task they belong to.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Frame, FrameParser, Kind, MORE, pack, packJson, parseJson } from "./ipc.ts";
+import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, WINDOW } from "./ipc.ts";
 
 interface Spec {
   worker: string;
@@ -158,7 +158,12 @@ class Channel {
   body: ReadableStreamDefaultController<Uint8Array> | null = null;
   abort = new AbortController();
   done: Promise<void> = Promise.resolve();
+  owed = 0; // body bytes received and not yet credited back to the host
+  expects = false; // the client waits for 100-continue: the host sends no body until the app reads
 }
+
+// The request body's stream holds this much before the host is asked to wait (the wire's flow control).
+const BODY_BUFFER = 1 << 16;
 
 interface Scope {
   request_id: string;
@@ -181,17 +186,38 @@ function open(channel: number, scope: Scope) {
   const path = scope.raw_path.startsWith(root) ? scope.raw_path.slice(root.length) : scope.raw_path;
   const url = `${scope.scheme}://${headers.get("host") ?? "localhost"}${path}${scope.query_string ? "?" + scope.query_string : ""}`;
   const hasBody = scope.method !== "GET" && scope.method !== "HEAD";
-  const body = hasBody ? new ReadableStream<Uint8Array>({ start: (c) => (chan.body = c) }) : null;
+  chan.expects = hasBody && (headers.get("expect") ?? "").toLowerCase() === "100-continue";
+  const body = hasBody
+    ? new ReadableStream<Uint8Array>(
+      { start: (c) => (chan.body = c), pull: () => credit(channel, chan) },
+      new ByteLengthQueuingStrategy({ highWaterMark: BODY_BUFFER }),
+    )
+    : null;
   const request = new Request(url, { method: scope.method, headers, body, signal: chan.abort.signal });
   chan.done = tags.run({ request: scope.request_id, task: null }, () => respond(channel, chan, request));
 }
 
-function onBody(chan: Channel, payload: Uint8Array, more: boolean) {
+function onBody(channel: number, chan: Channel, payload: Uint8Array, more: boolean) {
   if (!chan.body) return; // GET/HEAD: the host still sends an empty last chunk
   if (payload.length) chan.body.enqueue(payload);
   if (!more) {
     chan.body.close();
     chan.body = null;
+    return;
+  }
+  chan.owed += payload.length;
+  if ((chan.body.desiredSize ?? 0) > 0) credit(channel, chan);
+}
+
+/** The app has room for more body: tell the host what it may send (ipc.py's CREDIT). */
+function credit(channel: number, chan: Channel) {
+  if (chan.expects) {
+    chan.expects = false;
+    write(packCount(Kind.CREDIT, channel, WINDOW));
+  }
+  if (chan.owed) {
+    write(packCount(Kind.CREDIT, channel, chan.owed));
+    chan.owed = 0;
   }
 }
 
@@ -256,7 +282,7 @@ async function stop(grace: number, reason: string) {
 function onFrame({ kind, flags, channel, payload }: Frame) {
   const chan = channels.get(channel);
   if (kind === Kind.REQUEST) open(channel, parseJson<Scope>(payload));
-  else if (kind === Kind.BODY && chan) onBody(chan, payload, (flags & MORE) !== 0);
+  else if (kind === Kind.BODY && chan) onBody(channel, chan, payload, (flags & MORE) !== 0);
   else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
   else if (kind === Kind.NOTICE) fireBeforeunload(parseJson<{ reason: string }>(payload).reason);
   else if (kind === Kind.STOP) {

@@ -1,0 +1,285 @@
+"""One request or WebSocket relayed to one worker: its channel, the pumps beside it, and how it ends.
+
+The relay picks the worker; an `Exchange` then carries the request over the worker's channel and the
+response back, as the wire protocol's flow control allows (ipc.py). It is also where a request stops
+waiting for its worker: the client left (499), the response did not start within
+`request_idle_timeout_sec` (504 IDLE_TIMEOUT), the body went over `max_body_mb` (413) or stalled (408).
+In each case the worker hears DISCONNECT, and the slot is freed when the exchange closes, whatever the
+worker does next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from edgecli import ipc
+from edgecli.host.http import on_client_gone
+
+if TYPE_CHECKING:
+    from edgecli.config import Limits
+    from edgecli.host.relay import Receive, Relay, Scope, Send
+    from edgecli.host.worker import Worker
+
+REQUEST_ID = b"x-request-id"
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request", as Supabase records it
+MB = 1024 * 1024
+
+
+class Cut:
+    """A marker the exchange puts on its own stream: why it stops waiting for the worker."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+CLIENT_GONE = Cut("the client left")
+IDLE = Cut("no response within request_idle_timeout_sec")
+TOO_LARGE = Cut("the body went over max_body_mb")
+BODY_TIMEOUT = Cut("the body stalled")
+
+
+class IdleWatch:
+    """The idle timeouts of every request waiting for its response to start, kept by one timer that
+    looks every `PERIOD` s: a loop timer per request cost more than the rest of relaying a small one
+    (bench/README.md), and a timeout counted in seconds needs no finer grain."""
+
+    PERIOD = 0.25
+
+    def __init__(self) -> None:
+        self.deadlines: dict[Exchange, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, exchange: Exchange, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadlines[exchange] = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_later(self.PERIOD, self.sweep)
+
+    def remove(self, exchange: Exchange) -> None:
+        self.deadlines.pop(exchange, None)
+
+    def sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for exchange, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                del self.deadlines[exchange]
+                exchange.idle()
+        self._timer = loop.call_later(self.PERIOD, self.sweep) if self.deadlines else None
+
+
+class WorkerGone(Exception):
+    """The worker went away after the response started: the connection is aborted."""
+
+
+class Exchange:
+    __slots__ = (
+        "body_pending",
+        "channel",
+        "conn",
+        "limits",
+        "pump",
+        "receive",
+        "relay",
+        "request_id",
+        "scope",
+        "send",
+        "stream",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        relay: Relay,
+        worker: Worker,
+        limits: Limits,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+    ) -> None:
+        self.relay = relay
+        self.worker = worker
+        self.conn = worker.conn
+        self.limits = limits
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.request_id = request_id
+        self.channel = 0
+        self.stream: Any = None
+        self.pump: asyncio.Future[None] | None = None
+        self.body_pending = False  # the client has not sent the whole request body yet
+
+    def open(self, inner: Scope, first_body: bytes | None, more: bool) -> None:
+        payload = ipc.encode_scope(inner, self.request_id)
+        self.channel, self.stream = self.conn.open(payload, first_body, more)
+        self.worker.opened(self.channel, self.request_id)
+
+    def close(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.channel:
+            self.conn.close_channel(self.channel)
+            self.worker.closed(self.channel)
+
+    def cut(self, marker: Cut) -> None:
+        self.conn.disconnect(self.channel)
+        self.stream.put(marker)
+
+    def idle(self) -> None:
+        # A worker waiting for a body that does not come is the client's stall, not the function's.
+        self.cut(BODY_TIMEOUT if self.body_pending else IDLE)
+
+    async def first_item(self) -> Any:
+        """The worker's first answer; IDLE if it takes longer than request_idle_timeout_sec."""
+        idle = self.limits.request_idle_timeout_sec
+        if not idle:
+            return await self.stream.get()
+        watch = self.relay.idle_watch
+        watch.add(self, idle)
+        try:
+            return await self.stream.get()
+        finally:
+            watch.remove(self)
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+
+    async def http(self, inner: Scope, first: dict[str, Any] | None) -> int:
+        """`first`: the first body message, or None when the body waits for the app (100-continue)."""
+        more = True if first is None else bool(first.get("more_body", False))
+        body = None if first is None else first.get("body", b"")
+        self.open(inner, body, more)
+        # With the whole body in, only the client leaving remains to be noticed: serve's own HTTP
+        # protocol says so itself, which costs less than a task per request waiting in receive().
+        if more or not on_client_gone(self.receive, self.client_gone):
+            self.pump = asyncio.ensure_future(self.pump_body(more, first is None, len(body or b"")))
+        return await self.respond()
+
+    def client_gone(self) -> None:
+        if self.channel:
+            self.cut(CLIENT_GONE)
+
+    async def pump_body(self, more: bool, expects: bool, received: int) -> None:
+        """Request body → worker as it has room; then watch for the client going away."""
+        limit = self.limits.max_body_mb * MB
+        stall = self.limits.request_idle_timeout_sec or None
+        if expects:
+            await self.conn.wait_for_credit(self.channel)  # the app asked for the body
+        self.body_pending = more
+        while True:
+            try:
+                message = await (asyncio.wait_for(self.receive(), stall) if more else self.receive())
+            except TimeoutError:
+                self.cut(BODY_TIMEOUT)
+                return
+            if message["type"] == "http.disconnect":
+                self.cut(CLIENT_GONE)
+                return
+            if more:
+                body = message.get("body", b"")
+                received += len(body)
+                if limit and received > limit:
+                    self.cut(TOO_LARGE)
+                    return
+                more = self.body_pending = bool(message.get("more_body", False))
+                await self.conn.send_body(self.channel, body, more)
+
+    async def respond(self) -> int:
+        item = await self.first_item()
+        if not isinstance(item, tuple) or item[0] != "start":
+            return await self.refuse(item)
+        _, status, headers = item
+        headers = [(k, v) for k, v in headers if k.lower() != REQUEST_ID]
+        headers.append((REQUEST_ID, self.request_id.encode("latin-1")))
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        while True:
+            item = await self.stream.get()
+            if item is CLIENT_GONE:
+                return CLIENT_CLOSED
+            if not isinstance(item, tuple) or item[0] != "body":
+                raise WorkerGone(self.worker.id)  # uvicorn aborts the connection: the body is incomplete
+            _, body, more = item
+            await self.send({"type": "http.response.body", "body": body, "more_body": more})
+            if not more:
+                return int(status)
+            self.conn.consumed(self.channel, len(body))
+
+    async def refuse(self, item: Any) -> int:
+        """The response did not start: answer for the worker."""
+        relay, scope, send, request_id = self.relay, self.scope, self.send, self.request_id
+        if item is CLIENT_GONE:
+            return CLIENT_CLOSED
+        if item is TOO_LARGE:
+            return await relay.too_large(scope, send, request_id, self.limits.max_body_mb)
+        if item is IDLE:
+            idle = self.limits.request_idle_timeout_sec
+            body = _json_body("IDLE_TIMEOUT", f"The function did not start a response within {idle:g} s")
+            return await relay.plain(scope, send, 504, body, request_id, "application/json", "IDLE_TIMEOUT")
+        if item is BODY_TIMEOUT:
+            body = _json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
+            return await relay.plain(
+                scope, send, 408, body, request_id, "application/json", "REQUEST_TIMEOUT", close=True
+            )
+        return await relay.worker_failed(self.worker, item, scope, send, request_id)
+
+    # -- WebSocket -------------------------------------------------------------------------------------
+
+    async def websocket(self, inner: Scope) -> int:
+        self.open(inner, None, False)
+        item = await self.first_item()
+        if isinstance(item, tuple) and item[0] in ("close", "start"):
+            # Closed before accepting (or answered as plain HTTP, by a worker that knows no WebSockets):
+            # uvicorn answers the handshake with 403, as it does for a bare app that closes.
+            await self.send({"type": "websocket.close", "code": 1000, "reason": ""})
+            return 403
+        if not isinstance(item, tuple) or item[0] != "accept":
+            return await self.refuse(item)
+        _, subprotocol, headers = item
+        await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
+        self.pump = asyncio.ensure_future(self.pump_messages())
+        await self.forward_messages()
+        return 101
+
+    async def pump_messages(self) -> None:
+        """Client → worker, message by message, until the client closes."""
+        while True:
+            message = await self.receive()
+            if message["type"] != "websocket.receive":
+                self.conn.disconnect(self.channel, int(message.get("code", 1005)))
+                self.stream.put(CLIENT_GONE)
+                return
+            text = message.get("text")
+            data = text.encode() if text is not None else message.get("bytes") or b""
+            await self.conn.ws_send(self.channel, data, text is not None)
+
+    async def forward_messages(self) -> None:
+        """Worker → client, until either side closes; a worker that dies closes the socket with 1011."""
+        while True:
+            item = await self.stream.get()
+            if item is CLIENT_GONE:
+                return
+            if not isinstance(item, tuple) or item[0] not in ("ws", "close"):
+                await self.close_socket(1011, "the function's worker stopped")
+                return
+            if item[0] == "close":
+                await self.close_socket(item[1], item[2])
+                return
+            _, data, text = item
+            payload = {"text": data.decode()} if text else {"bytes": data}
+            message = {"type": "websocket.send", **payload}
+            try:
+                await self.send(message)
+            except OSError:
+                return
+
+    async def close_socket(self, code: int, reason: str) -> None:
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except (OSError, RuntimeError):  # the client is gone already
+            pass
+
+
+def _json_body(code: str, message: str) -> bytes:
+    return ipc.dumps({"code": code, "message": message})
