@@ -11,7 +11,7 @@ States, in order (a worker never goes back):
 - draining: told to stop (STOP): background tasks get `grace` seconds, then the worker leaves.
 - gone: the process is dead and its socket read to the end; `exit` says why, with what it used.
 
-The relay uses only `with worker.request(...) as stream:`; the supervisor drives the rest. See
+The relay says when a request opens and closes (`opened`, `closed`); the supervisor drives the rest. See
 docs/architecture.md, "Workers".
 """
 
@@ -22,15 +22,13 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Protocol
 
-from edgecli import ipc
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Event
-from edgecli.host.connection import ResponseStream, WorkerConnection
+from edgecli.host.connection import WorkerConnection
 from edgecli.host.output import PipeLines
 from edgecli.host.usage import TreeUsage, descendants
 
@@ -59,38 +57,6 @@ class ExitRecord:
     code: int | None
     cpu_ms: float
     memory_mb: float
-
-
-class RequestStream:
-    """One request's way to its worker: body chunks in, response items out (see ResponseStream)."""
-
-    __slots__ = ("_channel", "_conn", "_items", "_worker")
-
-    def __init__(self, worker: Worker, channel: int, items: ResponseStream) -> None:
-        self._worker = worker
-        self._conn = worker.conn
-        self._channel = channel
-        self._items = items
-
-    async def get(self) -> Any:
-        return await self._items.get()
-
-    async def send_body(self, body: bytes, more: bool) -> None:
-        await self._conn.send_body(self._channel, body, more)
-
-    def disconnect(self) -> None:
-        self._conn.disconnect(self._channel)
-
-    @property
-    def limit(self) -> str | None:
-        """The limit the worker was killed for ("wall_clock", "cpu", "memory"), if it was."""
-        reason = self._worker.kill_reason
-        return reason if reason in LIMIT_REASONS else None
-
-    @property
-    def cut_by(self) -> str | None:
-        """What stopped the worker under this request with a deadline ("shutdown"), if anything did."""
-        return self._worker.deadline
 
 
 class Worker:
@@ -146,19 +112,7 @@ class Worker:
         """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
         return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
 
-    # -- the relay's side ------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def request(
-        self, scope: dict[str, Any], request_id: str, first_body: bytes, more: bool
-    ) -> Iterator[RequestStream]:
-        channel, items = self.conn.open(ipc.encode_scope(scope, request_id), first_body, more)
-        self.opened(channel, request_id)
-        try:
-            yield RequestStream(self, channel, items)
-        finally:
-            self.conn.close_channel(channel)
-            self.closed(channel)
+    # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 
     def opened(self, channel: int, request_id: str) -> None:
         """A request is in flight on `channel`."""

@@ -76,11 +76,12 @@ def test_a_retiring_worker_is_told_to_stop_only_once_its_requests_are_done() -> 
     async def main() -> None:
         worker, conn, pool = make_worker()
         assert worker.state is State.READY
-        with worker.request(SCOPE, "r1", b"", False):
-            assert worker.inflight == {1: "r1"} and worker.load == 1
-            assert worker.retire(2.0, "early_drop")
-            assert worker.state is State.RETIRING and pool.retired == [worker]
-            assert not any(kind == "stop" for kind, _ in conn.sent), "the request runs to its end"
+        worker.opened(1, "r1")
+        assert worker.inflight == {1: "r1"} and worker.load == 1
+        assert worker.retire(2.0, "early_drop")
+        assert worker.state is State.RETIRING and pool.retired == [worker]
+        assert not any(kind == "stop" for kind, _ in conn.sent), "the request runs to its end"
+        worker.closed(1)
         assert conn.sent[-1] == ("stop", (2.0, "early_drop"))
         assert worker.state is State.DRAINING and not worker.inflight
         assert not worker.retire(2.0, "early_drop"), "only once"
@@ -94,10 +95,10 @@ def test_an_idle_worker_is_told_to_stop_at_once_and_a_drain_names_its_deadline()
         worker.retire(1.0, "early_drop")
         assert conn.sent == [("stop", (1.0, "early_drop"))]
         other, other_conn, _ = make_worker()
-        with other.request(SCOPE, "r2", b"", False) as stream:
-            other.drain(3.0, "shutdown")
-            assert other_conn.sent[-1] == ("stop", (3.0, "termination")), "a drain does not wait"
-            assert stream.cut_by == "shutdown" and stream.limit is None
+        other.opened(1, "r2")
+        other.drain(3.0, "shutdown")
+        assert other_conn.sent[-1] == ("stop", (3.0, "termination")), "a drain does not wait"
+        assert other.deadline == "shutdown"
 
     asyncio.run(main())
 
