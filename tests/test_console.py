@@ -207,17 +207,6 @@ def test_colours_status_by_class_level_and_function_stably() -> None:
     assert ANSI.sub("", ok).split()[1] == "hello"
 
 
-def test_printing_is_fast_enough_for_the_serve_loop() -> None:
-    output, _ = _coloured()
-    printer = EventPrinter(output, json_output=False)
-    events = _events()[:5]
-    started = time.perf_counter()
-    for i in range(5000):
-        printer.emit(events[i % 5])
-    per_line = (time.perf_counter() - started) / 5000
-    assert per_line < 100e-6  # measured ~10 µs; Console.print per line would cost ~10x more
-
-
 def test_banner_lists_function_urls_policy_and_keys() -> None:
     output, buffer = _plain()
     print_banner(

@@ -1,4 +1,4 @@
-"""The environment a function's worker runs with (DESIGN §2 "A function's environment").
+"""The environment a function's worker runs with (see docs/architecture.md, "A function's environment").
 
 Layers, later wins:
 1. a few host variables Python itself needs (PATH, HOME, locale, temp dir, venv, PYTHON*) — never the

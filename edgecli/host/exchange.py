@@ -19,7 +19,7 @@ from edgecli.host.http import on_client_gone
 if TYPE_CHECKING:
     from edgecli.config import Limits
     from edgecli.host.relay import Receive, Relay, Scope, Send
-    from edgecli.host.supervisor import Worker
+    from edgecli.host.worker import Worker
 
 REQUEST_ID = b"x-request-id"
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request", as Supabase records it
@@ -115,14 +115,14 @@ class Exchange:
     def open(self, inner: Scope, first_body: bytes | None, more: bool) -> None:
         payload = ipc.encode_scope(inner, self.request_id)
         self.channel, self.stream = self.conn.open(payload, first_body, more)
-        self.worker.inflight[self.channel] = self.request_id
+        self.worker.opened(self.channel, self.request_id)
 
     def close(self) -> None:
         if self.pump is not None:
             self.pump.cancel()
         if self.channel:
             self.conn.close_channel(self.channel)
-            self.worker.inflight.pop(self.channel, None)
+            self.worker.closed(self.channel)
 
     def cut(self, marker: Cut) -> None:
         self.conn.disconnect(self.channel)

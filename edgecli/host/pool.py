@@ -1,4 +1,4 @@
-"""Per-function worker pools, one class per policy (DESIGN §5).
+"""Per-function worker pools, one class per policy (see docs/architecture.md, "Policies").
 
 A pool hands the relay a worker that may take one more request (`acquire`), hears back when the
 response is done (`release`), and is told by the supervisor when a worker retires or is gone. Requests
@@ -23,7 +23,8 @@ from collections import deque
 from edgecli.config import FunctionConfig
 from edgecli.events import Event
 from edgecli.host.connection import BootError
-from edgecli.host.supervisor import State, Supervisor, Worker
+from edgecli.host.supervisor import Supervisor
+from edgecli.host.worker import State, Worker
 
 PER_WORKER_CONCURRENCY = 64  # requests one per_worker worker takes at once before another is started
 PER_REQUEST_LINGER = 2.0  # seconds an idle per_request worker with no tasks stays for reuse
@@ -100,8 +101,8 @@ class Pool:
     def pick(self) -> Worker | None:
         best: Worker | None = None
         for worker in self.workers:
-            load = len(worker.inflight)
-            if load < self.concurrency and (best is None or load < len(best.inflight)):
+            load = worker.load
+            if load < self.concurrency and (best is None or load < best.load):
                 best = worker
         return best
 
@@ -231,7 +232,7 @@ class PerRequestPool(Pool):
             await asyncio.sleep(PER_REQUEST_LINGER / 4)
             now = time.monotonic()
             for worker in list(self.workers):
-                if worker.inflight or worker.tasks or worker in self.unused:
+                if not worker.idle or worker in self.unused:
                     self.idle_since.pop(worker, None)
                 elif now - self.idle_since.setdefault(worker, now) >= PER_REQUEST_LINGER:
                     self.idle_since.pop(worker, None)
@@ -261,7 +262,7 @@ class OneshotPool(Pool):
         if self.busy >= self.function.limits.parallelism:
             return None
         for worker in self.workers:
-            if worker.state is State.READY and not worker.inflight:
+            if worker.state is State.READY and not worker.load:
                 self.workers.remove(worker)
                 self.busy += 1
                 self.refill()

@@ -23,7 +23,7 @@ from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_heade
 from edgecli.host.connection import LOST, BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
-from edgecli.host.supervisor import Worker
+from edgecli.host.worker import Worker
 
 PREFIX = "/functions/v1/"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -192,6 +192,8 @@ class Relay:
             what = "The worker exited before sending a response"
         else:
             what = "The function raised an error or returned no response"
+        if worker.deadline is not None:  # see docs/architecture.md, "Workers"
+            what += f", cut off by serve's {worker.deadline} deadline (graceful_exit_timeout_sec)"
         # The error's own text may hold secrets: it stays in the logs, where the message points.
         message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
         body = _json_body("WORKER_ERROR", message)

@@ -14,13 +14,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
 from edgecli import listening
-from edgecli.config import Config, FunctionConfig, Overrides
+from edgecli.config import Config, Overrides
 from edgecli.console import EventPrinter, Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
@@ -28,12 +28,13 @@ from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
 from edgecli.host.http import HttpProtocol
-from edgecli.host.pool import Pool, make_pool
+from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
 from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
 from edgecli.host.status import RequestCounter, StatusServer
 from edgecli.host.supervisor import Supervisor
+from edgecli.host.worker import KILL_MARGIN
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
 from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
 from edgecli.store.feed import StoreFeed
@@ -56,16 +57,33 @@ class Hub:
 
 
 class _Uvicorn(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # ServeCommand installs its own handlers; uvicorn's would re-raise the signal after shutdown.
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Listening stops first; then the workers drain while uvicorn waits for the responses in flight,
+        # so that a request the drain's deadline cuts still gets an answer saying so.
+        for server in self.servers:
+            server.close()
+        self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a background future's outcome as seen: Ctrl-C during start-up cancels the warm-up."""
     if not future.cancelled():
         future.exception()
+
+
+def longest_grace(config: Config) -> float:
+    graces = [function.limits.graceful_exit_timeout_sec for function in config.functions.values()]
+    return max([config.limits.graceful_exit_timeout_sec, *graces])
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -89,7 +107,7 @@ class ServeCommand:
     def __init__(
         self, config: Config, output: Output, sock: socket.socket, overrides: Overrides | None = None
     ) -> None:
-        self.config = config
+        self.config = config  # as serve started; the registry holds the config in force
         self.overrides = overrides or Overrides()  # the reloader reads config.toml again with these
         self.output = output
         self.sock = sock
@@ -98,41 +116,38 @@ class ServeCommand:
             if config.store
             else None
         )
-        self._host_env = host_env(os.environ)  # read once: what serve was started with
-        # Under --prod the container's platform owns SUPABASE_URL and the keys (a self-hosted Supabase's
-        # compose file sets them for its functions container): when it sets them, functions see those.
-        self._platform_env = (
-            {k: os.environ[k] for k in injected_env(config) if k in os.environ} if config.prod else {}
-        )
         self.printer = EventPrinter(output, json_output=config.json_output, functions=list(config.functions))
-        self.pools: dict[str, Pool] = {}
-        self.health = Health(self.pools) if config.prod else None
+        self.registry = Registry(config, host_env(os.environ), self.extra_env(config))
+        self.health = Health(self.registry.pools) if config.prod else None
         self.requests = RequestCounter()
         sinks = (self.printer, self.store, self.health, self.requests)
         self.hub = Hub([sink for sink in sinks if sink is not None])
         self.status = StatusServer(config.state_dir, config.base_url, self.status_snapshot)
-        self.supervisor = Supervisor(config, self.hub.emit, self.env_for)
+        self.supervisor = Supervisor(self.hub.emit, self.registry.worker_spec, config.state_dir / "deps")
         self.stop_requested_at: float | None = None
         self.server: _Uvicorn | None = None
         self.stopping = False
         self.hurry = False  # Ctrl-C came twice
         self._warming: asyncio.Future[Any] | None = None
         self.reloader: Reloader | None = None
+        self._drain: asyncio.Future[None] | None = None
 
-    def env_for(self, function: FunctionConfig) -> dict[str, str]:
-        env = build_function_env(self.config, function, self._host_env).env | self._platform_env
-        if self.config.inspect is not None:  # the worker listens for a debugger (runtime/debugger.py)
-            env = {
-                **env,
-                ENV_INSPECT_ADDRESS: self.config.inspect,
-                ENV_INSPECT_MODE: self.config.inspect_mode,
-            }
+    @staticmethod
+    def extra_env(config: Config) -> dict[str, str]:
+        """What every worker gets on top of its function's own environment. Under --prod the container's
+        platform owns SUPABASE_URL and the keys (a self-hosted Supabase's compose file sets them for its
+        functions container): when it sets them, functions see those. With --inspect, the worker listens
+        for a debugger (runtime/debugger.py)."""
+        env = {k: os.environ[k] for k in injected_env(config) if k in os.environ} if config.prod else {}
+        if config.inspect is not None:
+            env[ENV_INSPECT_ADDRESS] = config.inspect
+            env[ENV_INSPECT_MODE] = config.inspect_mode
         return env
 
     def status_snapshot(self) -> dict[str, Any]:
         """Workers, their state and requests served, per function (`edgecli functions list`)."""
         functions: dict[str, Any] = {}
-        for name, pool in self.pools.items():
+        for name, pool in self.registry.pools.items():
             workers = [w for w in self.supervisor.workers.values() if w.function.name == name and w.live]
             functions[name] = {
                 "verify_jwt": self.config.verify_jwt and pool.function.verify_jwt,  # --no-verify-jwt too
@@ -150,7 +165,7 @@ class ServeCommand:
                     for w in workers
                 ],
             }
-        return {"policy": self.config.policy, "functions": functions}
+        return {"policy": self.registry.config.policy, "functions": functions}
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -176,11 +191,11 @@ class ServeCommand:
     async def startup(self) -> None:
         config = self.config
         await self.supervisor.start()
-        for name, function in config.functions.items():
-            self.pools[name] = make_pool(config.policy, function, self.supervisor)
+        self.registry.open(self.supervisor)
         health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
         verifier = Verifier(config.jwt_secret, config.signing_keys)
-        relay = Relay(self.pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
+        pools = self.registry.pools
+        relay = Relay(pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
         if config.prod:
             self.announce()
         else:
@@ -196,11 +211,12 @@ class ServeCommand:
             # `server` and `date` as bare uvicorn sends them: the function sees what uvicorn would give.
             server_header=True,
             date_header=True,
-            timeout_graceful_shutdown=max(int(config.limits.graceful_exit_timeout_sec), 1),
+            # Longer than any worker's drain: the relay answers the requests a drain cuts.
+            timeout_graceful_shutdown=int(longest_grace(config) + KILL_MARGIN + 1),
         )
-        self.server = _Uvicorn(uv_config)
+        self.server = _Uvicorn(uv_config, self.begin_drain)
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
-            self.reloader = Reloader(self)
+            self.reloader = Reloader(self.registry, self.overrides, self.hub.emit)
             self.reloader.start()
         # Boot one worker per function now (--prod, per_worker: max_parallelism of them, so that no early
         # request is a cold one): the first request is fast and boot errors show at once. A module that
@@ -208,7 +224,7 @@ class ServeCommand:
         # starts at once, and the health probe says when the workers are up.
         warm_all = config.prod and config.policy == "per_worker"
         workers = {name: f.limits.parallelism if warm_all else 1 for name, f in config.functions.items()}
-        warming = (pool.warm(workers[name]) for name, pool in self.pools.items())
+        warming = (pool.warm(workers[name]) for name, pool in pools.items())
         self._warming = asyncio.ensure_future(asyncio.gather(*warming))
         self._warming.add_done_callback(_retrieved)
         await asyncio.wait([self._warming], timeout=0 if config.prod else WARM_WAIT)
@@ -274,27 +290,39 @@ class ServeCommand:
         if self.server is not None:
             self.server.should_exit = True
 
-    def drain_time(self) -> float:
-        """How long background tasks may still run. Under --prod the platform kills the container a
-        grace period after its SIGTERM, so requests and tasks share one graceful_exit_timeout_sec counted
-        from the signal (tasks run while responses finish)."""
-        grace = self.config.limits.graceful_exit_timeout_sec
+    def drain_cap(self) -> float | None:
+        """At most how long requests and tasks may still run (None: each its function's own timeout).
+        Under --prod the platform kills the container a grace period after its SIGTERM, so requests and
+        tasks share one graceful_exit_timeout_sec counted from the signal."""
+        if self.hurry:
+            return 0.0
         if not self.config.prod or self.stop_requested_at is None:
-            return grace
+            return None
+        grace = self.config.limits.graceful_exit_timeout_sec
         return max(0.0, grace - (time.monotonic() - self.stop_requested_at))
 
-    async def shutdown(self) -> None:
+    def begin_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self.drain())
+
+    async def drain(self) -> None:
+        """No more reloads and no new workers; every worker drains (see Supervisor.shutdown)."""
         if self.reloader is not None:
             await self.reloader.stop()
-        for pool in self.pools.values():
-            pool.close(retire=False)  # no new workers; the supervisor drains the ones there are
-        grace = 0.0 if self.hurry else self.drain_time()
+        self.registry.close()
+        cap = self.drain_cap()
+        grace = longest_grace(self.registry.config) if cap is None else cap
         tasks = self.supervisor.running_tasks()
         if tasks and grace > 0 and not self.config.prod:
             self.printer.flush()
             print_draining(self._person_output(), tasks, grace)
-        await self.supervisor.shutdown(grace)
+        await self.supervisor.shutdown(cap)
         await self.status.close()
+
+    async def shutdown(self) -> None:
+        self.begin_drain()
+        assert self._drain is not None
+        await self._drain
         self.sock.close()
         if self.store is not None:
             self.store.close()

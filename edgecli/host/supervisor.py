@@ -1,10 +1,10 @@
 """Every worker's lifecycle, in one place: spawn, retire, terminate, kill, reap — and resource limits.
 
 Verbs (after gunicorn's arbiter): `spawn` boots a worker through the fork server; `retire` stops it taking
-requests and lets it drain (it leaves with `early_drop` once settled); `terminate` ends a oneshot worker
-right after its response; `kill` is the limit enforcer's SIGKILL; `reap` turns an exit into a readable
-reason and a `shutdown` event. A monitor samples CPU and memory with psutil and applies DESIGN §5's
-thresholds: 50 % wall clock or the CPU soft limit → retire, 90 % → beforeunload, 100 % → kill.
+requests, lets those in flight finish, then drains it (it leaves with `early_drop` once settled);
+`terminate` ends a oneshot worker right after its response; `kill` is the limit enforcer's SIGKILL;
+`reap` turns a dead process into one exit record and a `shutdown` event. A monitor samples each worker's
+process tree and applies edgecli/host/limits.py. See docs/architecture.md, "Workers".
 """
 
 from __future__ import annotations
@@ -12,108 +12,56 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import psutil
-
-from edgecli.config import Config, FunctionConfig, Limits
+from edgecli.config import FunctionConfig
 from edgecli.events import Event
-from edgecli.host import deno
+from edgecli.host import deno, limits
 from edgecli.host.connection import BootError, WorkerConnection
 from edgecli.host.deps import Dependencies, DependencyError
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
+from edgecli.host.worker import (
+    KILL_MARGIN,
+    LIMIT_REASONS,
+    ExitRecord,
+    PoolHooks,
+    State,
+    Worker,
+    exit_reason,
+)
 
 MONITOR_INTERVAL = 0.05
 NOTICE_GRACE = 0.1  # seconds between a late beforeunload notice and the limit kill
-KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 FORKSERVER_RETRY_S = 2.0  # a fork server that dies again this soon after starting is left down
-LIMIT_REASONS = ("wall_clock", "cpu", "memory")
-
-
-class State(Enum):
-    BOOTING = "booting"
-    READY = "ready"
-    RETIRING = "retiring"  # takes no new requests; draining
-    DEAD = "dead"
-
-
-class PoolHooks(Protocol):
-    def on_retired(self, worker: Worker) -> None: ...
-    def on_gone(self, worker: Worker) -> None: ...
-
-
-@dataclass(eq=False)
-class Worker:
-    id: str
-    function: FunctionConfig
-    generation: int
-    conn: WorkerConnection
-    pool: PoolHooks
-    spawned_at: float = field(default_factory=time.monotonic)
-    state: State = State.BOOTING
-    pid: int | None = None
-    process: psutil.Process | None = None
-    cpu_base_ms: float = 0.0
-    cpu_ms: float = 0.0
-    memory_mb: float = 0.0
-    inflight: dict[int, str] = field(default_factory=dict)  # channel -> request id
-    tasks: dict[str, Event] = field(default_factory=dict)  # task id -> its task_start
-    cancelled_tasks: int = 0
-    notice_sent: bool = False
-    unload_reason: str | None = None
-    kill_reason: str | None = None
-    exit_code: int | None = None
-    kill_timer: asyncio.TimerHandle | None = None
-    outputs: list[PipeLines] = field(default_factory=list)
-
-    @property
-    def limits(self) -> Limits:
-        return self.function.limits
-
-    @property
-    def live(self) -> bool:
-        return self.state is not State.DEAD
-
-    def sole_request(self) -> str | None:
-        """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
-        return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
-
-
-def exit_reason(code: int | None) -> str:
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
+# Once a worker's process is dead: how long its socket may take to deliver its last bytes (a process it
+# started may hold the socket open), and how long the fork server's exit report may take to arrive.
+SOCKET_DRAIN_S = 0.5
+EXIT_REPORT_S = 0.5
+UNCLAIMED_KEPT = 64
 
 
 class Supervisor:
     def __init__(
         self,
-        config: Config,
         emit: Callable[[Event], None],
-        env_for: Callable[[FunctionConfig], dict[str, str]],
+        spec_for: Callable[[FunctionConfig], dict[str, Any]],
+        deps_dir: Path,
     ) -> None:
-        self.config = config
         self.emit = emit
-        self.env_for = env_for
+        self.spec_for = spec_for  # what the fork server needs to start a worker of a function
         self.workers: dict[str, Worker] = {}
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
-        self.dependencies = Dependencies(config.state_dir / "deps", emit)
+        self.dependencies = Dependencies(deps_dir, emit)  # functions' own packages (host/deps.py)
         self._forkserver_started = 0.0  # monotonic time of the last (re)start
         self._monitor: asyncio.Task[None] | None = None
+        self._reapers: set[asyncio.Task[None]] = set()
+        self._unclaimed: dict[int, int] = {}  # pid -> exit code reported before its spawn returned
         # Per function, the boot failure last reported (pool, traceback): workers booting the same broken
         # code (oneshot's spares boot in parallel, and may race a reload) log its traceback once, not once
         # per worker. A successful boot forgets it.
@@ -152,7 +100,7 @@ class Supervisor:
         conn = WorkerConnection(  # the lambdas see `worker`, bound on the next line
             lambda payload: self.on_event(worker, payload),
             lambda reason: self.retire(worker, reason),
-            lambda: self.on_lost(worker),
+            lambda: worker.socket_closed(),
         )
         worker = Worker(id=worker_id, function=function, generation=generation, conn=conn, pool=pool)
         self.workers[worker_id] = worker
@@ -161,26 +109,25 @@ class Supervisor:
             await PipeLines.attach(out_r, "info", lambda text, lvl: self.raw_output(worker, text, lvl)),
             await PipeLines.attach(err_r, "error", lambda text, lvl: self.raw_output(worker, text, lvl)),
         ]
-        spec = {
-            "worker": worker_id,
-            "function": function.name,
-            "entrypoint": str(function.entrypoint),
-            "directory": str(function.directory),
-            "functions_dir": str(self.config.functions_dir),
-            "env": self.env_for(function),
-            "deps": str(deps) if deps is not None else "",
-        }
+        spec = {"worker": worker_id, **self.spec_for(function), "deps": str(deps) if deps is not None else ""}
         if function.runtime == "deno":
             spec["argv"] = deno.worker_argv(function, worker_id)
         if self.forkserver.gone:
             await self.revive_forkserver()
         try:
-            worker.pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
+            pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
         except ForkServerGone as exc:
             conn.proto.close()
+            self.finish(worker)
             message = f"cannot start a worker: {exc}; a new one starts shortly (if this lasts, restart serve)"
             raise BootError(message, transient=True) from None
-        self.by_pid[worker.pid] = worker
+        self.by_pid[pid] = worker
+        worker.watch(pid)
+        if pid in self._unclaimed:  # it ended before this coroutine resumed
+            worker.exited(self._unclaimed.pop(pid))
+        reaper = loop.create_task(self.reap_when_dead(worker))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
         try:
             ready = await self._booted(worker)
         except BootError as exc:
@@ -189,12 +136,10 @@ class Supervisor:
             if worker.kill_reason is None and self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
                 self.emit(self.event(worker, "boot_error", exc.message, "error", error=exc.error))
-            self.kill(worker, "boot_error")
+            worker.kill("boot_error")
             raise
         self._boot_failures.pop(function.name, None)
-        worker.cpu_base_ms = float(ready.get("cpu_ms", 0.0))
-        if worker.state is State.BOOTING:
-            worker.state = State.READY
+        worker.booted(float(ready.get("cpu_ms", 0.0)))
         self.emit(self.event(worker, "boot", f"booted in {ready['boot_ms']} ms", boot_ms=ready["boot_ms"]))
         return worker
 
@@ -238,73 +183,27 @@ class Supervisor:
     # -- retire / terminate / kill ---------------------------------------------------------------------
 
     def retire(self, worker: Worker, reason: str) -> None:
-        """No new requests; drain for up to graceful_exit_timeout_sec, then leave (`early_drop`)."""
-        if worker.state not in (State.BOOTING, State.READY):
-            return
-        self._stop_taking_requests(worker)
-        self.emit(self.event(worker, "log", f"worker retired ({reason}); draining", "debug"))
-        grace = worker.limits.graceful_exit_timeout_sec
-        worker.conn.stop(grace, "early_drop")
-        self._kill_after(worker, grace + KILL_MARGIN, "termination")
+        """No new requests; those in flight run to their end, then a drain of graceful_exit_timeout_sec
+        for background tasks, then the worker leaves (`early_drop`)."""
+        if worker.retire(worker.limits.graceful_exit_timeout_sec, "early_drop"):
+            self.emit(self.event(worker, "log", f"worker retired ({reason}); draining", "debug"))
 
     def terminate(self, worker: Worker) -> None:
         """Leave now: beforeunload(termination), pending tasks cancelled (oneshot after its response)."""
-        self.drain(worker, 0)
-
-    def drain(self, worker: Worker, grace: float) -> None:
-        """Finish requests and tasks within `grace` (0: none), then beforeunload(termination)."""
-        if worker.state is State.DEAD:
-            return
-        if worker.state is State.BOOTING:
-            # Still importing the module (perhaps stuck there): it holds no request and no task, and
-            # cannot read a STOP until the import ends. Nothing to drain: stop it now.
-            self.kill(worker, "termination")
-            return
-        self._stop_taking_requests(worker)
-        worker.conn.stop(grace, "termination")
-        self._kill_after(worker, grace + KILL_MARGIN, "termination")
-
-    def _stop_taking_requests(self, worker: Worker) -> None:
-        if worker.state is not State.RETIRING:
-            worker.state = State.RETIRING
-            worker.pool.on_retired(worker)
+        worker.drain(0)
 
     def kill_booting(self, pool: PoolHooks) -> None:
         """Stop `pool`'s workers still importing old code (after a reload): perhaps stuck at import,
         they would hold a boot slot until their wall clock runs out."""
         for worker in list(self.workers.values()):
             if worker.pool is pool and worker.state is State.BOOTING:
-                self.kill(worker, "termination")
-
-    def kill(self, worker: Worker, reason: str) -> None:
-        if worker.state is State.DEAD or worker.pid is None:
-            return
-        if worker.kill_reason is None:
-            worker.kill_reason = reason
-        self._stop_taking_requests(worker)
-        try:
-            os.kill(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _kill_after(self, worker: Worker, delay: float, reason: str) -> None:
-        if worker.kill_timer is None:
-            loop = asyncio.get_running_loop()
-            worker.kill_timer = loop.call_later(delay, self.kill, worker, reason)
+                worker.kill("termination")
 
     # -- events from workers ---------------------------------------------------------------------------
 
     def on_event(self, worker: Worker, payload: bytes) -> None:
         event = Event.from_row_json(payload)
-        kind = event.kind
-        if kind == "task_start" and event.task:
-            worker.tasks[event.task] = event
-        elif kind == "task_end" and event.task:
-            worker.tasks.pop(event.task, None)
-            if event.fields.get("status") == "cancelled":
-                worker.cancelled_tasks += 1
-        elif kind == "beforeunload":
-            worker.unload_reason = event.fields.get("reason")
+        worker.on_event(event)
         self.emit(event)
 
     def raw_output(self, worker: Worker, text: str, level: str) -> None:
@@ -333,63 +232,47 @@ class Supervisor:
 
     # -- reap ------------------------------------------------------------------------------------------
 
-    def on_lost(self, worker: Worker) -> None:
-        """The worker's socket closed: it is gone (or going). Fail what it held, tell its pool."""
-        if worker.state is State.DEAD:
-            return
-        worker.state = State.DEAD
-        if worker.kill_timer is not None:
-            worker.kill_timer.cancel()
-        worker.pool.on_gone(worker)
-        if worker.exit_code is not None or worker.pid is None:
-            self.finish(worker)
-        else:
-            # The fork server reports the exit status a moment later; don't wait for it forever.
-            asyncio.get_running_loop().call_later(1.0, self.finish, worker)
-
     def reap(self, pid: int, code: int) -> None:
-        """Called by the fork server for every worker exit."""
+        """The fork server's report of a worker's exit (it is their parent, so it has the status)."""
         worker = self.by_pid.pop(pid, None)
-        if worker is None:
+        if worker is not None:
+            worker.exited(code)
             return
-        worker.exit_code = code
-        if worker.state is State.DEAD:
-            self.finish(worker)
-        else:
-            # A child process may hold the socket open; the worker is gone. What it wrote first is kept.
+        # Its spawn is not done yet (the report came in the same read as the pid): keep it for spawn.
+        self._unclaimed[pid] = code
+        while len(self._unclaimed) > UNCLAIMED_KEPT:
+            del self._unclaimed[next(iter(self._unclaimed))]
+
+    async def reap_when_dead(self, worker: Worker) -> None:
+        """The one place a worker's end is decided: once its process is dead (learned from the process),
+        its socket is read to the end, then its exit is recorded."""
+        await worker.ended()
+        if not await worker.socket_drained(SOCKET_DRAIN_S):
+            # A process it started holds the socket open; the worker is gone. What it wrote is kept.
             worker.conn.read_remaining()
             worker.conn.proto.close()
+        if worker.exit_code is None and not self.forkserver.gone:
+            await worker.code_reported(EXIT_REPORT_S)
+        self.finish(worker)
 
     def finish(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:
             return
-        for output in worker.outputs:
-            output.close()
+        if worker.pid is not None:
+            self.by_pid.pop(worker.pid, None)
         reason = self.shutdown_reason(worker)
         for task_id, start in list(worker.tasks.items()):
             # A task_end always follows its task_start, even when the worker was killed under it.
-            self.emit(
-                self.event(
-                    worker,
-                    "task_end",
-                    f"task {start.fields.get('name')} cancelled ({reason})",
-                    "warning",
-                    request=start.request,
-                    task=task_id,
-                    name=start.fields.get("name"),
-                    status="cancelled",
-                    duration_ms=round((time.time() - start.ts) * 1000, 3),
-                    error=None,
-                    reason=reason,
-                )
-            )
+            self.emit(self.cancelled_task(worker, task_id, start, reason))
             worker.cancelled_tasks += 1
         worker.tasks.clear()
         bye = worker.conn.bye or {}
-        cpu_ms = float(bye.get("cpu_ms", worker.cpu_ms + worker.cpu_base_ms)) - worker.cpu_base_ms
-        memory_mb = float(bye.get("memory_mb", worker.memory_mb))
+        cpu_ms = max(float(bye.get("cpu_ms", worker.cpu_ms)), worker.cpu_ms) - worker.cpu_base_ms
+        memory_mb = max(float(bye.get("memory_mb", worker.memory_mb)), worker.memory_mb)
+        record = ExitRecord(reason, worker.exit_code, max(cpu_ms, 0.0), memory_mb)
+        worker.gone(record)
         level = "error" if reason in LIMIT_REASONS or reason.startswith(("killed", "exited")) else "info"
-        message = f"worker stopped ({reason}): {round(cpu_ms)} ms CPU, {memory_mb:.0f} MB"
+        message = f"worker stopped ({reason}): {round(record.cpu_ms)} ms CPU, {memory_mb:.0f} MB"
         self.emit(
             self.event(
                 worker,
@@ -397,9 +280,24 @@ class Supervisor:
                 message,
                 level,
                 reason=reason,
-                cpu_ms=round(cpu_ms, 1),
+                cpu_ms=round(record.cpu_ms, 1),
                 memory_mb=memory_mb,
             )
+        )
+
+    def cancelled_task(self, worker: Worker, task_id: str, start: Event, reason: str) -> Event:
+        return self.event(
+            worker,
+            "task_end",
+            f"task {start.fields.get('name')} cancelled ({reason})",
+            "warning",
+            request=start.request,
+            task=task_id,
+            name=start.fields.get("name"),
+            status="cancelled",
+            duration_ms=round((time.time() - start.ts) * 1000, 3),
+            error=None,
+            reason=reason,
         )
 
     @staticmethod
@@ -423,67 +321,63 @@ class Supervisor:
                     self.check_limits(worker, now)
 
     def check_limits(self, worker: Worker, now: float) -> None:
-        limits = worker.limits
-        if worker.process is None:
-            try:
-                worker.process = psutil.Process(worker.pid)
-            except psutil.Error:
-                return
-        try:
-            with worker.process.oneshot():
-                times = worker.process.cpu_times()
-                rss = worker.process.memory_info().rss
-        except psutil.Error:
+        if not self.sample(worker):
             return
-        worker.cpu_ms = (times.user + times.system) * 1000
-        worker.memory_mb = rss / (1024 * 1024)
         booted = worker.state is not State.BOOTING
-        cpu_used = worker.cpu_ms - worker.cpu_base_ms if booted else 0.0
-        checks = (
-            (
-                "wall_clock",
-                now - worker.spawned_at,
-                limits.wall_clock_limit_sec,
-                0.5 * limits.wall_clock_limit_sec,
-            ),
-            ("cpu", cpu_used, limits.cpu_time_hard_limit_ms, limits.cpu_time_soft_limit_ms),
-            ("memory", worker.memory_mb, limits.memory_limit_mb, 0),
+        sample = limits.Sample(
+            wall_s=now - worker.spawned_at,
+            cpu_ms=worker.cpu_ms - worker.cpu_base_ms if booted else 0.0,
+            memory_mb=worker.memory_mb,
         )
-        for reason, used, hard, soft in checks:
-            if not hard:
-                if soft and used >= soft:
-                    self.retire(worker, reason)
-                continue
-            if used >= hard:
-                self.kill_for_limit(worker, reason, used, hard)
-                return
-            if used >= 0.9 * hard and not worker.notice_sent:
-                worker.notice_sent = True
-                worker.conn.notice(reason)
-            if soft and used >= soft:
-                self.retire(worker, reason)
+        retiring = worker.state is not State.READY and booted
+        verdict = limits.decide(sample, worker.limits, worker.noticed, retiring)
+        if verdict.action is limits.Action.KILL:
+            self.kill_for_limit(worker, verdict)
+        elif verdict.action is limits.Action.NOTICE:
+            worker.notice(verdict.reason)
+        elif verdict.action is limits.Action.RETIRE:
+            self.retire(worker, verdict.reason)
 
-    def kill_for_limit(self, worker: Worker, reason: str, used: float, limit: float) -> None:
-        unit = {"wall_clock": "s", "cpu": "ms", "memory": "MB"}[reason]
+    @staticmethod
+    def sample(worker: Worker) -> bool:
+        """CPU time and resident memory of the worker and every process it started, still running."""
+        used = worker.usage.sample() if worker.usage is not None else None
+        if used is None:
+            return False
+        cpu_ms, worker.memory_mb = used
+        # A child that ended took its CPU time with it unless waited for; never let the total shrink.
+        worker.cpu_ms = max(worker.cpu_ms, cpu_ms)
+        return True
+
+    def kill_for_limit(self, worker: Worker, verdict: limits.Verdict) -> None:
+        used_cpu = max(worker.cpu_ms - worker.cpu_base_ms, 0.0)
         self.emit(
             self.event(
                 worker,
                 "log",
-                f"{reason} limit reached ({used:.0f} {unit} of {limit:g} {unit}): killing the worker; "
-                f"it used {worker.cpu_ms - worker.cpu_base_ms:.0f} ms CPU and {worker.memory_mb:.0f} MB",
+                f"{verdict.describe()}: killing the worker; "
+                f"it used {used_cpu:.0f} ms CPU and {worker.memory_mb:.0f} MB",
                 "error",
                 request=worker.sole_request(),
             )
         )
-        worker.kill_reason = reason
-        if worker.notice_sent:
-            self.kill(worker, reason)
+        worker.kill_reason = verdict.reason
+        if worker.noticed:
+            worker.kill(verdict.reason)
             return
         # The limit was crossed between two samples, 90 % unseen: the function still hears
         # beforeunload (if its loop is free), and is killed a moment later.
-        worker.notice_sent = True
-        worker.conn.notice(reason)
-        asyncio.get_running_loop().call_later(NOTICE_GRACE, self.kill, worker, reason)
+        worker.notice(verdict.reason)
+        asyncio.get_running_loop().call_later(NOTICE_GRACE, worker.kill, verdict.reason)
+
+    def report_cut(self, worker: Worker, grace: float) -> None:
+        """Say, for the record of each request still in flight at the deadline, that serve cut it."""
+        for request in list(worker.inflight.values()):
+            message = (
+                f"request cut off: serve is shutting down and graceful_exit_timeout_sec ({grace:g} s) "
+                "ran out before the response was complete"
+            )
+            self.emit(self.event(worker, "log", message, "warning", request=request, cut_by="shutdown"))
 
     # -- shutdown --------------------------------------------------------------------------------------
 
@@ -495,17 +389,24 @@ class Supervisor:
         """Serve was told twice to stop: every worker goes now; its running tasks end as cancelled
         (termination), recorded by `finish`."""
         for worker in list(self.workers.values()):
-            self.kill(worker, "termination")
+            worker.kill("termination")
 
-    async def shutdown(self, grace: float) -> None:
-        """Drain every worker for up to `grace` s, kill what is left, stop the fork server."""
+    async def shutdown(self, cap: float | None = None) -> None:
+        """Drain every worker for its own function's graceful_exit_timeout_sec (at most `cap` s), kill
+        what is left, stop the fork server."""
+        longest = 0.0
+        loop = asyncio.get_running_loop()
         for worker in list(self.workers.values()):
-            self.drain(worker, grace)
-        deadline = time.monotonic() + grace + KILL_MARGIN + 1
+            grace = worker.limits.graceful_exit_timeout_sec
+            grace = grace if cap is None else min(grace, cap)
+            longest = max(longest, grace)
+            worker.drain(grace, "shutdown")
+            loop.call_later(grace, self.report_cut, worker, grace)
+        deadline = time.monotonic() + longest + KILL_MARGIN + 1
         while self.workers and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for worker in list(self.workers.values()):
-            self.kill(worker, "termination")
+            worker.kill("termination")
         deadline = time.monotonic() + 2
         while self.workers and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -513,5 +414,7 @@ class Supervisor:
             self._monitor.cancel()
         await self.dependencies.close()
         await self.forkserver.stop()
+        for reaper in list(self._reapers):
+            reaper.cancel()
         for worker in list(self.workers.values()):
             self.finish(worker)

@@ -42,7 +42,7 @@ class TaskSummary:
     reason: str | None = None
 
     def record(self) -> dict[str, Any]:
-        """The `tasks --json` object (DESIGN §7): times as ISO 8601 UTC."""
+        """The `tasks --json` object (see docs/architecture.md, "Event records"): times as ISO 8601 UTC."""
         record = asdict(self)
         record["started"] = iso_ts(self.started) if self.started is not None else None
         record["ended"] = iso_ts(self.ended) if self.ended is not None else None

@@ -1,4 +1,4 @@
-"""The function API (DESIGN §3): `EdgeRuntime.wait_until`, event listeners, and `serve`.
+"""The function API: `EdgeRuntime.wait_until`, event listeners, and `serve`.
 
 This is what user code imports. It holds no machinery of its own: background tasks go to the worker's
 `TaskTracker`, listeners are dispatched by the worker when the host says the worker is going away.
@@ -20,7 +20,7 @@ Listener = Callable[[Any], Any]
 
 
 class BeforeUnloadEvent:
-    """Fired once before a worker goes away; `detail["reason"]` says why (DESIGN §3)."""
+    """Fired once before a worker goes away; `detail["reason"]` says why."""
 
     type = "beforeunload"
 

@@ -36,7 +36,6 @@ import starlette.routing  # noqa: F401
 
 from edgecli.runtime import deno_child, parent
 from edgecli.runtime import worker as worker_mod
-from edgecli.runtime.warmup import warm_up
 
 try:
     import uvloop  # noqa: F401
@@ -135,10 +134,6 @@ def serve(ctl: socket.socket, host: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: None)
     parent.become_subreaper()
-    try:
-        warm_up()
-    except Exception:  # only an optimisation: serving must start without it (a unit test runs it)
-        pass
     gc.collect()
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
     workers: set[int] = set()

@@ -18,7 +18,7 @@ current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
 
 
 class Reporter:
-    """Builds events (DESIGN §7) for this worker and hands them to `send`."""
+    """Builds events (see docs/architecture.md, "Event records") for this worker and hands them to `send`."""
 
     def __init__(self, function: str | None, worker: str | None, send: Callable[[Event], None]):
         self.function = function

@@ -43,8 +43,6 @@ class TaskTracker:
         self.prefix = "t"
         self.pending: dict[asyncio.Task[Any], TaskInfo] = {}
         self._ids = itertools.count(1)
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`); True when a
         # listener handled it.
         self.on_failure: Judge | None = None
@@ -71,7 +69,6 @@ class TaskTracker:
         )
         task = loop.create_task(coro, context=ctx)
         self.pending[task] = info
-        self._idle.clear()
         # In the task's own context: what runs after it (its listeners) is tagged with the task.
         task.add_done_callback(self._done, context=ctx)
         return task
@@ -93,8 +90,6 @@ class TaskTracker:
             # does; meanwhile the task still counts as pending, so a draining worker waits for them.
             judging = asyncio.ensure_future(self._judge(self.on_failure, exc, task, info, duration_ms))
             self.pending[judging] = info
-        if not self.pending:
-            self._idle.set()
 
     async def _judge(
         self,
@@ -112,8 +107,6 @@ class TaskTracker:
             judging = asyncio.current_task()
             if judging is not None:
                 self.pending.pop(judging, None)
-            if not self.pending:
-                self._idle.set()
 
     def _failed(self, info: TaskInfo, duration_ms: float, exc: BaseException, *, handled: bool) -> None:
         summary = f"{type(exc).__name__}: {exc}"
@@ -147,14 +140,6 @@ class TaskTracker:
             error=error,
             reason=reason,
         )
-
-    async def wait_idle(self, timeout: float | None) -> bool:
-        """Wait until no task is pending; False when `timeout` ran out first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def cancel_all(self, reason: str, wait: float = 1.0) -> None:
         """Cancel every pending task (their `finally` blocks run), waiting up to `wait` seconds."""

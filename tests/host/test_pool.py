@@ -12,7 +12,7 @@ from edgecli.config import FunctionConfig, Limits
 from edgecli.host import pool as pool_module
 from edgecli.host.connection import BootError
 from edgecli.host.pool import NoWorkerAvailable, OneshotPool, PerRequestPool, PerWorkerPool, Pool
-from edgecli.host.supervisor import State, Worker
+from edgecli.host.worker import State, Worker
 
 
 class FakeSupervisor:

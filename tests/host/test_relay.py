@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from edgecli.host.auth import Verifier, make_key
 from edgecli.host.connection import LOST, BootError, ResponseStream
 from edgecli.host.pool import NoWorkerAvailable
 from edgecli.host.relay import Relay, new_request_id
+from edgecli.host.worker import Worker
 
 
 class FakeConn:
@@ -52,16 +52,16 @@ class FakeConn:
         pass
 
 
-@dataclass(eq=False)
-class FakeWorker:
-    conn: FakeConn
-    id: str = "w1"
-    kill_reason: str | None = None
-    inflight: dict[int, str] = field(default_factory=dict)
+def FakeWorker(conn: FakeConn, kill_reason: str | None = None) -> Worker:
+    """A real worker handle over a fake connection."""
+    function = FunctionConfig(name="hello", entrypoint=Path("x"), directory=Path("."))
+    worker = Worker("w1", function, 0, conn, pool=None)  # type: ignore[arg-type]
+    worker.kill_reason = kill_reason
+    return worker
 
 
 class FakePool:
-    def __init__(self, worker: FakeWorker | None = None, error: Exception | None = None, jwt: bool = True):
+    def __init__(self, worker: Worker | None = None, error: Exception | None = None, jwt: bool = True):
         self.worker = worker
         self.error = error
         self.function = FunctionConfig(
@@ -69,13 +69,13 @@ class FakePool:
         )
         self.released = 0
 
-    async def acquire(self) -> FakeWorker:
+    async def acquire(self) -> Worker:
         if self.error is not None:
             raise self.error
         assert self.worker is not None
         return self.worker
 
-    def release(self, worker: FakeWorker) -> None:
+    def release(self, worker: Worker) -> None:
         self.released += 1
 
 

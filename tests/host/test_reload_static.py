@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgecli.config import load_config
-from edgecli.host.reloader import owner_of, plan_reload, watch_set
+from edgecli.host.plan import owner_of, plan_reload
+from edgecli.host.watch import watch_set
 
 pytestmark = pytest.mark.timeout(10)
 MakeProject = Callable[..., Path]

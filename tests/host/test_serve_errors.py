@@ -1,4 +1,5 @@
-"""Real-process tests: every status code of DESIGN §4, and a broken function never takes serve down."""
+"""Real-process tests: every status code serve answers with (docs/architecture.md, "The life of a
+request"), and a broken function never takes serve down."""
 
 from __future__ import annotations
 

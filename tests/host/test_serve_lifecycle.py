@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from serving import Served, _alive, make_project, wait_until
 
@@ -116,8 +119,18 @@ def test_sigterm_to_the_whole_process_group_still_drains(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(60)
-def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(tmp_path: Path) -> None:
-    cfg = CONFIG.replace("graceful_exit_timeout_sec = 5", "graceful_exit_timeout_sec = 1") + SLOW
+@pytest.mark.parametrize(
+    ("settings", "bound"),
+    [
+        ("graceful_exit_timeout_sec = 1\n", 6),
+        # The function's own timeout counts at shutdown, not the project's.
+        ("graceful_exit_timeout_sec = 30\n\n[functions.bg]\ngraceful_exit_timeout_sec = 1\n", 8),
+    ],
+)
+def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(
+    tmp_path: Path, settings: str, bound: float
+) -> None:
+    cfg = CONFIG.replace("graceful_exit_timeout_sec = 5\n", settings) + SLOW
     srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
     try:
         srv.get("bg")
@@ -125,9 +138,65 @@ def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(tmp_path: Path) -
         started = time.monotonic()
     finally:
         assert srv.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < bound
     end = srv.events(kind="task_end")[0]
     assert end["status"] == "cancelled" and end["reason"] == "termination"
+
+
+@pytest.mark.timeout(60)
+def test_a_second_ctrl_c_stops_waiting_for_background_tasks(tmp_path: Path) -> None:
+    cfg = CONFIG.replace("= 5", "= 30") + SLOW
+    srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
+    try:
+        srv.get("bg")
+        srv.wait_event(kind="task_start")
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: not _accepts(srv.port), what="serve to stop listening")
+        started = time.monotonic()
+    finally:
+        code = srv.stop(signal.SIGINT)
+    assert code == 0
+    assert time.monotonic() - started < 15, "not the 30 s the task was allowed"
+    assert srv.events(kind="task_end")[0]["status"] == "cancelled"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+SLEEPER = """
+import asyncio
+from starlette.responses import PlainTextResponse
+
+async def handler(req):
+    print("asleep")
+    await asyncio.sleep(30)
+    return PlainTextResponse("woke")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_request_cut_by_the_shutdown_deadline_says_so(tmp_path: Path) -> None:
+    cfg = CONFIG.replace("= 5", "= 1")
+    srv = Served(make_project(tmp_path, {"sleeper": SLEEPER}, cfg)).start()
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(target=lambda: answers.append(srv.get("sleeper", timeout=30)))
+    try:
+        caller.start()
+        srv.wait_event(kind="log", message="asleep")
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0
+        caller.join(30)
+    (answer,) = answers
+    assert answer.status_code == 500 and "shutdown" in answer.json()["message"], answer.text
+    request_id = answer.headers["x-request-id"]
+    (cut,) = srv.events(kind="log", request=request_id, cut_by="shutdown")
+    assert "graceful_exit_timeout_sec (1 s)" in cut["message"]
 
 
 @pytest.mark.timeout(60)
@@ -176,6 +245,49 @@ def test_a_killed_fork_server_is_started_again_and_serving_goes_on(tmp_path: Pat
         assert "killed by SIGKILL" in warning["message"] and warning["level"] == "warning"
         new_workers = srv.worker_pids()  # children of the new fork server
         assert new_workers and old_worker not in new_workers
+
+
+FORKING = """
+import asyncio, os, time
+from starlette.responses import PlainTextResponse
+
+async def handler(req):
+    pid = os.fork()  # the child inherits the worker's socket and holds it open
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    with open(os.environ["PIDFILE"], "w") as f:
+        f.write(str(pid))
+    await asyncio.sleep(30)
+    return PlainTextResponse("woke")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_socket_a_child_holds_open_is_still_known_dead(tmp_path: Path) -> None:
+    # The worker dies (with its fork server), a process it forked keeps its socket open: serve learns
+    # the death from the process and answers the request in flight, instead of waiting for EOF.
+    pidfile = tmp_path / "grandchild.pid"
+    cfg = CONFIG + f'\n[edge_runtime.secrets]\nPIDFILE = "{pidfile}"\n'
+    answers: list[httpx.Response] = []
+    with Served(make_project(tmp_path, {"forking": FORKING}, cfg)) as srv:
+        caller = threading.Thread(target=lambda: answers.append(srv.get("forking", timeout=30)))
+        caller.start()
+        wait_until(lambda: pidfile.exists() and pidfile.read_text(), what="the grandchild")
+        grandchild = psutil.Process(int(pidfile.read_text()))
+        try:
+            assert srv.proc is not None
+            (forkserver,) = [
+                p
+                for p in srv.family()
+                if "edgecli.runtime.forkserver" in " ".join(p.cmdline()) and p.ppid() == srv.proc.pid
+            ]
+            forkserver.kill()
+            caller.join(20)
+            assert answers and answers[0].status_code == 500, answers
+            srv.wait_event(kind="shutdown", function="forking")
+        finally:
+            grandchild.kill()
 
 
 @pytest.mark.timeout(30)

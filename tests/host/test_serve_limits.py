@@ -1,4 +1,5 @@
-"""Real-process tests: CPU, memory and wall-clock limits (DESIGN §5), with small limits to stay fast."""
+"""Real-process tests: CPU, memory and wall-clock limits (docs/architecture.md, "Limits"), with small
+limits to stay fast."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from serving import Served, make_project, wait_until
 
 LIMITED = """
-import asyncio, os, time
+import asyncio, os, subprocess, sys, time
 from starlette.responses import JSONResponse
 from edgecli import EdgeRuntime
 
@@ -39,6 +40,12 @@ async def handler(req):
             await asyncio.sleep(0.02)
     elif what == "task":
         EdgeRuntime.wait_until(long_task())
+    elif what == "sleep":
+        await asyncio.sleep(seconds)
+    elif what == "child":  # the CPU and memory of a process the function starts are the function's
+        code = "import sys\\nb = bytearray(int(sys.argv[1]) << 20)\\nwhile True: pass"
+        subprocess.Popen([sys.executable, "-c", code, req.query_params.get("mb", "0")])
+        await asyncio.sleep(seconds)
     return JSONResponse({"pid": os.getpid()})
 """
 
@@ -118,3 +125,38 @@ def test_per_function_override_and_disabled_limit(tmp_path: Path) -> None:
     with Served(project(tmp_path, limits, functions)) as srv:
         assert srv.get("other", params={"do": "spin", "s": "0.8"}).status_code == 200  # limit off for `other`
         assert srv.get("lim", params={"do": "spin", "s": "0.8"}).status_code == 546
+
+
+@pytest.mark.timeout(60)
+def test_a_retiring_worker_lets_its_request_run_to_its_own_end(tmp_path: Path) -> None:
+    # Retired at half the wall clock (8 s) while a 9 s request is in flight, with no grace at all: the
+    # request still finishes (it ends before the 16 s limit), then the worker drains and leaves.
+    with Served(project(tmp_path, "wall_clock_limit_sec = 16", grace=0)) as srv:
+        pid = srv.get("lim").json()["pid"]
+        slow = srv.get("lim", params={"do": "sleep", "s": "9"}, timeout=30)
+        assert slow.status_code == 200, slow.text
+        assert slow.json()["pid"] == pid
+        retired = srv.wait_event(lambda e: "worker retired (wall_clock)" in e["message"], kind="log")
+        down = srv.wait_event(kind="shutdown", function="lim", worker=retired["worker"])
+        assert down["reason"] == "early_drop"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("limits", "params", "reason"),
+    [
+        ("cpu_time_soft_limit_ms = 300\ncpu_time_hard_limit_ms = 600", {}, "cpu"),
+        ("memory_limit_mb = 150", {"mb": "200"}, "memory"),
+    ],
+)
+def test_limits_count_the_processes_a_function_starts(
+    tmp_path: Path, limits: str, params: dict[str, str], reason: str
+) -> None:
+    with Served(project(tmp_path, limits)) as srv:
+        r = srv.get("lim", params={"do": "child", "s": "20", **params}, timeout=30)
+        assert r.status_code == 546, r.text
+        srv.wait_event(kind="shutdown", function="lim", reason=reason)
+        line = srv.wait_event(lambda e: f"{reason} limit reached" in e["message"], kind="log")
+        assert " -" not in line["message"], "no negative figure"
+        assert srv.get("lim").status_code == 200
+    # Leaving the block asserts that no process is left: the child went with its worker.

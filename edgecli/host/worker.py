@@ -1,0 +1,269 @@
+"""A worker as a handle: its state, the verbs that move it along, its request streams, its exit record.
+
+States, in order (a worker never goes back):
+
+    booting ──> ready ──> retiring ──> draining ──> gone
+       └──────────┴─────────┴──> (killed: any state straight to gone once the process is dead)
+
+- booting: importing the function; holds no request.
+- ready: takes requests (its pool hands it out).
+- retiring: takes no new request; the ones in flight run to their own end (or the hard limits).
+- draining: told to stop (STOP): background tasks get `grace` seconds, then the worker leaves.
+- gone: the process is dead and its socket read to the end; `exit` says why, with what it used.
+
+The relay says when a request opens and closes (`opened`, `closed`); the supervisor drives the rest. See
+docs/architecture.md, "Workers".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from edgecli.config import FunctionConfig, Limits
+from edgecli.events import Event
+from edgecli.host.connection import WorkerConnection
+from edgecli.host.output import PipeLines
+from edgecli.host.usage import TreeUsage, descendants
+
+KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
+LIMIT_REASONS = ("wall_clock", "cpu", "memory")
+
+
+class State(Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    RETIRING = "retiring"
+    DRAINING = "draining"
+    GONE = "gone"
+
+
+class PoolHooks(Protocol):
+    def on_retired(self, worker: Worker) -> None: ...
+    def on_gone(self, worker: Worker) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRecord:
+    """Why a worker went, how it ended, and what it used (CPU since boot, peak-sampled memory)."""
+
+    reason: str
+    code: int | None
+    cpu_ms: float
+    memory_mb: float
+
+
+class Worker:
+    def __init__(
+        self, id: str, function: FunctionConfig, generation: int, conn: WorkerConnection, pool: PoolHooks
+    ) -> None:
+        self.id = id
+        self.function = function
+        self.generation = generation
+        self.conn = conn
+        self.pool = pool
+        self.spawned_at = time.monotonic()
+        self.state = State.BOOTING
+        self.pid: int | None = None
+        self.cpu_base_ms = 0.0  # the tree's CPU time at the end of boot
+        self.cpu_ms = 0.0  # the tree's CPU time, last sampled
+        self.memory_mb = 0.0
+        self.inflight: dict[int, str] = {}  # channel -> request id
+        self.tasks: dict[str, Event] = {}  # task id -> its task_start
+        self.cancelled_tasks = 0
+        self.noticed = False
+        self.unload_reason: str | None = None
+        self.kill_reason: str | None = None
+        self.deadline: str | None = None  # "shutdown" once told to stop within a deadline
+        self.exit_code: int | None = None
+        self.exit: ExitRecord | None = None
+        self.outputs: list[PipeLines] = []
+        self._pending_stop: tuple[float, str] | None = None  # (grace, reason) once the requests are done
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._dead = asyncio.Event()
+        self._code_known = asyncio.Event()
+        self._socket_closed = asyncio.Event()
+        self._pidfd: int | None = None
+        self.usage: TreeUsage | None = None  # from the moment the pid is known
+
+    @property
+    def limits(self) -> Limits:
+        return self.function.limits
+
+    @property
+    def live(self) -> bool:
+        return self.state is not State.GONE
+
+    @property
+    def load(self) -> int:
+        return len(self.inflight)
+
+    @property
+    def idle(self) -> bool:
+        return not self.inflight and not self.tasks
+
+    def sole_request(self) -> str | None:
+        """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
+        return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
+
+    # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
+
+    def opened(self, channel: int, request_id: str) -> None:
+        """A request is in flight on `channel`."""
+        self.inflight[channel] = request_id
+
+    def closed(self, channel: int) -> None:
+        """The request on `channel` is done: a retiring worker with none left is told to drain."""
+        self.inflight.pop(channel, None)
+        if self._pending_stop is not None and not self.inflight:
+            self._send_stop(*self._pending_stop)
+
+    # -- verbs -----------------------------------------------------------------------------------------
+
+    def booted(self, cpu_ms: float) -> None:
+        self.cpu_base_ms = cpu_ms
+        if self.state is State.BOOTING:
+            self.state = State.READY
+
+    def retire(self, grace: float, reason: str) -> bool:
+        """Take no new requests; once those in flight are done, drain for `grace` s and leave with
+        `reason`. False when the worker was already on its way out."""
+        if self.state not in (State.BOOTING, State.READY):
+            return False
+        self._stop_taking_requests()
+        self._pending_stop = (grace, reason)
+        if not self.inflight:
+            self._send_stop(grace, reason)
+        return True
+
+    def drain(self, grace: float, deadline: str | None = None) -> None:
+        """Stop now: requests and tasks get `grace` s (0: none), then beforeunload(termination).
+        `deadline` names what imposes it ("shutdown"), for the requests it cuts."""
+        if self.state is State.GONE:
+            return
+        if self.state is State.BOOTING:
+            # Still importing (perhaps stuck there): it holds nothing, and cannot read a STOP until the
+            # import ends. Nothing to drain: stop it now.
+            self.kill("termination")
+            return
+        self.deadline = deadline
+        self._stop_taking_requests()
+        self._send_stop(grace, "termination")
+
+    def notice(self, reason: str) -> None:
+        """beforeunload(reason), once: a limit is near."""
+        if not self.noticed:
+            self.noticed = True
+            self.conn.notice(reason)
+
+    def kill(self, reason: str) -> None:
+        if self.state is State.GONE or self.pid is None:
+            return
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        self._stop_taking_requests()
+        for pid in [*descendants(self.pid), self.pid]:  # what the function started goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def kill_after(self, delay: float, reason: str) -> None:
+        if self._kill_timer is None and self.state is not State.GONE:
+            self._kill_timer = asyncio.get_running_loop().call_later(delay, self.kill, reason)
+
+    def _stop_taking_requests(self) -> None:
+        if self.state in (State.BOOTING, State.READY):
+            self.state = State.RETIRING
+            self.pool.on_retired(self)
+
+    def _send_stop(self, grace: float, reason: str) -> None:
+        self._pending_stop = None
+        if self.state is not State.GONE:
+            self.state = State.DRAINING
+            self.conn.stop(grace, reason)
+            self.kill_after(grace + KILL_MARGIN, "termination")
+
+    # -- what the worker says --------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        if event.kind == "task_start" and event.task:
+            self.tasks[event.task] = event
+        elif event.kind == "task_end" and event.task:
+            self.tasks.pop(event.task, None)
+            if event.fields.get("status") == "cancelled":
+                self.cancelled_tasks += 1
+        elif event.kind == "beforeunload":
+            self.unload_reason = event.fields.get("reason")
+
+    # -- the process's end -----------------------------------------------------------------------------
+
+    def watch(self, pid: int) -> None:
+        """Learn the process's death from the process itself (a pidfd), not from its socket, which a
+        process it started may hold open. Without pidfds, the fork server's exit report alone tells."""
+        self.pid = pid
+        self.usage = TreeUsage(pid)
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already ended (and reaped)
+            self._dead.set()
+            return
+        except (AttributeError, OSError):
+            return
+        asyncio.get_running_loop().add_reader(self._pidfd, self._process_ended)
+
+    def _process_ended(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._dead.set()
+
+    def exited(self, code: int) -> None:
+        """The fork server's report: the process ended with `code` (negative: killed by that signal)."""
+        self.exit_code = code
+        self._code_known.set()
+        self._process_ended()
+
+    def socket_closed(self) -> None:
+        """The socket reached EOF: every byte the worker wrote has been read."""
+        self._socket_closed.set()
+        self._stop_taking_requests()
+
+    async def ended(self) -> None:
+        await self._dead.wait()
+
+    async def socket_drained(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._socket_closed.wait(), timeout)
+        return self._socket_closed.is_set()
+
+    async def code_reported(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._code_known.wait(), timeout)
+
+    def gone(self, record: ExitRecord) -> None:
+        self.state = State.GONE
+        self.exit = record
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self._pidfd is not None:
+            self._process_ended()
+        for output in self.outputs:
+            output.close()
+        self.pool.on_gone(self)
+
+
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
