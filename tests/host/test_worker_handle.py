@@ -63,7 +63,7 @@ def make_worker() -> tuple[Worker, FakeConn, FakePool]:
 def supervised() -> tuple[Supervisor, list[Event], Worker, FakeConn, FakePool]:
     """A worker known to a supervisor that records what it emits."""
     events: list[Event] = []
-    supervisor = Supervisor(events.append, lambda function: {})
+    supervisor = Supervisor(events.append, lambda function: {}, Path("deps-never-used"))
     worker, conn, pool = make_worker()
     supervisor.workers[worker.id] = worker
     return supervisor, events, worker, conn, pool
