@@ -65,9 +65,10 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def run(pytester: pytest.Pytester, tests: str, *args: str) -> pytest.RunResult:
+def run(pytester: pytest.Pytester, tests: str, *args: str, subprocess: bool = False) -> pytest.RunResult:
     pytester.makepyfile(test_edge=textwrap.dedent(tests))
-    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+    result = runner("-p", "no:randomly", "-p", "no:cacheprovider", *args)
     assert not _servers_of(pytester), "a server of the nested session is still running"
     return result
 
@@ -301,6 +302,8 @@ def test_a_server_that_dies_fails_the_next_test_and_the_session_loudly(project: 
         def test_next(edge):
             pass
         """,
+        # Its own process: the session's servers are then the only children of the pytest it kills in.
+        subprocess=True,
     )
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(
