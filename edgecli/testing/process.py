@@ -59,7 +59,14 @@ class ServeProcess:
             self.log.close()
 
     def exit_status(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        if self.proc is None:
+            return None
+        status = self.proc.poll()
+        if status is None and _dead(self.proc.pid):
+            # poll() answers None while another thread holds the Popen's wait lock; a process the kernel
+            # already holds as a zombie has exited, and waiting for it returns at once.
+            status = self.proc.wait(LEFTOVER_WAIT_S)
+        return status
 
     def stderr(self) -> str:
         try:
@@ -74,7 +81,7 @@ class ServeProcess:
             return
         self._family()
         problems: list[str] = []
-        if self.proc.poll() is not None:
+        if self.exit_status() is not None:
             if not exited:
                 problems.append(f"edgecli serve had exited by itself, with status {self.proc.returncode}")
         else:
@@ -150,6 +157,13 @@ def alive(pids: Iterable[int]) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return running
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _die_with_us() -> Callable[[], None] | None:
