@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 
 from edgecli import ipc
 from edgecli.events import Event
-from edgecli.ipc import MORE, TEXT, Kind
+from edgecli.ipc import Kind
 from edgecli.runtime import background, capture, debugger, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
+from edgecli.runtime.channels import Channel, ClientDisconnected, end_websocket, http_io, websocket_io
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
 from edgecli.runtime.tracebacks import UserMistake, boot_failure
 
-_DISCONNECT = object()
 T = TypeVar("T")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
@@ -46,46 +46,6 @@ class WorkerSpec:
     lifespan: bool = True
     argv: list[str] = field(default_factory=list)  # a Deno worker: the command the child execs
     deps: str = ""  # the function's installed dependencies (host/deps.py), first on sys.path
-
-
-class ClientDisconnected(OSError):
-    """The app sent on a WebSocket whose client has gone (uvicorn raises the same kind of error)."""
-
-
-class Channel:
-    """One request or WebSocket in flight on this worker, as the app's receive() and send() see it."""
-
-    __slots__ = (
-        "accepted",
-        "close_code",
-        "complete",
-        "connected",
-        "credit",
-        "disconnected",
-        "inbox",
-        "pending_start",
-        "started",
-        "task",
-        "waiting",
-    )
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()  # bounded by the host's credit (ipc.WINDOW)
-        self.credit = ipc.Credit()  # response bytes out that the host has not yet passed on
-        self.started = False  # http.response.start sent / websocket accepted or closed
-        self.complete = False  # the last body message was sent
-        self.pending_start: bytes | None = None
-        self.disconnected = False
-        self.connected = False  # websocket.connect handed to the app
-        self.accepted = False
-        self.close_code = 1005
-        self.task: asyncio.Task[None] | None = None
-        self.waiting = False  # the app is in receive()
-
-    def disconnect(self) -> None:
-        self.disconnected = True
-        self.credit.close()
-        self.inbox.put_nowait(_DISCONNECT)
 
 
 def rss_mb() -> float:
@@ -169,6 +129,10 @@ class Worker:
             if len(self.channels) == 1:
                 self.proto.flush()
 
+    async def drain(self) -> None:
+        if self.proto is not None:
+            await self.proto.drain()
+
     def send_event(self, event: Event) -> None:
         self.write(ipc.pack(Kind.EVENT, 0, event.to_row_json()))
 
@@ -216,11 +180,13 @@ class Worker:
     async def handle(self, channel: int, chan: Channel, scope: dict[str, Any]) -> None:
         assert self.app is not None
         websocket = scope["type"] == "websocket"
-        receive, send = self.websocket_io(channel, chan) if websocket else self.http_io(channel, chan, scope)
+        receive, send = (
+            websocket_io(self, channel, chan) if websocket else http_io(self, channel, chan, scope)
+        )
         try:
             await self.app(scope, receive, send)
             if websocket:
-                self.end_websocket(channel, chan, 1000)
+                end_websocket(self, channel, chan, 1000)
             elif not chan.started:
                 report.reporter.log("The app finished without sending a response", "error")
                 self.fail(channel, "the app finished without sending a response")
@@ -228,7 +194,7 @@ class Worker:
                 self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
             if websocket:
-                self.end_websocket(channel, chan, 1001)  # the worker is going away
+                end_websocket(self, channel, chan, 1001)  # the worker is going away
             else:
                 self.fail(channel, "the worker stopped before the response was complete")
         except UserMistake as exc:  # its message says what to change; a traceback would only blur it
@@ -238,125 +204,11 @@ class Worker:
             if not (websocket and isinstance(exc, ClientDisconnected)):
                 report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
             if websocket:
-                self.end_websocket(channel, chan, 1011)
+                end_websocket(self, channel, chan, 1011)
             else:
                 self.fail(channel, f"{type(exc).__name__}: {exc}")
         finally:
             del self.channels[channel]
-
-    def http_io(self, channel: int, chan: Channel, scope: dict[str, Any]) -> tuple[Any, Any]:
-        """The app's receive() and send() for one HTTP request, with the wire's flow control."""
-        assert self.proto is not None
-        proto = self.proto
-        first = True
-
-        async def receive() -> dict[str, Any]:
-            nonlocal first
-            if first:
-                first = False
-                # A client that expects 100-continue is told to send its body when the app first asks
-                # for it (as uvicorn does): the host sends none until this side grants it credit.
-                if any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope["headers"]):
-                    proto.write(ipc.pack_count(Kind.CREDIT, channel, ipc.WINDOW))
-            if not (chan.disconnected or chan.complete):
-                chan.waiting = True
-                try:
-                    item = await chan.inbox.get()
-                finally:
-                    chan.waiting = False
-                if item is not _DISCONNECT:
-                    body, flags = item
-                    if flags & MORE:  # the last piece needs no credit: nothing follows it
-                        proto.write(ipc.pack_count(Kind.CREDIT, channel, len(body)))
-                    return {"type": "http.request", "body": body, "more_body": bool(flags & MORE)}
-            chan.inbox.put_nowait(_DISCONNECT)  # every later receive() also sees the disconnect
-            return {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                # Held back and written with the first body piece: one write, one syscall.
-                chan.pending_start = ipc.start_frame(channel, message)
-                chan.started = True
-            elif kind == "http.response.body" and not chan.disconnected:
-                await self.send_body(channel, chan, message)
-
-        return receive, send
-
-    async def send_body(self, channel: int, chan: Channel, message: Any) -> None:
-        assert self.proto is not None
-        more = bool(message.get("more_body", False))
-        body = bytes(message.get("body", b""))
-        if not more and len(body) <= ipc.PIECE:  # the usual small response: one frame, no flow control
-            self.finish_body(channel, chan, ipc.pack(Kind.RESPONSE, channel, body))
-            return
-        for part, rest in ipc.pieces(body):
-            part_more = more or rest
-            frame = ipc.pack(Kind.RESPONSE, channel, part, MORE if part_more else 0)
-            if chan.pending_start is not None:
-                frame, chan.pending_start = chan.pending_start + frame, None
-            if not part_more:
-                self.finish_body(channel, chan, frame)
-                return
-            chan.credit.sent(len(part))
-            self.proto.write(frame)
-            await self.proto.drain()
-            await chan.credit.wait()
-            if chan.disconnected:
-                return
-
-    def finish_body(self, channel: int, chan: Channel, frame: bytes) -> None:
-        if chan.pending_start is not None:
-            frame, chan.pending_start = chan.pending_start + frame, None
-        chan.complete = True
-        self.write_last(frame)
-        if chan.waiting:
-            chan.inbox.put_nowait(_DISCONNECT)  # the receive() waiting now learns the response is done
-
-    def websocket_io(self, channel: int, chan: Channel) -> tuple[Any, Any]:
-        """The app's receive() and send() for one WebSocket."""
-
-        async def receive() -> dict[str, Any]:
-            if not chan.connected:
-                chan.connected = True
-                return {"type": "websocket.connect"}
-            item = await chan.inbox.get()
-            if item is _DISCONNECT:
-                chan.inbox.put_nowait(_DISCONNECT)
-                return {"type": "websocket.disconnect", "code": chan.close_code}
-            data, flags = item
-            if flags & TEXT:
-                return {"type": "websocket.receive", "text": data.decode()}
-            return {"type": "websocket.receive", "bytes": data}
-
-        async def send(message: Any) -> None:
-            kind = message["type"]
-            if chan.disconnected or (chan.started and not chan.accepted):
-                raise ClientDisconnected(f"the WebSocket is closed; cannot send {kind}")
-            if kind == "websocket.accept":
-                chan.started = chan.accepted = True
-                headers = ipc.encode_headers(message.get("headers") or [])
-                accept = {"subprotocol": message.get("subprotocol"), "headers": headers}
-                self.write(ipc.pack_json(Kind.WS_ACCEPT, channel, accept))
-            elif kind == "websocket.send":
-                text = message.get("text")
-                data, flags = (text.encode(), TEXT) if text is not None else (message.get("bytes") or b"", 0)
-                self.write(ipc.pack(Kind.WS_SEND, channel, data, flags))
-                assert self.proto is not None
-                await self.proto.drain()
-            elif kind == "websocket.close":
-                self.end_websocket(channel, chan, int(message.get("code", 1000)), message.get("reason") or "")
-                chan.disconnect()
-
-        return receive, send
-
-    def end_websocket(self, channel: int, chan: Channel, code: int, reason: str = "") -> None:
-        """Close the socket from this side, once: refused when never accepted (the client gets 403)."""
-        if chan.disconnected or (chan.started and not chan.accepted):
-            return
-        chan.started = True
-        chan.accepted = False
-        self.write_last(ipc.pack_json(Kind.WS_CLOSE, channel, {"code": code, "reason": reason}))
 
     def fail(self, channel: int, message: str) -> None:
         self.write_last(ipc.pack_json(Kind.FAILED, channel, {"message": message}))
