@@ -10,7 +10,6 @@ from types import MappingProxyType
 import pytest
 
 from edgecli.config import (
-    _LIMIT_SPECS,
     DEFAULT_EVENT_RETENTION,
     DEFAULT_JWT_SECRET,
     LIMIT_KEYS,
@@ -19,6 +18,7 @@ from edgecli.config import (
     Overrides,
     load_config,
 )
+from edgecli.config.source import LIMIT_SPECS
 from edgecli.errors import ConfigError, ProjectNotFoundError, UsageError
 
 MakeProject = Callable[..., Path]
@@ -85,7 +85,7 @@ def test_unknown_keys_outside_edge_runtime_are_ignored(make_project: MakeProject
 
 
 def test_every_limit_key_has_a_range() -> None:
-    assert set(_LIMIT_SPECS) == set(LIMIT_KEYS)
+    assert set(LIMIT_SPECS) == set(LIMIT_KEYS)
 
 
 def test_config_is_frozen_and_mappings_are_read_only(make_project: MakeProject) -> None:
@@ -335,7 +335,7 @@ def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
 def test_discovery_skips_what_it_cannot_serve_and_says_why(
     make_project: MakeProject, hello_source: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edgecli.config.deno_binary", lambda: "/opt/deno")
+    monkeypatch.setattr("edgecli.config.functions.deno_binary", lambda: "/opt/deno")
     root = make_project(
         "[functions.off]\nenabled = false\n[functions.ghost]\nverify_jwt = false\n",
         {
@@ -362,7 +362,7 @@ def test_discovery_skips_what_it_cannot_serve_and_says_why(
 def test_a_typescript_function_without_deno_is_skipped_with_the_install_line(
     make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edgecli.config.deno_binary", lambda: None)
+    monkeypatch.setattr("edgecli.config.functions.deno_binary", lambda: None)
     root = make_project(
         '[functions.deno]\nentrypoint = "./functions/deno/index.ts"\n', {"deno/index.ts": "export {}\n"}
     )
@@ -401,7 +401,7 @@ def test_only_serves_the_named_functions(make_project: MakeProject, hello_source
 def test_only_with_an_unknown_or_unservable_name_is_a_usage_error(
     make_project: MakeProject, hello_source: str, name: str, needle: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edgecli.config.deno_binary", lambda: None)
+    monkeypatch.setattr("edgecli.config.functions.deno_binary", lambda: None)
     root = make_project("", {"a": hello_source, "b": hello_source, "c/index.ts": ""})
     with pytest.raises(UsageError, match=needle) as info:
         load(root, Overrides(only=(name,)))

@@ -150,7 +150,7 @@ def test_new_from_each_template(make_project: MakeProject, stock_supabase_config
 def test_new_from_a_typescript_template(
     make_project: MakeProject, stock_supabase_config: str, template: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("edgecli.config.deno_binary", lambda: "/opt/deno")
+    monkeypatch.setattr("edgecli.config.functions.deno_binary", lambda: "/opt/deno")
     root = make_project(stock_supabase_config)
     out = Captured()
     new_function(root, "my-ts", template=template, output=out)

@@ -39,7 +39,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgecli.host.signing_keys import SigningKey
+    from edgecli.config.keys import SigningKey
 
 CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"

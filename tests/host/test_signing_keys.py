@@ -16,16 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from edgecli.config.keys import SigningKeyError, load_signing_keys
 from edgecli.host.auth import AuthFailure, Verifier
-from edgecli.host.signing_keys import (
-    PUBLISHABLE_KEY,
-    SECRET_KEY,
-    SigningKeyError,
-    api_keys_env,
-    jwks_json,
-    load_signing_keys,
-    mint_token,
-)
+from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY, api_keys_env, jwks_json, mint_token
 
 SECRET = "a-test-secret-long-enough-for-hs256-" + "x" * 40
 CLAIMS = {"sub": "user-1", "role": "authenticated", "aud": "authenticated"}

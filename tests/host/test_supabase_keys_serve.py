@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from serving import Served, make_project, wait_until
 
-from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY, load_signing_keys, mint_token
+from edgecli.config.keys import load_signing_keys
+from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY, mint_token
 
 PROBE = """
 import os
