@@ -196,3 +196,13 @@ def test_readers_work_after_the_writer_was_killed(cli: CliRunner, project: Path)
     logs = cli("logs", "--task", "w1.t-1")
     assert logs.returncode == 0 and "working" in logs.stdout
     assert "tick 0" in cli("logs", "-n", "100000").stdout
+
+
+def test_a_json_record_holds_every_field_of_the_summary() -> None:
+    from dataclasses import fields
+
+    from edgecli.inspect.tasks import TaskSummary
+
+    record = TaskSummary("w.t-1", started=T0, ended=T0 + 1).record()
+    assert list(record) == [f.name for f in fields(TaskSummary)]
+    assert str(record["started"]).endswith("Z") and str(record["ended"]).endswith("Z")
