@@ -17,8 +17,9 @@ import time
 
 from rich.console import Console
 
-from edgecli.console import EventPrinter, Output
+from edgecli.console import Output
 from edgecli.events import Event
+from edgecli.printer import EventPrinter
 
 BASE = {"function": "hello", "worker": "hello-3", "request": "9f8e7d6c-5b4a-4321-8765-0123456789ab"}
 EVENTS = [

@@ -21,7 +21,7 @@ import uvicorn
 
 from edgecli import listening
 from edgecli.config import Config, Overrides
-from edgecli.console import EventPrinter, Output, print_banner, print_draining
+from edgecli.console import Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
 from edgecli.host.auth import Verifier, make_key
@@ -35,6 +35,7 @@ from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
 from edgecli.host.status import RequestCounter, StatusServer
 from edgecli.host.supervisor import Supervisor
 from edgecli.host.worker import KILL_MARGIN
+from edgecli.printer import EventPrinter
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
 from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE
 from edgecli.store.feed import StoreFeed

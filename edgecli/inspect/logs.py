@@ -10,9 +10,10 @@ from pathlib import Path
 
 from edgecli import listening
 from edgecli.config import Config
-from edgecli.console import EventPrinter, Output
+from edgecli.console import Output
 from edgecli.errors import UsageError
 from edgecli.events import LEVELS
+from edgecli.printer import EventPrinter
 from edgecli.project import find_project
 from edgecli.store.reader import EventQuery, EventReader, NoStoreError, StoredEvent
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecli.console import Cell, EventPrinter, Output, print_fields, print_table
+from edgecli.console import Cell, Output, print_fields, print_table
 from edgecli.errors import EdgecliError, UsageError
 from edgecli.events import TASK_KINDS, TASK_STATUSES, Event, iso_ts
 from edgecli.inspect.logs import store_path
+from edgecli.printer import EventPrinter
 from edgecli.render import fmt_duration, last_line, short_id
 from edgecli.store.reader import EventQuery, EventReader, StoredEvent
 

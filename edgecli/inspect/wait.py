@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecli.console import EventPrinter, Output, print_summary
+from edgecli.console import Output, print_summary
 from edgecli.events import Event
+from edgecli.printer import EventPrinter
 from edgecli.store.reader import EventQuery, EventReader
 
 POLL_S = 0.1
