@@ -19,12 +19,13 @@ from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 Level = Literal["debug", "info", "warning", "error"]
 LEVELS: tuple[Level, ...] = ("debug", "info", "warning", "error")
-# Every kind, with the fields it adds to the base ones (BASE_FIELDS).
+# Every kind, with the fields it adds to the base ones (BASE_FIELDS). A field in OPTIONAL_FIELDS is in
+# an event only when it is set: most log lines have none of them.
 KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
     "boot": ("boot_ms",),
     "boot_error": ("error",),
     "request": ("method", "path", "status", "duration_ms"),
-    "log": (),
+    "log": ("stream", "logger", "cut_by"),
     "task_start": ("name",),
     "task_end": ("name", "status", "duration_ms", "error", "reason"),
     "beforeunload": ("reason",),
@@ -32,6 +33,9 @@ KIND_FIELDS: Mapping[str, tuple[str, ...]] = {
     "reload": ("changes",),
 }
 KINDS: tuple[str, ...] = tuple(KIND_FIELDS)
+# A log's source when it is not print(): "fd" (raw writes to fd 1/2), a `logging` logger's name; and
+# "shutdown" when serve's shutdown deadline cut the request the line is about.
+OPTIONAL_FIELDS = frozenset({"stream", "logger", "cut_by"})
 TASK_KINDS = ("task_start", "task_end")
 TASK_STATUSES = ("completed", "failed", "cancelled")  # a task_end's status
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
@@ -117,24 +121,41 @@ class Context(TypedDict, total=False):
     ts: float
 
 
-def _event(kind: str, message: str, level: str, context: Context, **fields: Any) -> Event:
+def _event(kind: str, message: str, level: str, context: Context, fields: dict[str, Any]) -> Event:
     return Event(kind=kind, message=message, level=level, fields=fields, **context)
 
 
-# One constructor per kind, its fields typed. `message` and `level` default to what the kind usually
-# says; a caller with more to say (a duration, a cause) passes its own.
+# One constructor per kind, its fields typed: the only place an event is made (a worker's reporter and
+# serve's supervisor, pools and reloader all call these). `message` and `level` default to what the
+# kind usually says; a caller with more to say (a duration, a cause) passes its own.
 
 
-def log(message: str, level: Level = "info", **context: Unpack[Context]) -> Event:
-    return _event("log", message, level, context)
+def log(
+    message: str,
+    level: Level = "info",
+    *,
+    stream: str | None = None,
+    logger: str | None = None,
+    cut_by: str | None = None,
+    **context: Unpack[Context],
+) -> Event:
+    fields: dict[str, Any] = {}
+    if stream is not None:
+        fields["stream"] = stream
+    if logger is not None:
+        fields["logger"] = logger
+    if cut_by is not None:
+        fields["cut_by"] = cut_by
+    return _event("log", message, level, context, fields)
 
 
 def boot(boot_ms: float, message: str | None = None, **context: Unpack[Context]) -> Event:
-    return _event("boot", message or f"booted in {boot_ms} ms", "info", context, boot_ms=boot_ms)
+    return _event("boot", message or f"booted in {boot_ms} ms", "info", context, {"boot_ms": boot_ms})
 
 
-def boot_error(error: str, **context: Unpack[Context]) -> Event:
-    return _event("boot_error", error, "error", context, error=error)
+def boot_error(error: str, message: str | None = None, **context: Unpack[Context]) -> Event:
+    """`error` in full (a traceback, an installer's output); `message` its one-line account, if shorter."""
+    return _event("boot_error", message or error, "error", context, {"error": error})
 
 
 def request(
@@ -146,20 +167,12 @@ def request(
     **context: Unpack[Context],
 ) -> Event:
     level = "error" if status >= 500 else "warning" if status >= 400 else "info"
-    return _event(
-        "request",
-        message or f"{method} {path} {status} {duration_ms} ms",
-        level,
-        context,
-        method=method,
-        path=path,
-        status=status,
-        duration_ms=duration_ms,
-    )
+    fields = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
+    return _event("request", message or f"{method} {path} {status} {duration_ms} ms", level, context, fields)
 
 
 def task_start(name: str, **context: Unpack[Context]) -> Event:
-    return _event("task_start", f"task {name} started", "info", context, name=name)
+    return _event("task_start", f"task {name} started", "info", context, {"name": name})
 
 
 def task_end(
@@ -169,16 +182,19 @@ def task_end(
     error: str | None = None,
     reason: str | None = None,
     message: str | None = None,
+    level: Level | None = None,
     **context: Unpack[Context],
 ) -> Event:
-    level = "error" if status == "failed" else "warning" if status == "cancelled" else "info"
+    """`level` follows `status` unless given (a failure an `unhandledrejection` listener handled warns)."""
+    if level is None:
+        level = "error" if status == "failed" else "warning" if status == "cancelled" else "info"
     default = f"task {name} {status}" + (f" ({reason})" if reason else "")
     fields = {"name": name, "status": status, "duration_ms": duration_ms, "error": error, "reason": reason}
-    return _event("task_end", message or default, level, context, **fields)
+    return _event("task_end", message or default, level, context, fields)
 
 
 def beforeunload(reason: str, **context: Unpack[Context]) -> Event:
-    return _event("beforeunload", f"beforeunload ({reason})", "info", context, reason=reason)
+    return _event("beforeunload", f"beforeunload ({reason})", "info", context, {"reason": reason})
 
 
 def shutdown(
@@ -190,12 +206,14 @@ def shutdown(
     **context: Unpack[Context],
 ) -> Event:
     fields = {"reason": reason, "cpu_ms": cpu_ms, "memory_mb": memory_mb}
-    return _event("shutdown", message or f"worker stopped ({reason})", level, context, **fields)
+    return _event("shutdown", message or f"worker stopped ({reason})", level, context, fields)
 
 
-def reload(changes: list[str], message: str | None = None, **context: Unpack[Context]) -> Event:
+def reload(
+    changes: list[str], message: str | None = None, level: Level = "info", **context: Unpack[Context]
+) -> Event:
     default = f"reload: {', '.join(changes)}"
-    return _event("reload", message or default, "info", context, changes=changes)
+    return _event("reload", message or default, level, context, {"changes": changes})
 
 
 class EventSink(Protocol):

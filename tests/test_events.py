@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from edgecli import events
-from edgecli.events import BASE_FIELDS, KIND_FIELDS, KINDS, Event, iso_ts, parse_ts
+from edgecli.events import BASE_FIELDS, KIND_FIELDS, KINDS, OPTIONAL_FIELDS, Event, iso_ts, parse_ts
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -78,13 +78,23 @@ def test_every_kind_has_a_constructor_giving_exactly_its_fields() -> None:
     }
     assert tuple(made) == KINDS
     for kind, event in made.items():
-        assert event.kind == kind and tuple(event.fields) == KIND_FIELDS[kind], kind
+        always = tuple(f for f in KIND_FIELDS[kind] if f not in OPTIONAL_FIELDS)
+        assert event.kind == kind and tuple(event.fields) == always, kind
         assert event.message, kind
         assert callable(getattr(events, kind))
     assert made["request"].level == "error" and made["task_end"].level == "warning"
     assert made["task_end"].message == "task job cancelled (termination)"
     assert (made["log"].level, made["log"].task, made["boot"].worker) == ("warning", "t", "w")
     assert events.boot(1.0, ts=5.0).ts == 5.0
+
+
+def test_an_optional_field_is_in_the_event_only_when_set() -> None:
+    assert events.log("raw", "error", stream="fd").fields == {"stream": "fd"}
+    assert events.log("cut", "warning", cut_by="shutdown", request="r").fields == {"cut_by": "shutdown"}
+    assert set(OPTIONAL_FIELDS) <= {f for fields in KIND_FIELDS.values() for f in fields}
+    handled = events.task_end("job", "failed", 1.0, error="ValueError: x", level="warning")
+    assert handled.level == "warning" and events.task_end("job", "failed", 1.0).level == "error"
+    assert events.boot_error("Traceback...", "cannot import").message == "cannot import"
 
 
 def test_constructors_take_only_their_kinds_fields_and_where_it_happened() -> None:

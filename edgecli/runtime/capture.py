@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from edgecli import ipc
-from edgecli.events import Event
+from edgecli import events, ipc
+from edgecli.events import Event, Level
 from edgecli.ipc import Kind
 from edgecli.log_limits import MAX_MESSAGE, Budget, cost, truncate
 from edgecli.runtime import report
@@ -117,7 +117,7 @@ class Partial:
 class LineWriter(io.TextIOBase):
     """A text stream: each write that ends a line sends what was written up to it as one log event."""
 
-    def __init__(self, level: str, fileno: int, outlet: Outlet, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, level: Level, fileno: int, outlet: Outlet, loop: asyncio.AbstractEventLoop) -> None:
         self.level = level
         self._fileno = fileno
         self._outlet = outlet
@@ -189,7 +189,7 @@ class LineWriter(io.TextIOBase):
     def _send(self, key: Key, messages: list[str]) -> None:
         request, task = key
         for message in messages:
-            event = report.reporter.event("log", message, self.level, request=request, task=task)
+            event = events.log(message, self.level, **report.reporter.context(request=request, task=task))
             self._outlet.send(event, self)
 
     def flush(self) -> None:
@@ -263,7 +263,7 @@ def group_lines(lines: list[str]) -> list[str]:
 class EventHandler(logging.Handler):
     """Root logging handler: one `log` event per record, at the record's level, sent at once."""
 
-    LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+    LEVELS: dict[int, Level] = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
 
     def __init__(self, outlet: Outlet) -> None:
         super().__init__()
@@ -275,10 +275,7 @@ class EventHandler(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 message = f"{message}\n{format_exception(record.exc_info[1])}"
             level = self.LEVELS.get(record.levelno, "error" if record.levelno > logging.WARNING else "debug")
-            request, task = report.current_request.get(), report.current_task.get()
-            event = report.reporter.event(
-                "log", truncate(message), level, request=request, task=task, logger=record.name
-            )
+            event = events.log(truncate(message), level, logger=record.name, **report.reporter.current())
             self._outlet.send(event)
         except Exception:
             self.handleError(record)

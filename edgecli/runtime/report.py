@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
 
-from edgecli.events import Event
+from edgecli import events
+from edgecli.events import Context, Event, Level
 from edgecli.log_limits import truncate
 
 current_request: ContextVar[str | None] = ContextVar("edgecli_request", default=None)
@@ -18,44 +18,25 @@ current_task: ContextVar[str | None] = ContextVar("edgecli_task", default=None)
 
 
 class Reporter:
-    """Builds events (see docs/architecture.md, "Event records") for this worker and hands them to `send`."""
+    """Sends this worker's events to the host, made by the constructors of edgecli/events.py with the
+    worker's context (see docs/architecture.md, "Event records")."""
 
     def __init__(self, function: str | None, worker: str | None, send: Callable[[Event], None]):
         self.function = function
         self.worker = worker
-        self._send = send
+        self.send = send
 
-    def emit(self, kind: str, message: str = "", level: str = "info", **tags_and_fields: Any) -> None:
-        """Send an event (`request=`, `task=` and the kind's fields as keywords, as `event` takes them)."""
-        if kind == "log":
-            message = truncate(message)
-        self._send(self.event(kind, message, level, **tags_and_fields))
+    def context(self, *, request: str | None = None, task: str | None = None) -> Context:
+        """Who an event is about: this worker, and the request or task given."""
+        return {"function": self.function, "worker": self.worker, "request": request, "task": task}
 
-    def event(
-        self,
-        kind: str,
-        message: str = "",
-        level: str = "info",
-        *,
-        request: str | None = None,
-        task: str | None = None,
-        **fields: Any,
-    ) -> Event:
-        """An event of this worker's (a log message as given: capped already, see log_limits.py)."""
-        return Event(
-            kind=kind,
-            message=message,
-            level=level,
-            function=self.function,
-            worker=self.worker,
-            request=request,
-            task=task,
-            fields=fields,
-        )
+    def current(self) -> Context:
+        """This worker, and the request and task the calling code runs for."""
+        return self.context(request=current_request.get(), task=current_task.get())
 
-    def log(self, message: str, level: str = "info", **fields: Any) -> None:
+    def log(self, message: str, level: Level = "info") -> None:
         """A log line tagged with the request/task the calling code runs for."""
-        self.emit("log", message, level, request=current_request.get(), task=current_task.get(), **fields)
+        self.send(events.log(truncate(message), level, **self.current()))
 
 
 def _print_record(event: Event) -> None:

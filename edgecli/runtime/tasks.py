@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgecli import events
+from edgecli.events import Level
 from edgecli.runtime import report
 from edgecli.runtime.tracebacks import format_exception
 
@@ -64,9 +66,8 @@ class TaskTracker:
         )
         ctx = contextvars.copy_context()
         ctx.run(report.current_task.set, info.id)
-        report.reporter.emit(
-            "task_start", f"task {info.name} started", request=info.request, task=info.id, name=info.name
-        )
+        reporter = report.reporter
+        reporter.send(events.task_start(info.name, **reporter.context(request=info.request, task=info.id)))
         task = loop.create_task(coro, context=ctx)
         self.pending[task] = info
         # In the task's own context: what runs after it (its listeners) is tagged with the task.
@@ -123,23 +124,15 @@ class TaskTracker:
         duration_ms: float,
         status: str,
         message: str,
-        level: str = "info",
+        level: Level | None = None,
         *,
         error: str | None = None,
         reason: str | None = None,
     ) -> None:
-        report.reporter.emit(
-            "task_end",
-            message,
-            level,
-            request=info.request,
-            task=info.id,
-            name=info.name,
-            status=status,
-            duration_ms=duration_ms,
-            error=error,
-            reason=reason,
-        )
+        reporter = report.reporter
+        context = reporter.context(request=info.request, task=info.id)
+        event = events.task_end(info.name, status, duration_ms, error, reason, message, level, **context)
+        reporter.send(event)
 
     async def cancel_all(self, reason: str, wait: float = 1.0) -> None:
         """Cancel every pending task (their `finally` blocks run), waiting up to `wait` seconds."""

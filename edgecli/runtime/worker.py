@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgecli import ipc
+from edgecli import events, ipc
 from edgecli.events import Event
 from edgecli.ipc import Kind
 from edgecli.runtime import background, capture, debugger, report
@@ -242,7 +242,7 @@ class Worker:
         if self.unloaded:
             return
         self.unloaded = True
-        report.reporter.emit("beforeunload", f"beforeunload ({reason})", reason=reason)
+        report.reporter.send(events.beforeunload(reason, **report.reporter.context()))
         await listeners.dispatch("beforeunload", BeforeUnloadEvent(reason), self.listener_failed)
 
     async def stop(self, grace: float, reason: str) -> None:
