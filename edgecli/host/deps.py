@@ -30,8 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecli import events
 from edgecli.config import FunctionConfig
-from edgecli.events import Event
+from edgecli.events import Event, Level
 from edgecli.runtime.parent import die_with_parent
 
 COMPLETE_MARK = ".edgecli-complete"
@@ -156,8 +157,8 @@ class Dependencies:
                 + "\n".join(lines)
             )
 
-    def _log(self, function: FunctionConfig, level: str, message: str) -> None:
-        self.emit(Event(kind="log", level=level, message=message, function=function.name))
+    def _log(self, function: FunctionConfig, level: Level, message: str) -> None:
+        self.emit(events.log(message, level, function=function.name))
 
     async def close(self) -> None:
         """Stop installs still running (serve is shutting down)."""

@@ -20,8 +20,8 @@ import asyncio
 import time
 from collections import deque
 
+from edgecli import events
 from edgecli.config import FunctionConfig
-from edgecli.events import Event
 from edgecli.host.connection import BootError
 from edgecli.host.supervisor import Supervisor
 from edgecli.host.worker import State, Worker
@@ -291,19 +291,12 @@ class OneshotPool(Pool):
         super().on_gone(worker)
         if worker.cancelled_tasks:
             n = worker.cancelled_tasks
-            self.supervisor.emit(
-                Event(
-                    kind="log",
-                    level="warning",
-                    function=self.name,
-                    worker=worker.id,
-                    message=(
-                        f"{n} background task{'s' if n != 1 else ''} of {self.name} cut off: policy "
-                        '"oneshot" ends the worker after the response. Set policy = "per_worker" in '
-                        "[edge_runtime] to let them finish."
-                    ),
-                )
+            message = (
+                f"{n} background task{'s' if n != 1 else ''} of {self.name} cut off: policy "
+                '"oneshot" ends the worker after the response. Set policy = "per_worker" in '
+                "[edge_runtime] to let them finish."
             )
+            self.supervisor.emit(events.log(message, "warning", **worker.context()))
         if self.broken is None:
             self.refill()
 

@@ -18,9 +18,9 @@ import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from edgecli import events
 from edgecli.config import Config, Overrides, load_config
 from edgecli.errors import EdgecliError
-from edgecli.events import Event
 from edgecli.host.env import build_function_env
 from edgecli.host.plan import (
     LISTED_FILES,
@@ -75,7 +75,7 @@ class Reloader:
             try:
                 await self.reload(paths, started)
             except Exception as exc:  # a bug of ours must not end hot reload, let alone serve
-                self.emit(Event(kind="log", level="error", message=f"reload failed: {exc!r}"))
+                self.emit(events.log(f"reload failed: {exc!r}", "error"))
 
     async def collect(self) -> tuple[float, set[Path]]:
         """Wait for a change, then take more until QUIET_S pass without one (or MAX_DELAY_S in all)."""
@@ -94,7 +94,7 @@ class Reloader:
         old = self.registry.config
         plan = plan_reload(old, self.load(old, paths), paths)
         for note in sorted(set(plan.restart) - self.restart_notes):  # once, not on every later reload
-            self.emit(Event(kind="log", level="warning", message=note))
+            self.emit(events.log(note, "warning"))
         self.restart_notes = set(plan.restart)
         self.show_notes(plan)
         forget_bytecode(paths)
@@ -106,16 +106,15 @@ class Reloader:
         changes = shown_changes(paths, old.project_dir)
         if plan.empty:
             shown = ", ".join(changes[:LISTED_FILES])
-            self.emit(Event(kind="log", level="debug", message=f"changed {shown}: no function affected"))
+            self.emit(events.log(f"changed {shown}: no function affected", "debug"))
             return
         ready_ms, failed, slow = await self.ready(plan.booting, started)
         self.emit(
-            Event(
-                kind="reload",
-                level="warning" if failed or slow else "info",
+            events.reload(
+                changes[:MAX_CHANGES],
+                describe(plan, changes, ready_ms, failed, slow),
+                "warning" if failed or slow else "info",
                 function=plan.booting[0] if len(plan.booting) == 1 and not plan.removed else None,
-                message=describe(plan, changes, ready_ms, failed, slow),
-                fields={"changes": changes[:MAX_CHANGES]},
             )
         )
         self.announce(plan)
@@ -128,11 +127,9 @@ class Reloader:
             message = str(exc)
             if message != self.config_error or old.config_file in paths:
                 self.emit(
-                    Event(
-                        kind="log",
-                        level="error",
-                        message=f"{message} Serving goes on with the previous configuration until it is "
-                        "fixed.",
+                    events.log(
+                        f"{message} Serving goes on with the previous configuration until it is fixed.",
+                        "error",
                     )
                 )
             self.config_error = message
@@ -162,19 +159,14 @@ class Reloader:
         config = plan.config
         for name in plan.added:
             url = f"{config.base_url}/functions/v1/{name}"
-            self.emit(Event(kind="log", function=name, message=f"new function {name}: {url}"))
+            self.emit(events.log(f"new function {name}: {url}", function=name))
         for name in plan.removed:
             reason = next(
                 (note.split(": ", 1)[1] for note in config.skipped if note.startswith(f"{name}: ")),
                 "its folder or entrypoint is gone",
             )
-            self.emit(
-                Event(
-                    kind="log",
-                    function=name,
-                    message=f"{name} is no longer served: {reason}. Requests to it get 404.",
-                )
-            )
+            message = f"{name} is no longer served: {reason}. Requests to it get 404."
+            self.emit(events.log(message, function=name))
 
     # -- notes: config warnings, skipped folders, env file problems --------------------------------------
 
@@ -190,5 +182,5 @@ class Reloader:
         for key, notes in self.current_notes(plan.config, plan.booting).items():
             for note in sorted(notes - self.notes.get(key, set())):
                 if not note.startswith(gone) or key is not None:
-                    self.emit(Event(kind="log", level="warning", function=key, message=note))
+                    self.emit(events.log(note, "warning", function=key))
             self.notes[key] = notes

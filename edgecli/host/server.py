@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from edgecli import listening
+from edgecli import events, listening
 from edgecli.config import Config, Overrides
 from edgecli.console import Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
@@ -271,10 +271,10 @@ class ServeCommand:
         for function in config.functions.values():
             notes.extend(build_function_env(config, function).warnings)
         for note in dict.fromkeys(notes):
-            self.hub.emit(Event(kind="log", level="warning", message=note))
+            self.hub.emit(events.log(note, "warning"))
         names = ", ".join(config.functions) or "no functions"
         message = f"serving {names} on {config.base_url} (prod, policy {config.policy})"
-        self.hub.emit(Event(kind="log", level="info", message=message))
+        self.hub.emit(events.log(message))
 
     def request_stop(self, sig: int) -> None:
         if self.stopping and sig == signal.SIGINT:

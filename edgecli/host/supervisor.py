@@ -3,8 +3,8 @@
 Verbs (after gunicorn's arbiter): `spawn` boots a worker through the fork server; `retire` stops it taking
 requests, lets those in flight finish, then drains it (it leaves with `early_drop` once settled);
 `terminate` ends a oneshot worker right after its response; `kill` is the limit enforcer's SIGKILL;
-`reap` turns a dead process into one exit record and a `shutdown` event. A monitor samples each worker's
-process tree and applies edgecli/host/limits.py. See docs/architecture.md, "Workers".
+`reap` turns a dead process into one exit record and a `shutdown` event. The limits are host/enforcer.py's
+to apply. See docs/architecture.md, "Workers".
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgecli import events
 from edgecli.config import FunctionConfig
-from edgecli.events import Event
-from edgecli.host import deno, limits
+from edgecli.events import Event, Level
+from edgecli.host import deno
 from edgecli.host.connection import BootError, WorkerConnection
 from edgecli.host.deps import Dependencies, DependencyError
+from edgecli.host.enforcer import LimitEnforcer
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
 from edgecli.host.worker import (
@@ -35,8 +37,6 @@ from edgecli.host.worker import (
     exit_reason,
 )
 
-MONITOR_INTERVAL = 0.05
-NOTICE_GRACE = 0.1  # seconds between a late beforeunload notice and the limit kill
 FORKSERVER_RETRY_S = 2.0  # a fork server that dies again this soon after starting is left down
 # Once a worker's process is dead: how long its socket may take to deliver its last bytes (a process it
 # started may hold the socket open), and how long the fork server's exit report may take to arrive.
@@ -58,6 +58,7 @@ class Supervisor:
         self.by_pid: dict[int, Worker] = {}
         self.forkserver = ForkServer(self.reap)
         self.dependencies = Dependencies(deps_dir, emit)  # functions' own packages (host/deps.py)
+        self.enforcer = LimitEnforcer(self.workers, emit, self.retire)
         self._forkserver_started = 0.0  # monotonic time of the last (re)start
         self._monitor: asyncio.Task[None] | None = None
         self._reapers: set[asyncio.Task[None]] = set()
@@ -70,7 +71,7 @@ class Supervisor:
     async def start(self) -> None:
         self.forkserver.start()
         self._forkserver_started = time.monotonic()
-        self._monitor = asyncio.get_running_loop().create_task(self.monitor())
+        self._monitor = asyncio.get_running_loop().create_task(self.enforcer.run())
 
     async def revive_forkserver(self) -> None:
         """The fork server died (the OOM killer, a signal...), and its workers with it (their parent-death
@@ -85,7 +86,7 @@ class Supervisor:
         await old.stop(timeout=0.5)  # reaps the dead one
         code = old.proc.returncode if old.proc is not None else None
         message = f"the fork server {exit_reason(code)}, taking its workers with it; started a new one"
-        self.emit(Event(kind="log", level="warning", message=message))
+        self.emit(events.log(message, "warning"))
 
     # -- spawn -----------------------------------------------------------------------------------------
 
@@ -106,8 +107,8 @@ class Supervisor:
         self.workers[worker_id] = worker
         await loop.connect_accepted_socket(lambda: conn.proto, ours)
         worker.outputs = [
-            await PipeLines.attach(out_r, "info", lambda text, lvl: self.raw_output(worker, text, lvl)),
-            await PipeLines.attach(err_r, "error", lambda text, lvl: self.raw_output(worker, text, lvl)),
+            await PipeLines.attach(out_r, "info", lambda text, _: self.raw_output(worker, text, "info")),
+            await PipeLines.attach(err_r, "error", lambda text, _: self.raw_output(worker, text, "error")),
         ]
         spec = {"worker": worker_id, **self.spec_for(function), "deps": str(deps) if deps is not None else ""}
         if function.runtime == "deno":
@@ -135,12 +136,12 @@ class Supervisor:
             # Not reported: a boot we cut short ourselves (shutdown), or the same failure again.
             if worker.kill_reason is None and self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
-                self.emit(self.event(worker, "boot_error", exc.message, "error", error=exc.error))
+                self.emit(events.boot_error(exc.error, exc.message, **worker.context()))
             worker.kill("boot_error")
             raise
         self._boot_failures.pop(function.name, None)
         worker.booted(float(ready.get("cpu_ms", 0.0)))
-        self.emit(self.event(worker, "boot", f"booted in {ready['boot_ms']} ms", boot_ms=ready["boot_ms"]))
+        self.emit(events.boot(ready["boot_ms"], **worker.context()))
         return worker
 
     @staticmethod
@@ -169,15 +170,7 @@ class Supervisor:
             failure = (id(pool), exc.message)
             if self._boot_failures.get(function.name) != failure:
                 self._boot_failures[function.name] = failure
-                self.emit(
-                    Event(
-                        kind="boot_error",
-                        message=exc.message,
-                        level="error",
-                        function=function.name,
-                        fields={"error": exc.message},
-                    )
-                )
+                self.emit(events.boot_error(exc.message, function=function.name))
             raise BootError(exc.message) from None
 
     # -- retire / terminate / kill ---------------------------------------------------------------------
@@ -186,7 +179,7 @@ class Supervisor:
         """No new requests; those in flight run to their end, then a drain of graceful_exit_timeout_sec
         for background tasks, then the worker leaves (`early_drop`)."""
         if worker.retire(worker.limits.graceful_exit_timeout_sec, "early_drop"):
-            self.emit(self.event(worker, "log", f"worker retired ({reason}); draining", "debug"))
+            self.emit(events.log(f"worker retired ({reason}); draining", "debug", **worker.context()))
 
     def terminate(self, worker: Worker) -> None:
         """Leave now: beforeunload(termination), pending tasks cancelled (oneshot after its response)."""
@@ -206,29 +199,8 @@ class Supervisor:
         worker.on_event(event)
         self.emit(event)
 
-    def raw_output(self, worker: Worker, text: str, level: str) -> None:
-        self.emit(self.event(worker, "log", text, level, request=worker.sole_request(), stream="fd"))
-
-    def event(
-        self,
-        worker: Worker,
-        kind: str,
-        message: str,
-        level: str = "info",
-        request: str | None = None,
-        task: str | None = None,
-        **fields: Any,
-    ) -> Event:
-        return Event(
-            kind=kind,
-            message=message,
-            level=level,
-            function=worker.function.name,
-            worker=worker.id,
-            request=request,
-            task=task,
-            fields=fields,
-        )
+    def raw_output(self, worker: Worker, text: str, level: Level) -> None:
+        self.emit(events.log(text, level, stream="fd", **worker.context(request=worker.sole_request())))
 
     # -- reap ------------------------------------------------------------------------------------------
 
@@ -271,33 +243,18 @@ class Supervisor:
         memory_mb = max(float(bye.get("memory_mb", worker.memory_mb)), worker.memory_mb)
         record = ExitRecord(reason, worker.exit_code, max(cpu_ms, 0.0), memory_mb)
         worker.gone(record)
-        level = "error" if reason in LIMIT_REASONS or reason.startswith(("killed", "exited")) else "info"
-        message = f"worker stopped ({reason}): {round(record.cpu_ms)} ms CPU, {memory_mb:.0f} MB"
-        self.emit(
-            self.event(
-                worker,
-                "shutdown",
-                message,
-                level,
-                reason=reason,
-                cpu_ms=round(record.cpu_ms, 1),
-                memory_mb=memory_mb,
-            )
+        level: Level = (
+            "error" if reason in LIMIT_REASONS or reason.startswith(("killed", "exited")) else "info"
         )
+        message = f"worker stopped ({reason}): {round(record.cpu_ms)} ms CPU, {memory_mb:.0f} MB"
+        cpu = round(record.cpu_ms, 1)
+        self.emit(events.shutdown(reason, cpu, memory_mb, level, message, **worker.context()))
 
     def cancelled_task(self, worker: Worker, task_id: str, start: Event, reason: str) -> Event:
-        return self.event(
-            worker,
-            "task_end",
-            f"task {start.fields.get('name')} cancelled ({reason})",
-            "warning",
-            request=start.request,
-            task=task_id,
-            name=start.fields.get("name"),
-            status="cancelled",
-            duration_ms=round((time.time() - start.ts) * 1000, 3),
-            error=None,
-            reason=reason,
+        duration_ms = round((time.time() - start.ts) * 1000, 3)
+        context = worker.context(request=start.request, task=task_id)
+        return events.task_end(
+            str(start.fields.get("name")), "cancelled", duration_ms, reason=reason, **context
         )
 
     @staticmethod
@@ -310,66 +267,6 @@ class Supervisor:
             return "termination"
         return exit_reason(worker.exit_code)
 
-    # -- limits ----------------------------------------------------------------------------------------
-
-    async def monitor(self) -> None:
-        while True:
-            await asyncio.sleep(MONITOR_INTERVAL)
-            now = time.monotonic()
-            for worker in list(self.workers.values()):
-                if worker.live and worker.pid is not None and worker.kill_reason is None:
-                    self.check_limits(worker, now)
-
-    def check_limits(self, worker: Worker, now: float) -> None:
-        if not self.sample(worker):
-            return
-        booted = worker.state is not State.BOOTING
-        sample = limits.Sample(
-            wall_s=now - worker.spawned_at,
-            cpu_ms=worker.cpu_ms - worker.cpu_base_ms if booted else 0.0,
-            memory_mb=worker.memory_mb,
-        )
-        retiring = worker.state is not State.READY and booted
-        verdict = limits.decide(sample, worker.limits, worker.noticed, retiring)
-        if verdict.action is limits.Action.KILL:
-            self.kill_for_limit(worker, verdict)
-        elif verdict.action is limits.Action.NOTICE:
-            worker.notice(verdict.reason)
-        elif verdict.action is limits.Action.RETIRE:
-            self.retire(worker, verdict.reason)
-
-    @staticmethod
-    def sample(worker: Worker) -> bool:
-        """CPU time and resident memory of the worker and every process it started, still running."""
-        used = worker.usage.sample() if worker.usage is not None else None
-        if used is None:
-            return False
-        cpu_ms, worker.memory_mb = used
-        # A child that ended took its CPU time with it unless waited for; never let the total shrink.
-        worker.cpu_ms = max(worker.cpu_ms, cpu_ms)
-        return True
-
-    def kill_for_limit(self, worker: Worker, verdict: limits.Verdict) -> None:
-        used_cpu = max(worker.cpu_ms - worker.cpu_base_ms, 0.0)
-        self.emit(
-            self.event(
-                worker,
-                "log",
-                f"{verdict.describe()}: killing the worker; "
-                f"it used {used_cpu:.0f} ms CPU and {worker.memory_mb:.0f} MB",
-                "error",
-                request=worker.sole_request(),
-            )
-        )
-        worker.kill_reason = verdict.reason
-        if worker.noticed:
-            worker.kill(verdict.reason)
-            return
-        # The limit was crossed between two samples, 90 % unseen: the function still hears
-        # beforeunload (if its loop is free), and is killed a moment later.
-        worker.notice(verdict.reason)
-        asyncio.get_running_loop().call_later(NOTICE_GRACE, worker.kill, verdict.reason)
-
     def report_cut(self, worker: Worker, grace: float) -> None:
         """Say, for the record of each request still in flight at the deadline, that serve cut it."""
         for request in list(worker.inflight.values()):
@@ -377,7 +274,7 @@ class Supervisor:
                 f"request cut off: serve is shutting down and graceful_exit_timeout_sec ({grace:g} s) "
                 "ran out before the response was complete"
             )
-            self.emit(self.event(worker, "log", message, "warning", request=request, cut_by="shutdown"))
+            self.emit(events.log(message, "warning", cut_by="shutdown", **worker.context(request=request)))
 
     # -- shutdown --------------------------------------------------------------------------------------
 

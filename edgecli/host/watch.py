@@ -16,6 +16,7 @@ from pathlib import Path
 
 import watchfiles
 
+from edgecli import events
 from edgecli.config import Config
 from edgecli.events import Event
 
@@ -189,11 +190,8 @@ class Watcher:
                 self.queue.put_nowait((loop.time(), batch))
         except Exception as exc:  # a folder vanished under the watcher, inotify limits...: keep serving
             shown = ", ".join(str(root) for root in roots)
-            self.emit(
-                Event(
-                    kind="log",
-                    level="warning",
-                    message=f"cannot watch {shown} ({exc}); changes there are not picked up until the "
-                    "next reload or a restart of serve.",
-                )
+            message = (
+                f"cannot watch {shown} ({exc}); changes there are not picked up until the next reload "
+                "or a restart of serve."
             )
+            self.emit(events.log(message, "warning"))

@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Protocol
 
 from edgecli.config import FunctionConfig, Limits
-from edgecli.events import Event
+from edgecli.events import Context, Event
 from edgecli.host.connection import WorkerConnection
 from edgecli.host.output import PipeLines
 from edgecli.host.usage import TreeUsage, descendants
@@ -107,6 +107,10 @@ class Worker:
     @property
     def idle(self) -> bool:
         return not self.inflight and not self.tasks
+
+    def context(self, *, request: str | None = None, task: str | None = None) -> Context:
+        """Who an event serve makes about this worker is about (for the constructors of events.py)."""
+        return {"function": self.function.name, "worker": self.id, "request": request, "task": task}
 
     def sole_request(self) -> str | None:
         """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""

@@ -121,7 +121,7 @@ def test_the_exit_record_never_says_negative_cpu() -> None:
         supervisor, events, worker, _, pool = supervised()
         worker.cpu_ms = 2.0  # below the 5 ms it reported at boot
         worker.noticed = True
-        supervisor.kill_for_limit(worker, Verdict(Action.KILL, "wall_clock", 10.2, 10))
+        supervisor.enforcer.kill_for_limit(worker, Verdict(Action.KILL, "wall_clock", 10.2, 10))
         supervisor.finish(worker)
         assert worker.state is State.GONE and pool.gone == [worker]
         assert isinstance(worker.exit, ExitRecord) and worker.exit.cpu_ms == 0.0
