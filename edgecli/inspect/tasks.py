@@ -67,7 +67,9 @@ def summarize(events: Iterable[Event]) -> list[TaskSummary]:
     for event in events:
         if event.task is None or event.kind not in TASK_KINDS:
             continue
-        summary = tasks.setdefault(event.task, TaskSummary(event.task))
+        summary = tasks.get(event.task)
+        if summary is None:  # not setdefault: that would build a summary for every event
+            summary = tasks[event.task] = TaskSummary(event.task)
         summary.function = summary.function or event.function
         summary.worker = summary.worker or event.worker
         summary.request = summary.request or event.request
