@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgecli.events import Event
+from edgecli import render
+from edgecli.events import KIND_FIELDS, KINDS, Event
 from edgecli.render import describe, fmt_duration, short_id
 
 pytestmark = pytest.mark.timeout(5)
@@ -87,3 +88,9 @@ def test_durations_and_ids() -> None:
     ]
     assert short_id("9f8e7d6c-5b4a-4321-8765-0123456789ab") == "9f8e7d6c"
     assert short_id("req-1") == "req-1" and short_id(None) == ""
+
+
+def test_every_kind_is_described_from_a_field_it_has() -> None:
+    assert set(render._DESCRIBERS) == set(KINDS)
+    for kind, key in render._KEY_FIELD.items():
+        assert key in KIND_FIELDS[kind], kind
