@@ -1,8 +1,9 @@
 """The project's keys as Supabase has them today: asymmetric JWT signing keys and the new API keys.
 
 - Signing keys: `[auth] signing_keys_path` names a JSON array of private JWKs (EC P-256 for ES256, RSA
-  for RS256), the file `supabase gen signing-key` writes. Their public parts verify user JWTs beside the
-  HS256 project secret, and are what functions get as `SUPABASE_JWKS`.
+  for RS256), the file `supabase gen signing-key` writes, loaded with the config (config/keys.py).
+  Their public parts verify user JWTs beside the HS256 project secret, and are what functions get as
+  `SUPABASE_JWKS`.
 - API keys: the publishable (`sb_publishable_...`) and secret (`sb_secret_...`) keys of a local Supabase
   stack. They are not JWTs: `verify_jwt` refuses them, and a function that takes them checks them itself
   against `SUPABASE_PUBLISHABLE_KEYS` / `SUPABASE_SECRET_KEYS`.
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgecli.config.keys import SigningKey  # loaded with the config, which holds them
 
-# PyJWT (and the cryptography it loads) is imported where keys are loaded or tokens signed: serve's
-# environment and invoke only need the constants and JSON below.
+# PyJWT (and the cryptography it loads) is imported where tokens are signed: serve's environment and
+# invoke only need the constants and JSON below.
 if TYPE_CHECKING:
     from edgecli.config import Config
 
