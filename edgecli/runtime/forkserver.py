@@ -6,14 +6,15 @@ so forking it is safe.
 
 Protocol with the host, over a SOCK_SEQPACKET socket (one JSON message per packet):
   host → server: a WorkerSpec, with three fds attached (worker socket, stdout pipe, stderr pipe)
-  server → host: {"spawned": worker_id, "pid": pid} | {"exited": pid, "code": exit code or -signal}
-Host gone (EOF, or the parent-death signal) → the server kills every worker's process group and the
-orphans re-parented to it, then exits; a worker dies with the server too (its own parent-death signal).
+  → host: {"spawned": worker_id, "pid": pid} | {"exited": pid, "code": exit code or -signal}, both sent
+  by the worker's keeper (runtime/keeper.py), which shares the socket.
+Host gone (EOF, or the parent-death signal) → the server tells every keeper to kill its worker's tree,
+kills whatever is left, then exits.
 
-The process tree: each worker leads its own process group (what it starts goes with it, and a Ctrl-C at
-the terminal reaches serve, not the functions) and is a subreaper (a daemonising grandchild stays
-under it). The server is a subreaper as well: when a worker exits, its group is killed and so is
-anything re-parented here.
+The process tree (docs/architecture.md, "The process tree"): server → one keeper per worker → the
+worker. Each worker leads its own process group (a Ctrl-C at the terminal reaches serve, not the
+functions); its keeper is a subreaper that owns everything the worker starts. The server is a subreaper
+too: a keeper killed outright leaves its orphans here, and they are killed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from typing import NoReturn
 
 # Everything a worker needs before the user's module, imported once here and shared by every fork.
 import starlette.applications
@@ -34,7 +36,7 @@ import starlette.requests
 import starlette.responses
 import starlette.routing  # noqa: F401
 
-from edgecli.runtime import deno_child, parent
+from edgecli.runtime import deno_child, keeper, parent
 from edgecli.runtime import worker as worker_mod
 
 try:
@@ -56,71 +58,64 @@ def receive(ctl: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def spawn(
-    ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list[int], workers: set[int]
+    ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list[int], keepers: set[int]
 ) -> None:
+    """Fork a keeper, which forks the worker and reports it (runtime/keeper.py)."""
     spec = worker_mod.WorkerSpec(**json.loads(payload))
-    server_pid = os.getpid()
+    server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        # Child: forget the server's plumbing, then become the worker, with a fresh Python's signals.
-        ctl.close()
-        for fd in wakeup:
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        parent.restore_signals()
-        os.setpgid(0, 0)
-        parent.become_subreaper()
-        parent.die_with_parent(server_pid)
-        if spec.argv:
-            deno_child.exec_worker(spec, *fds)
-        worker_mod.child_main(spec, *fds)
-    try:
-        os.setpgid(pid, pid)  # also here, so the group exists before the server may need to kill it
-    except OSError:
-        pass
-    workers.add(pid)
+        keeper.keep(
+            ctl, server, spec.worker, fds, wakeup, lambda keeper_pid: become_worker(spec, fds, keeper_pid)
+        )
+    keepers.add(pid)
     for fd in fds:
         os.close(fd)
-    ctl.send(json.dumps({"spawned": spec.worker, "pid": pid}).encode())
 
 
-def reap(ctl: socket.socket, workers: set[int]) -> None:
+def become_worker(spec: worker_mod.WorkerSpec, fds: list[int], keeper_pid: int) -> NoReturn:
+    """In the keeper's child: a fresh Python's signals, a process group of its own, then the worker."""
+    parent.restore_signals()
+    os.setpgid(0, 0)
+    parent.die_with_parent(keeper_pid)
+    if spec.argv:
+        deno_child.exec_worker(spec, *fds)
+    worker_mod.child_main(spec, *fds)
+    raise AssertionError("child_main returned")  # pragma: no cover
+
+
+def reap(keepers: set[int]) -> None:
+    """Reap the keepers that left (each reported its worker); kill anything else that is our child."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
         if pid == 0:
             break
-        if pid in workers:
-            workers.discard(pid)
-            parent.kill_group(pid)  # what the worker started goes with it
-            ctl.send(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
-    # Anything else that is our child was re-parented here when its worker died: it goes too.
+        keepers.discard(pid)
+    # Re-parented here because its keeper was killed outright: its worker died with the keeper.
     for pid in parent.children():
-        if pid not in workers:
+        if pid not in keepers:
             parent.kill(pid)
 
 
-def kill_everything(workers: set[int], timeout: float = 2.0) -> None:
-    """The host is gone: every worker, everything each started, and every orphan re-parented here."""
-    for pid in workers:
-        parent.kill_group(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = parent.children()
-        if not alive:
-            return
-        for pid in alive:
-            parent.kill_group(pid)
-            parent.kill(pid)
-        while True:  # reap, so that a killed worker's orphans are re-parented here and seen next pass
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
-        time.sleep(0.005)
+def kill_everything(keepers: set[int]) -> None:
+    """The host is gone: each keeper kills its worker's tree; what is still here after that is killed."""
+    for pid in keepers:
+        try:
+            os.kill(pid, keeper.TEARDOWN)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + keeper.TEARDOWN_S + 0.5
+    while parent.children():
+        if time.monotonic() > deadline:
+            for pid in parent.children():
+                parent.kill(pid)
+            if time.monotonic() > deadline + 1.0:
+                return
+        reap(keepers)
+        time.sleep(0.002)
 
 
 def serve(ctl: socket.socket, host: int) -> None:
@@ -133,17 +128,18 @@ def serve(ctl: socket.socket, host: int) -> None:
     # SIGTERM is also its parent-death signal, so it only wakes the loop, which checks the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(keeper.TEARDOWN, lambda *_: None)  # for the keepers, which inherit it: it wakes them
     parent.become_subreaper()
     gc.collect()
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
-    workers: set[int] = set()
+    keepers: set[int] = set()
     try:
-        loop(ctl, host, (wake_r, wake_w), workers)
+        loop(ctl, host, (wake_r, wake_w), keepers)
     finally:
-        kill_everything(workers)
+        kill_everything(keepers)
 
 
-def loop(ctl: socket.socket, host: int, wakeup: tuple[int, int], workers: set[int]) -> None:
+def loop(ctl: socket.socket, host: int, wakeup: tuple[int, int], keepers: set[int]) -> None:
     wake_r = wakeup[0]
     while True:
         readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
@@ -151,12 +147,12 @@ def loop(ctl: socket.socket, host: int, wakeup: tuple[int, int], workers: set[in
             os.read(wake_r, 4096)
             if os.getppid() != host:
                 return  # the host died without closing the socket first (SIGKILL)
-            reap(ctl, workers)
+            reap(keepers)
         if ctl.fileno() in readable:
             payload, fds = receive(ctl)
             if not payload:
                 return  # the host is gone
-            spawn(ctl, wakeup, payload, fds, workers)
+            spawn(ctl, wakeup, payload, fds, keepers)
 
 
 def main() -> None:
