@@ -12,9 +12,11 @@ Host gone (EOF, or the parent-death signal) → the server tells every keeper to
 kills whatever is left, then exits.
 
 The process tree (docs/architecture.md, "The process tree"): server → one keeper per worker → the
-worker. Each worker leads its own process group (a Ctrl-C at the terminal reaches serve, not the
-functions); its keeper is a subreaper that owns everything the worker starts. The server is a subreaper
-too: a keeper killed outright leaves its orphans here, and they are killed.
+worker. A keeper takes the next worker once its last one's tree is gone, so a fresh worker still
+costs one fork; up to SPARE_KEEPERS idle keepers wait for work. Each worker leads its own process
+group (a Ctrl-C at the terminal reaches serve, not the functions); its keeper is a subreaper that owns
+everything the worker starts. The server is a subreaper too: a keeper killed outright leaves its
+orphans here, and they are killed.
 """
 
 from __future__ import annotations
@@ -44,37 +46,108 @@ try:
 except ImportError:  # pragma: no cover - optional
     pass
 
-MAX_PACKET = 1 << 20
-FDS_PER_SPAWN = 3
+SPARE_KEEPERS = 4  # idle keepers kept for the next workers; one more idle is told to leave
 
 
-def receive(ctl: socket.socket) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = ctl.recvmsg(MAX_PACKET, socket.CMSG_SPACE(FDS_PER_SPAWN * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
+class Keepers:
+    """This server's keepers (runtime/keeper.py): each one's job socket, and which are idle."""
+
+    def __init__(self, ctl: socket.socket, wakeup: tuple[int, int]) -> None:
+        self.ctl = ctl
+        self.wakeup = wakeup
+        self.pids: set[int] = set()  # every keeper not yet reaped
+        self.jobs: dict[int, socket.socket] = {}  # pid → job socket, for the keepers that take work
+        self.idle: list[int] = []
+
+    def spawn(self, payload: bytes, fds: list[int]) -> None:
+        """Send the worker to an idle keeper, or to a new one. Its keeper reports it."""
+        try:
+            for _attempt in range(2):
+                pid = self.idle.pop() if self.idle else self.start(fds)
+                try:
+                    self.jobs[pid].sendmsg(
+                        [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    )
+                    return
+                except OSError:  # that keeper died meanwhile: the next try starts a new one
+                    self.forget(pid)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def start(self, pending: list[int]) -> int:
+        """A new keeper. `pending`: the fds of the worker about to be sent, which it must not hold too
+        (a socket still open in another process never reaches EOF)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            for fd in pending:
+                os.close(fd)
+            for sock in self.jobs.values():  # the other keepers' sockets: their EOF is theirs alone
+                sock.close()
+            keeper.keep(self.ctl, theirs, server, self.wakeup, become_worker)
+        theirs.close()
+        self.pids.add(pid)
+        self.jobs[pid] = ours
+        return pid
+
+    def readable(self, pid: int) -> None:
+        """A keeper's socket: its worker's tree is gone (IDLE), or the keeper is (EOF)."""
+        try:
+            message = self.jobs[pid].recv(64)
+        except OSError:
+            message = b""
+        if message != keeper.IDLE or len(self.idle) >= SPARE_KEEPERS:
+            self.forget(pid)  # closing its socket tells an idle keeper to leave
+        else:
+            self.idle.append(pid)
+
+    def forget(self, pid: int) -> None:
+        sock = self.jobs.pop(pid, None)
+        if sock is not None:
+            sock.close()
+        if pid in self.idle:
+            self.idle.remove(pid)
+
+    def reap(self) -> None:
+        """Reap the keepers that left; kill anything else that is our child."""
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            self.pids.discard(pid)
+            self.forget(pid)
+        # Re-parented here because its keeper was killed outright: its worker died with the keeper.
+        for pid in parent.children():
+            if pid not in self.pids:
+                parent.kill(pid)
+
+    def kill_everything(self) -> None:
+        """The host is gone: each keeper kills its worker's tree; what is still here after that is killed."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, keeper.TEARDOWN)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + keeper.TEARDOWN_S + 0.5
+        while parent.children():
+            if time.monotonic() > deadline:
+                for pid in parent.children():
+                    parent.kill(pid)
+                if time.monotonic() > deadline + 1.0:
+                    return
+            self.reap()
+            time.sleep(0.002)
 
 
-def spawn(
-    ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list[int], keepers: set[int]
-) -> None:
-    """Fork a keeper, which forks the worker and reports it (runtime/keeper.py)."""
-    spec = worker_mod.WorkerSpec(**json.loads(payload))
-    server = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        keeper.keep(
-            ctl, server, spec.worker, fds, wakeup, lambda keeper_pid: become_worker(spec, fds, keeper_pid)
-        )
-    keepers.add(pid)
-    for fd in fds:
-        os.close(fd)
-
-
-def become_worker(spec: worker_mod.WorkerSpec, fds: list[int], keeper_pid: int) -> NoReturn:
+def become_worker(payload: bytes, fds: list[int], keeper_pid: int) -> NoReturn:
     """In the keeper's child: a fresh Python's signals, a process group of its own, then the worker."""
+    spec = worker_mod.WorkerSpec(**json.loads(payload))
     parent.restore_signals()
     os.setpgid(0, 0)
     parent.die_with_parent(keeper_pid)
@@ -82,40 +155,6 @@ def become_worker(spec: worker_mod.WorkerSpec, fds: list[int], keeper_pid: int) 
         deno_child.exec_worker(spec, *fds)
     worker_mod.child_main(spec, *fds)
     raise AssertionError("child_main returned")  # pragma: no cover
-
-
-def reap(keepers: set[int]) -> None:
-    """Reap the keepers that left (each reported its worker); kill anything else that is our child."""
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        keepers.discard(pid)
-    # Re-parented here because its keeper was killed outright: its worker died with the keeper.
-    for pid in parent.children():
-        if pid not in keepers:
-            parent.kill(pid)
-
-
-def kill_everything(keepers: set[int]) -> None:
-    """The host is gone: each keeper kills its worker's tree; what is still here after that is killed."""
-    for pid in keepers:
-        try:
-            os.kill(pid, keeper.TEARDOWN)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + keeper.TEARDOWN_S + 0.5
-    while parent.children():
-        if time.monotonic() > deadline:
-            for pid in parent.children():
-                parent.kill(pid)
-            if time.monotonic() > deadline + 1.0:
-                return
-        reap(keepers)
-        time.sleep(0.002)
 
 
 def serve(ctl: socket.socket, host: int) -> None:
@@ -132,27 +171,30 @@ def serve(ctl: socket.socket, host: int) -> None:
     parent.become_subreaper()
     gc.collect()
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
-    keepers: set[int] = set()
+    keepers = Keepers(ctl, (wake_r, wake_w))
     try:
-        loop(ctl, host, (wake_r, wake_w), keepers)
+        loop(ctl, host, wake_r, keepers)
     finally:
-        kill_everything(keepers)
+        keepers.kill_everything()
 
 
-def loop(ctl: socket.socket, host: int, wakeup: tuple[int, int], keepers: set[int]) -> None:
-    wake_r = wakeup[0]
+def loop(ctl: socket.socket, host: int, wake_r: int, keepers: Keepers) -> None:
     while True:
-        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        by_fd = {sock.fileno(): pid for pid, sock in keepers.jobs.items()}
+        readable, _, _ = select.select([ctl.fileno(), wake_r, *by_fd], [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             if os.getppid() != host:
                 return  # the host died without closing the socket first (SIGKILL)
-            reap(keepers)
+            keepers.reap()
+        for fd in readable:
+            if fd in by_fd and by_fd[fd] in keepers.jobs:
+                keepers.readable(by_fd[fd])
         if ctl.fileno() in readable:
-            payload, fds = receive(ctl)
+            payload, fds = keeper.receive(ctl)
             if not payload:
                 return  # the host is gone
-            spawn(ctl, wakeup, payload, fds, keepers)
+            keepers.spawn(payload, fds)
 
 
 def main() -> None:

@@ -12,10 +12,15 @@ no user code, so it always gets to act:
 
 It reports on the fork server's control socket, which it shares (one packet per message):
 `{"spawned": id, "pid": worker pid}` once forked, `{"exited": pid, "code": c}` when the worker ended.
+
+A keeper is a fork of the fork server, and forking that pre-imported process is most of what a fresh
+worker costs; so a keeper outlives its worker: with the tree torn down, it tells the fork server
+`idle` on its own socket and forks the next worker it is sent. The fork server keeps a few idle.
 """
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import select
@@ -30,12 +35,31 @@ from edgecli.runtime import parent
 NAME = b"edgecli-keeper"  # its name in ps and /proc/<pid>/comm: host/usage.py finds a worker's tree by it
 TEARDOWN_S = 2.0  # to kill the tree: a process in uninterruptible sleep may take a while to die
 TEARDOWN = signal.SIGUSR1  # from the fork server: serve is gone, the worker and its tree go now
+IDLE = b"idle"  # keeper → fork server: the last worker's tree is gone, send the next
+MAX_PACKET = 1 << 20
+FDS_PER_SPAWN = 3
+
+# In the worker's process: its spec and fds, and its keeper's pid.
+Start = Callable[[bytes, list[int], int], NoReturn]
+
+
+def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One packet and the fds attached to it (b"" at EOF)."""
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(FDS_PER_SPAWN * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
 
 
 class Keeper:
-    def __init__(self, ctl: socket.socket, server: int) -> None:
-        self.ctl = ctl
+    def __init__(self, ctl: socket.socket, jobs: socket.socket, server: int, wake_r: int) -> None:
+        self.ctl = ctl  # shared with the fork server: reports to serve
+        self.jobs = jobs  # the fork server's workers for this keeper, one at a time; IDLE goes back
         self.server = server
+        self.wake_r = wake_r
+        self.leaving = False  # the fork server is gone or asked for the teardown
         self.worker = 0
         self.code: int | None = None  # the worker's exit code once reaped (negative: its signal)
 
@@ -57,15 +81,54 @@ class Keeper:
             if pid == self.worker:
                 self.code = os.waitstatus_to_exitcode(status)
 
-    def watch(self, wake_r: int) -> None:
-        """Until the worker ends, the fork server goes, or it asks for the teardown."""
-        while True:
+    def woken(self) -> None:
+        """A signal arrived: reap, and see whether it is time to leave."""
+        if TEARDOWN.to_bytes(1, "little") in os.read(self.wake_r, 4096):
+            self.leaving = True
+        self.reap()
+        if os.getppid() != self.server:
+            self.leaving = True
+
+    def next_job(self) -> tuple[bytes, list[int]] | None:
+        """Wait for the next worker to fork; None when it is time to leave (or the fork server says so)."""
+        while not self.leaving:
+            readable, _, _ = select.select([self.jobs.fileno(), self.wake_r], [], [])
+            if self.wake_r in readable:
+                self.woken()
+            elif self.jobs.fileno() in readable:
+                payload, fds = receive(self.jobs)
+                return (payload, fds) if payload else None
+        return None
+
+    def run(self, payload: bytes, fds: list[int], start: Start) -> None:
+        """Fork one worker, report it, keep it until it ends (or it is time to leave), clear its tree."""
+        me = os.getpid()
+        self.code = None
+        self.worker = os.fork()
+        if self.worker == 0:
+            self.ctl.close()
+            self.jobs.close()
+            signal.set_wakeup_fd(-1)
+            os.close(self.wake_r)
+            parent.set_name(WORKER_NAME)
+            start(payload, fds, me)
+        try:
+            os.setpgid(self.worker, self.worker)  # here too: the group exists before serve may kill it
+        except OSError:
+            pass
+        for fd in fds:  # the worker's socket and pipes are the worker's alone: serve sees their EOF
+            os.close(fd)
+        self.report({"spawned": json.loads(payload)["worker"], "pid": self.worker})
+        while self.code is None and not self.leaving:
+            select.select([self.wake_r], [], [])
+            self.woken()
+        if self.code is not None:  # serve learns of the exit first; what the worker left goes next
+            self.report({"exited": self.worker, "code": self.code})
+        self.teardown()
+        if self.code is None:
             self.reap()
-            if self.code is not None or os.getppid() != self.server:
-                return
-            select.select([wake_r], [], [])
-            if TEARDOWN.to_bytes(1, "little") in os.read(wake_r, 4096):
-                return
+            if self.code is not None:
+                self.report({"exited": self.worker, "code": self.code})
 
     def teardown(self) -> None:
         """Kill everything below, again until nothing is left: a killed process's children come here."""
@@ -80,15 +143,17 @@ class Keeper:
             self.reap()
 
 
+WORKER_NAME = parent.get_name()  # the fork server's: a worker goes back to it
+
+
 def keep(
     ctl: socket.socket,
+    jobs: socket.socket,
     server: int,
-    worker_id: str,
-    fds: list[int],
     server_wakeup: tuple[int, int],
-    start: Callable[[int], NoReturn],
+    start: Start,
 ) -> NoReturn:
-    """Run in the fork server's fresh child: fork the worker (it runs `start(keeper pid)`), keep it, leave."""
+    """Run in the fork server's fresh child: fork each worker sent on `jobs`, keep it, ask for the next."""
     code = 70
     try:
         for fd in server_wakeup:  # signals here must wake this loop, not the fork server's
@@ -101,29 +166,16 @@ def keep(
         # The fork server's signal handlers stay: SIGINT ignored; SIGTERM (this parent-death signal, and
         # what `timeout` or systemd send the group), SIGCHLD and TEARDOWN only wake the loop.
         parent.die_with_parent(server, signal.SIGTERM)
-        keeper = Keeper(ctl, server)
-        me = os.getpid()
-        keeper.worker = os.fork()
-        if keeper.worker == 0:
-            ctl.close()
-            os.close(wake_r)
-            os.close(wake_w)
-            signal.set_wakeup_fd(-1)
-            start(me)
-        try:
-            os.setpgid(keeper.worker, keeper.worker)  # here too: the group exists before serve may kill it
-        except OSError:
-            pass
-        for fd in fds:  # the worker's socket and pipes are the worker's alone: serve sees their EOF
-            os.close(fd)
-        keeper.report({"spawned": worker_id, "pid": keeper.worker})
-        keeper.watch(wake_r)
-        ended = keeper.code is not None
-        if ended:  # serve learns of the exit first; what the worker left behind goes right after
-            keeper.report({"exited": keeper.worker, "code": keeper.code})
+        keeper = Keeper(ctl, jobs, server, wake_r)
+        while (job := keeper.next_job()) is not None:
+            keeper.run(*job, start)
+            if keeper.leaving:
+                break
+            try:
+                jobs.send(IDLE)
+            except OSError:
+                break
         keeper.teardown()
-        if not ended and keeper.code is not None:
-            keeper.report({"exited": keeper.worker, "code": keeper.code})
         code = 0
     finally:
         os._exit(code)

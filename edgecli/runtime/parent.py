@@ -41,6 +41,15 @@ def set_name(name: bytes) -> None:
         _prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
 
 
+def get_name() -> bytes:
+    """This process's name (as set_name takes it)."""
+    try:
+        with open("/proc/self/comm", "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b"python"
+
+
 def children() -> list[int]:
     """The pids of this (single-threaded) process's children."""
     pid = os.getpid()

@@ -85,6 +85,7 @@ def test_children_get_default_signals_their_own_group_and_no_host_secrets(projec
         # The daemonised grandchild was orphaned, and is still in the worker's tree: its keeper's.
         keeper = psutil.Process(info["worker"]).ppid()
         assert psutil.Process(keeper).name() == "edgecli-keeper"
+        assert psutil.Process(info["worker"]).name() != "edgecli-keeper"  # named as before
         assert {psutil.Process(pid).ppid() for pid in pids} == {info["worker"], keeper}
     assert not alive(pids)  # Served.stop asserted the same for everything under serve
 
@@ -152,3 +153,22 @@ def test_orphans_are_reaped_when_they_end_and_the_functions_own_children_are_lef
         # Not left as a zombie until the worker exits: the worker still runs.
         wait_until(lambda: not psutil.pid_exists(info["orphan"]), 10, what="the ended orphan to be reaped")
         assert srv.worker_pids()
+
+
+WHO = """
+import os
+from starlette.responses import JSONResponse
+
+async def handler(req):
+    return JSONResponse({"worker": os.getpid(), "keeper": os.getppid()})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_keeper_takes_the_next_worker_once_its_last_one_is_gone(tmp_path: Path) -> None:
+    config = '[edge_runtime]\npolicy = "oneshot"\n'
+    with Served(make_project(tmp_path, {"who": WHO}, config)) as srv:
+        seen = [srv.get("who").json() for _ in range(10)]
+        assert len({s["worker"] for s in seen}) == 10  # a fresh worker for every request
+        # A few keepers in turn (one forks the spare while another's worker drains), not one each.
+        assert len({s["keeper"] for s in seen}) <= 5
