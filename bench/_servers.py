@@ -142,8 +142,10 @@ class Server:
         forkserver = self.forkserver()
         if forkserver is not None:
             # children_* hold the workers already reaped (every oneshot worker); live ones are added.
-            below = _descendants(forkserver)  # the keepers, their workers, what those started
-            workers = _cpu(forkserver, children=True) + sum(_cpu(p, False) for p in below)
+            # The keepers, their workers, what those started. A keeper outlives its workers: the ones it
+            # reaped are in its children_* times, as the keepers already reaped are in the server's.
+            below = _descendants(forkserver)
+            workers = _cpu(forkserver, children=True) + sum(_cpu(p, _name(p) == KEEPER) for p in below)
         store = self.store()
         return CpuSample(host, workers, 0.0 if store is None else _cpu(store, children=False))
 
