@@ -22,6 +22,7 @@ import psutil
 
 FORKSERVER_MODULE = "edgecli.runtime.forkserver"
 STORE_MODULE = "edgecli.store.writer"
+KEEPER = "edgecli-keeper"  # the process between the fork server and each worker
 PR_SET_PDEATHSIG = 1
 
 
@@ -141,7 +142,10 @@ class Server:
         forkserver = self.forkserver()
         if forkserver is not None:
             # children_* hold the workers already reaped (every oneshot worker); live ones are added.
-            workers = _cpu(forkserver, children=True) + sum(_cpu(p, False) for p in _children(forkserver))
+            # The keepers, their workers, what those started. A keeper outlives its workers: the ones it
+            # reaped are in its children_* times, as the keepers already reaped are in the server's.
+            below = _descendants(forkserver)
+            workers = _cpu(forkserver, children=True) + sum(_cpu(p, _name(p) == KEEPER) for p in below)
         store = self.store()
         return CpuSample(host, workers, 0.0 if store is None else _cpu(store, children=False))
 
@@ -153,7 +157,9 @@ class Server:
                 role = "fork server"
             elif store is not None and proc.pid == store.pid:
                 role = "event store"
-            elif forkserver is not None and proc.pid in {c.pid for c in _children(forkserver)}:
+            elif _name(proc) == KEEPER:
+                role = "keeper"
+            elif forkserver is not None and proc.pid in {c.pid for c in _descendants(forkserver)}:
                 role = "worker"
             else:
                 role = "server"
@@ -244,11 +250,18 @@ def _cpu(proc: psutil.Process, children: bool) -> float:
     return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
 
 
-def _children(proc: psutil.Process) -> list[psutil.Process]:
+def _descendants(proc: psutil.Process) -> list[psutil.Process]:
     try:
-        return proc.children()
+        return proc.children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

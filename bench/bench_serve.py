@@ -242,7 +242,7 @@ def report_memory(boot: dict[str, list[MemorySample]], load: dict[str, list[Memo
     head = f"{'after boot: RSS':>16} {'USS':>5}"
     print(f"{'memory (MB, largest)':<{w + 14}} {head}   {head.replace('boot', 'load')}")
     for name in boot:
-        for role in ("server", "event store", "fork server", "worker"):
+        for role in ("server", "event store", "fork server", "keeper", "worker"):
             before = [m for m in boot[name] if m.role == role]
             after = [m for m in load[name] if m.role == role]
             print(f"  {name:<{w}} {role:<11} {_mem(before):>22}   {_mem(after):>22}")

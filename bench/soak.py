@@ -5,7 +5,8 @@
 One serve (`--json`, so every event it emits is also a line of its output) runs a project of eight
 functions: `hello`; `tasks` (a background task that prints when done); `cpu` and `memory` (past their
 hard limits: 546); `crash` (a segfault or an exit, alternately); `flood` (2,000 lines per request);
-`family` (starts a child and an orphaned grandchild that sleep for 300 s); `edited` (its file is
+`family` (starts a child, an orphaned grandchild and one in a session of its own, which sleep for 300 s,
+and an orphan that ends at once); `edited` (its file is
 rewritten every `--edit-every` s, so it reloads all the time). `--clients` threads call them at random,
 one request at a time each. A third of the way in, the fork server is SIGKILLed; two thirds of the way
 in, the store process is. Then serve gets SIGINT, and the script prints:
@@ -17,6 +18,7 @@ in, the store process is. Then serve gets SIGINT, and the script prints:
   --json`), except those emitted while the store process was down (documented: until serve restarts
   the store process, events in that window are not stored); and every answered request has its
   `request` record, every `flood` 200 its 2,000 lines, every started task its task_end;
+- zombies under serve, the most seen at once (an orphan that ended is reaped by its worker's keeper);
 - processes left behind: every process ever seen under serve, and every sleeper `family` started,
   must be gone once serve has exited.
 """
@@ -28,6 +30,7 @@ import collections
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -109,6 +112,8 @@ from starlette.responses import PlainTextResponse
 async def handler(req):
     subprocess.Popen(["sleep", "300"])
     subprocess.run(["sh", "-c", "sleep 300 & exit 0"])
+    subprocess.run(["sh", "-c", "setsid sleep 300 & exit 0"])  # a daemon: a session of its own
+    subprocess.run(["sh", "-c", "sleep 0.1 & exit 0"])  # an orphan that ends: reaped, not a zombie
     return PlainTextResponse("spawned")
 """,
     "edited": """
@@ -156,6 +161,13 @@ def family_of(pid: int) -> list[psutil.Process]:
         return []
 
 
+def marked(proc: psutil.Process, token: str) -> bool:
+    try:
+        return proc.environ().get("EDGECLI_SOAK") == token and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def cmdline(proc: psutil.Process) -> str:
     try:
         return " ".join(proc.cmdline())
@@ -169,6 +181,7 @@ class Watch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_rss_mb = 0.0
+        self.peak_zombies = 0
         self.seen: dict[int, psutil.Process] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -177,8 +190,14 @@ class Watch:
     def run(self) -> None:
         while not self.stop.wait(0.1):
             procs = family_of(self.pid)
+            zombies = 0
             for proc in procs:
                 self.seen.setdefault(proc.pid, proc)
+                try:
+                    zombies += proc.status() == psutil.STATUS_ZOMBIE
+                except psutil.Error:
+                    pass
+            self.peak_zombies = max(self.peak_zombies, zombies)
             try:
                 self.peak_rss_mb = max(self.peak_rss_mb, psutil.Process(self.pid).memory_info().rss / 2**20)
             except psutil.Error:
@@ -224,6 +243,9 @@ def main() -> None:
             (functions / name).mkdir(parents=True)
             (functions / name / "index.py").write_text(code)
         (root / "supabase" / "config.toml").write_text(CONFIG.format(policy=args.policy))
+        # The sleepers `family` starts inherit this: found by it, and no one else's process is touched.
+        token = secrets.token_hex(8)
+        (functions / "family" / ".env").write_text(f"EDGECLI_SOAK={token}\n")
         port = free_port()
         out_path = root / "serve.out"
         edgecli = [sys.executable, "-m", "edgecli"]
@@ -288,8 +310,8 @@ def main() -> None:
         left = [
             f"{p.pid} {cmdline(p)}" for p in watch.seen.values() if p.is_running() and p.status() != "zombie"
         ]
-        sleepers = [p for p in psutil.process_iter() if cmdline(p) == "sleep 300"]
-        left += [f"{p.pid} sleep 300 (ppid {p.ppid()})" for p in sleepers]
+        sleepers = [p for p in psutil.process_iter() if marked(p, token)]
+        left += [f"{p.pid} {cmdline(p)} (ppid {p.ppid()})" for p in sleepers if p.pid not in watch.seen]
         for proc in [*watch.seen.values(), *sleepers]:
             try:
                 proc.kill()
@@ -308,7 +330,7 @@ def main() -> None:
             check=False,
         )
         stored = [json.loads(line) for line in logs.stdout.splitlines() if line.startswith("{")]
-        report(run, emitted, stored, store_down, watch.peak_rss_mb, left, code, hung, logs.stderr)
+        report(run, emitted, stored, store_down, watch, left, code, hung, logs.stderr)
 
 
 def epoch(record: dict) -> float:
@@ -324,7 +346,7 @@ def report(
     emitted: list[dict],
     stored: list[dict],
     store_down: tuple[float, float] | None,
-    peak_rss_mb: float,
+    watch: Watch,
     left: list[str],
     code: int | str,
     hung: int,
@@ -342,7 +364,8 @@ def report(
     print(f"  clients still waiting for an answer at the end: {hung}")
     print(f"tasks started / ended: {kinds['task_start']} / {kinds['task_end']}")
     print(f"workers spawned / reaped: {kinds['boot'] + kinds['boot_error']} / {kinds['shutdown']}")
-    print(f"serve's peak RSS: {peak_rss_mb:.0f} MB; serve exit status: {code}")
+    print(f"serve's peak RSS: {watch.peak_rss_mb:.0f} MB; serve exit status: {code}")
+    print(f"zombies under serve, most at once: {watch.peak_zombies}")
 
     stored_keys = collections.Counter(key(r) for r in stored)
     missing = [r for r in emitted if not stored_keys[key(r)]]

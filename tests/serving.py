@@ -222,14 +222,21 @@ class Served:
         return procs
 
     def worker_pids(self) -> set[int]:
-        """Pids of the live workers: the fork server's children (forked, so same command line)."""
+        """Pids of the live workers: each its keeper's child that runs the worker (a fork of the fork
+        server, or Deno), not an orphan the keeper adopted."""
         pids: set[int] = set()
         for proc in self.family():
-            if "edgecli.runtime.forkserver" in " ".join(_cmdline(proc)) and proc.ppid() == self.proc.pid:
-                try:
-                    pids.update(c.pid for c in proc.children() if c.status() != psutil.STATUS_ZOMBIE)
-                except psutil.Error:
-                    pass
+            try:
+                if proc.name() != "edgecli-keeper":
+                    continue
+                for child in proc.children():
+                    line = " ".join(_cmdline(child))
+                    if child.status() != psutil.STATUS_ZOMBIE and (
+                        "edgecli.runtime.forkserver" in line or "deno" in line
+                    ):
+                        pids.add(child.pid)
+            except psutil.Error:
+                pass
         return pids
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0, group: bool = False) -> int:

@@ -4,6 +4,9 @@ The tree is walked through each process's own list of children (`/proc/<pid>/tas
 Linux), which costs a few file reads. psutil's `children()` instead reads every process on the machine,
 and the supervisor samples each worker many times a second; it is kept only as the fallback where the
 kernel has no such lists.
+
+A worker's tree is what its keeper (runtime/keeper.py) holds: the worker, what the worker started, and
+the orphans of those, which the keeper adopted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import contextlib
 import os
 
 import psutil
+
+KEEPER_NAME = "edgecli-keeper"  # runtime/keeper.py names its process so (not imported: host side)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -54,16 +59,35 @@ def _psutil_children(pid: int) -> list[int]:
         return []
 
 
+def keeper_of(pid: int) -> psutil.Process | None:
+    """The keeper above the worker `pid`, if it has one."""
+    try:
+        above = psutil.Process(psutil.Process(pid).ppid())
+        return above if above.name() == KEEPER_NAME else None
+    except psutil.Error:
+        return None
+
+
 class TreeUsage:
     """Samples one worker's tree; keeps its psutil handles between samples (each costs a read)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._processes: dict[int, psutil.Process] = {}
+        self._keeper = keeper_of(pid)
+
+    def tree(self) -> list[int]:
+        """The worker first, then everything below it and its keeper (the keeper itself uses next to
+        nothing of its own, and counting its pages, shared with the fork server, would count them twice)."""
+        if self._keeper is not None and self._keeper.is_running():
+            below = [p for p in descendants(self._keeper.pid) if p != self.pid]
+        else:
+            below = descendants(self.pid)
+        return [self.pid, *below]
 
     def sample(self) -> tuple[float, float] | None:
         """(CPU ms, resident MB) summed over the tree now; None once the worker itself is gone."""
-        pids = [self.pid, *descendants(self.pid)]
+        pids = self.tree()
         for gone in set(self._processes) - set(pids):
             del self._processes[gone]
         cpu_s = rss = 0.0

@@ -6,7 +6,11 @@ a root handler doing the same with the record's level.
 
 A record leaves for the host before the call that wrote it returns: a worker killed right after a
 `print` (a limit, a segfault) has lost nothing it printed, and a function that prints faster than
-serve can take blocks in `print` (back-pressure) instead of buffering without bound. Messages are
+serve can take blocks in `print` (back-pressure) instead of buffering without bound. One exception:
+while the loop's transport holds bytes it has yet to send (a large response body in flight), a record
+waits behind them in the worker's memory, so that the order on the wire stays the order of events; a
+worker killed before they leave loses it. What waits so is bounded (QUEUED_MAX): past it, records are
+dropped and counted, and the next record that gets through follows a warning saying how many. Messages are
 capped, and a flood is paced (edgecli/log_limits.py). A traceback printed chunk by chunk
 (`traceback.print_exc`) is held until a chunk that does not continue it, or the end of the loop's
 pass, so that it is one event.
@@ -35,6 +39,7 @@ from edgecli.runtime.tasks import format_exception
 
 Key = tuple[str | None, str | None]
 THREAD_WAIT_S = 1.0  # a printing thread waits this long at most for the loop to take its line
+QUEUED_MAX = 4 * ipc.HIGH_WATER  # unsent bytes in the loop's transport past which records are dropped
 
 
 class Outlet:
@@ -48,6 +53,7 @@ class Outlet:
         self._budget = Budget()
         self._budget_lock = threading.Lock()
         self._stalled = False  # the loop did not take a thread's line in time, and has not run since
+        self.dropped = 0  # records dropped while the transport held QUEUED_MAX, not yet reported
         self.writers: list[LineWriter] = []
 
     def send(self, event: Event, source: LineWriter | None = None) -> None:
@@ -84,7 +90,13 @@ class Outlet:
             if proto.closed or transport is None or transport.is_closing():
                 return
             proto.flush()
-            if transport.get_write_buffer_size():
+            queued = transport.get_write_buffer_size()
+            if queued >= QUEUED_MAX:
+                self.dropped += 1  # serve has not taken QUEUED_MAX in a while: memory stays bounded
+                return
+            if self.dropped:
+                frame = self._dropped_marker() + frame
+            if queued:
                 # Bytes the transport has yet to send (a large response body): behind them, in order.
                 proto.write(frame)
                 return
@@ -92,6 +104,14 @@ class Outlet:
         finally:
             if done is not None:
                 done.set()
+
+    def _dropped_marker(self) -> bytes:
+        count, self.dropped = self.dropped, 0
+        message = (
+            f"{count} log record{'s' if count != 1 else ''} dropped: the worker's socket to serve held "
+            f"{QUEUED_MAX >> 20} MB not yet sent"
+        )
+        return ipc.pack(Kind.EVENT, 0, report.reporter.event("log", message, "warning").to_row_json())
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -6,14 +6,17 @@ so forking it is safe.
 
 Protocol with the host, over a SOCK_SEQPACKET socket (one JSON message per packet):
   host → server: a WorkerSpec, with three fds attached (worker socket, stdout pipe, stderr pipe)
-  server → host: {"spawned": worker_id, "pid": pid} | {"exited": pid, "code": exit code or -signal}
-Host gone (EOF, or the parent-death signal) → the server kills every worker's process group and the
-orphans re-parented to it, then exits; a worker dies with the server too (its own parent-death signal).
+  → host: {"spawned": worker_id, "pid": pid} | {"exited": pid, "code": exit code or -signal}, both sent
+  by the worker's keeper (runtime/keeper.py), which shares the socket.
+Host gone (EOF, or the parent-death signal) → the server tells every keeper to kill its worker's tree,
+kills whatever is left, then exits.
 
-The process tree: each worker leads its own process group (what it starts goes with it, and a Ctrl-C at
-the terminal reaches serve, not the functions) and is a subreaper (a daemonising grandchild stays
-under it). The server is a subreaper as well: when a worker exits, its group is killed and so is
-anything re-parented here.
+The process tree (docs/architecture.md, "The process tree"): server → one keeper per worker → the
+worker. A keeper takes the next worker once its last one's tree is gone, so a fresh worker still
+costs one fork; up to SPARE_KEEPERS idle keepers wait for work. Each worker leads its own process
+group (a Ctrl-C at the terminal reaches serve, not the functions); its keeper is a subreaper that owns
+everything the worker starts. The server is a subreaper too: a keeper killed outright leaves its
+orphans here, and they are killed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+from typing import NoReturn
 
 # Everything a worker needs before the user's module, imported once here and shared by every fork.
 import starlette.applications
@@ -34,7 +38,7 @@ import starlette.requests
 import starlette.responses
 import starlette.routing  # noqa: F401
 
-from edgecli.runtime import deno_child, parent
+from edgecli.runtime import deno_child, keeper, parent
 from edgecli.runtime import worker as worker_mod
 
 try:
@@ -42,85 +46,115 @@ try:
 except ImportError:  # pragma: no cover - optional
     pass
 
-MAX_PACKET = 1 << 20
-FDS_PER_SPAWN = 3
+SPARE_KEEPERS = 4  # idle keepers kept for the next workers; one more idle is told to leave
 
 
-def receive(ctl: socket.socket) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = ctl.recvmsg(MAX_PACKET, socket.CMSG_SPACE(FDS_PER_SPAWN * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
+class Keepers:
+    """This server's keepers (runtime/keeper.py): each one's job socket, and which are idle."""
 
+    def __init__(self, ctl: socket.socket, wakeup: tuple[int, int]) -> None:
+        self.ctl = ctl
+        self.wakeup = wakeup
+        self.pids: set[int] = set()  # every keeper not yet reaped
+        self.jobs: dict[int, socket.socket] = {}  # pid → job socket, for the keepers that take work
+        self.idle: list[int] = []
 
-def spawn(
-    ctl: socket.socket, wakeup: tuple[int, int], payload: bytes, fds: list[int], workers: set[int]
-) -> None:
-    spec = worker_mod.WorkerSpec(**json.loads(payload))
-    server_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        # Child: forget the server's plumbing, then become the worker, with a fresh Python's signals.
-        ctl.close()
-        for fd in wakeup:
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        parent.restore_signals()
-        os.setpgid(0, 0)
-        parent.become_subreaper()
-        parent.die_with_parent(server_pid)
-        if spec.argv:
-            deno_child.exec_worker(spec, *fds)
-        worker_mod.child_main(spec, *fds)
-    try:
-        os.setpgid(pid, pid)  # also here, so the group exists before the server may need to kill it
-    except OSError:
-        pass
-    workers.add(pid)
-    for fd in fds:
-        os.close(fd)
-    ctl.send(json.dumps({"spawned": spec.worker, "pid": pid}).encode())
-
-
-def reap(ctl: socket.socket, workers: set[int]) -> None:
-    while True:
+    def spawn(self, payload: bytes, fds: list[int]) -> None:
+        """Send the worker to an idle keeper, or to a new one. Its keeper reports it."""
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
+            for _attempt in range(2):
+                pid = self.idle.pop() if self.idle else self.start(fds)
+                try:
+                    self.jobs[pid].sendmsg(
+                        [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    )
+                    return
+                except OSError:  # that keeper died meanwhile: the next try starts a new one
+                    self.forget(pid)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def start(self, pending: list[int]) -> int:
+        """A new keeper. `pending`: the fds of the worker about to be sent, which it must not hold too
+        (a socket still open in another process never reaches EOF)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server = os.getpid()
+        pid = os.fork()
         if pid == 0:
-            break
-        if pid in workers:
-            workers.discard(pid)
-            parent.kill_group(pid)  # what the worker started goes with it
-            ctl.send(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
-    # Anything else that is our child was re-parented here when its worker died: it goes too.
-    for pid in parent.children():
-        if pid not in workers:
-            parent.kill(pid)
+            ours.close()
+            for fd in pending:
+                os.close(fd)
+            for sock in self.jobs.values():  # the other keepers' sockets: their EOF is theirs alone
+                sock.close()
+            keeper.keep(self.ctl, theirs, server, self.wakeup, become_worker)
+        theirs.close()
+        self.pids.add(pid)
+        self.jobs[pid] = ours
+        return pid
 
+    def readable(self, pid: int) -> None:
+        """A keeper's socket: its worker's tree is gone (IDLE), or the keeper is (EOF)."""
+        try:
+            message = self.jobs[pid].recv(64)
+        except OSError:
+            message = b""
+        if message != keeper.IDLE or len(self.idle) >= SPARE_KEEPERS:
+            self.forget(pid)  # closing its socket tells an idle keeper to leave
+        else:
+            self.idle.append(pid)
 
-def kill_everything(workers: set[int], timeout: float = 2.0) -> None:
-    """The host is gone: every worker, everything each started, and every orphan re-parented here."""
-    for pid in workers:
-        parent.kill_group(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = parent.children()
-        if not alive:
-            return
-        for pid in alive:
-            parent.kill_group(pid)
-            parent.kill(pid)
-        while True:  # reap, so that a killed worker's orphans are re-parented here and seen next pass
+    def forget(self, pid: int) -> None:
+        sock = self.jobs.pop(pid, None)
+        if sock is not None:
+            sock.close()
+        if pid in self.idle:
+            self.idle.remove(pid)
+
+    def reap(self) -> None:
+        """Reap the keepers that left; kill anything else that is our child."""
+        while True:
             try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-        time.sleep(0.005)
+            if pid == 0:
+                break
+            self.pids.discard(pid)
+            self.forget(pid)
+        # Re-parented here because its keeper was killed outright: its worker died with the keeper.
+        for pid in parent.children():
+            if pid not in self.pids:
+                parent.kill(pid)
+
+    def kill_everything(self) -> None:
+        """The host is gone: each keeper kills its worker's tree; what is still here after that is killed."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, keeper.TEARDOWN)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + keeper.TEARDOWN_S + 0.5
+        while parent.children():
+            if time.monotonic() > deadline:
+                for pid in parent.children():
+                    parent.kill(pid)
+                if time.monotonic() > deadline + 1.0:
+                    return
+            self.reap()
+            time.sleep(0.002)
+
+
+def become_worker(payload: bytes, fds: list[int], keeper_pid: int) -> NoReturn:
+    """In the keeper's child: a fresh Python's signals, a process group of its own, then the worker."""
+    spec = worker_mod.WorkerSpec(**json.loads(payload))
+    parent.restore_signals()
+    os.setpgid(0, 0)
+    parent.die_with_parent(keeper_pid)
+    if spec.argv:
+        deno_child.exec_worker(spec, *fds)
+    worker_mod.child_main(spec, *fds)
+    raise AssertionError("child_main returned")  # pragma: no cover
 
 
 def serve(ctl: socket.socket, host: int) -> None:
@@ -133,30 +167,34 @@ def serve(ctl: socket.socket, host: int) -> None:
     # SIGTERM is also its parent-death signal, so it only wakes the loop, which checks the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(keeper.TEARDOWN, lambda *_: None)  # for the keepers, which inherit it: it wakes them
     parent.become_subreaper()
     gc.collect()
     gc.freeze()  # keep the imported objects out of GC passes in children: fewer copied pages
-    workers: set[int] = set()
+    keepers = Keepers(ctl, (wake_r, wake_w))
     try:
-        loop(ctl, host, (wake_r, wake_w), workers)
+        loop(ctl, host, wake_r, keepers)
     finally:
-        kill_everything(workers)
+        keepers.kill_everything()
 
 
-def loop(ctl: socket.socket, host: int, wakeup: tuple[int, int], workers: set[int]) -> None:
-    wake_r = wakeup[0]
+def loop(ctl: socket.socket, host: int, wake_r: int, keepers: Keepers) -> None:
     while True:
-        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        by_fd = {sock.fileno(): pid for pid, sock in keepers.jobs.items()}
+        readable, _, _ = select.select([ctl.fileno(), wake_r, *by_fd], [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             if os.getppid() != host:
                 return  # the host died without closing the socket first (SIGKILL)
-            reap(ctl, workers)
+            keepers.reap()
+        for fd in readable:
+            if fd in by_fd and by_fd[fd] in keepers.jobs:
+                keepers.readable(by_fd[fd])
         if ctl.fileno() in readable:
-            payload, fds = receive(ctl)
+            payload, fds = keeper.receive(ctl)
             if not payload:
                 return  # the host is gone
-            spawn(ctl, wakeup, payload, fds, workers)
+            keepers.spawn(payload, fds)
 
 
 def main() -> None:

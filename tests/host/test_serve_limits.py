@@ -44,7 +44,12 @@ async def handler(req):
         await asyncio.sleep(seconds)
     elif what == "child":  # the CPU and memory of a process the function starts are the function's
         code = "import sys\\nb = bytearray(int(sys.argv[1]) << 20)\\nwhile True: pass"
-        subprocess.Popen([sys.executable, "-c", code, req.query_params.get("mb", "0")])
+        argv = [sys.executable, "-c", code, req.query_params.get("mb", "0")]
+        if req.query_params.get("orphan"):  # a daemon: its own session, its parent gone at once
+            starter = "import subprocess, sys\\nsubprocess.Popen(sys.argv[1:], start_new_session=True)"
+            subprocess.run([sys.executable, "-c", starter, *argv])
+        else:
+            subprocess.Popen(argv)
         await asyncio.sleep(seconds)
     return JSONResponse({"pid": os.getpid()})
 """
@@ -147,6 +152,8 @@ def test_a_retiring_worker_lets_its_request_run_to_its_own_end(tmp_path: Path) -
     [
         ("cpu_time_soft_limit_ms = 300\ncpu_time_hard_limit_ms = 600", {}, "cpu"),
         ("memory_limit_mb = 150", {"mb": "200"}, "memory"),
+        ("memory_limit_mb = 150", {"mb": "200", "orphan": "1"}, "memory"),
+        ("cpu_time_soft_limit_ms = 300\ncpu_time_hard_limit_ms = 600", {"orphan": "1"}, "cpu"),
     ],
 )
 def test_limits_count_the_processes_a_function_starts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import traceback
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edgecli import ipc
 from edgecli.events import Event
 from edgecli.host.output import PipeLines
 from edgecli.log_limits import MAX_MESSAGE, truncate
@@ -132,3 +134,67 @@ def test_writer_refuses_bytes(outlet: FakeOutlet) -> None:
     with pytest.raises(TypeError):
         out.write(b"bytes")  # type: ignore[arg-type]
     assert sys.stdout is not out
+
+
+class BackedUpTransport:
+    """A transport holding `queued` unsent bytes; what the socket takes goes to `sock`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.queued = 0
+        self.sock = sock
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.sock
+
+
+class BackedUpProtocol:
+    closed = False
+
+    def __init__(self, transport: BackedUpTransport) -> None:
+        self.transport = transport
+        self.behind: list[bytes] = []  # frames written behind the transport's unsent bytes
+
+    def flush(self) -> None:
+        pass
+
+    def write(self, frame: bytes) -> None:
+        self.behind.append(frame)
+
+
+def wire_messages(data: bytes) -> list[str]:
+    return [Event.from_row_json(payload).message for _k, _f, _c, payload in ipc.FrameParser().feed(data)]
+
+
+def test_records_behind_a_backed_up_transport_are_bounded_and_a_drop_is_counted() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    loop = asyncio.new_event_loop()
+    try:
+        transport = BackedUpTransport(ours)
+        proto = BackedUpProtocol(transport)
+        outlet = capture.Outlet(proto, loop)  # type: ignore[arg-type]
+        out = capture.LineWriter("info", 1, outlet, loop)
+        print("straight to the socket", file=out)
+        transport.queued = 1000
+        print("behind the body", file=out)
+        assert wire_messages(b"".join(proto.behind)) == ["behind the body"]  # in order, behind it
+        transport.queued = capture.QUEUED_MAX
+        for _ in range(3):
+            print("serve is not reading", file=out)  # returns: dropped, not queued without bound
+        assert len(proto.behind) == 1 and outlet.dropped == 3
+        transport.queued = 0
+        print("drained", file=out)
+        received = wire_messages(theirs.recv(1 << 16))
+        assert received[0] == "straight to the socket"
+        assert received[1].startswith("3 log records dropped: the worker's socket to serve held")
+        assert received[2] == "drained" and outlet.dropped == 0
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()

@@ -82,8 +82,11 @@ def test_children_get_default_signals_their_own_group_and_no_host_secrets(projec
         assert info["worker_pgid"] == info["worker"] == info["child_pgid"]
         assert info["worker_pgid"] != os.getpgid(srv.proc.pid)
         assert not info["secret_in_environ"] and not info["secret_in_os_environ"]
-        # The daemonised grandchild was orphaned, and is still under the worker (a subreaper).
-        assert all(psutil.Process(pid).ppid() in (info["worker"], info["child"]) for pid in pids)
+        # The daemonised grandchild was orphaned, and is still in the worker's tree: its keeper's.
+        keeper = psutil.Process(info["worker"]).ppid()
+        assert psutil.Process(keeper).name() == "edgecli-keeper"
+        assert psutil.Process(info["worker"]).name() != "edgecli-keeper"  # named as before
+        assert {psutil.Process(pid).ppid() for pid in pids} == {info["worker"], keeper}
     assert not alive(pids)  # Served.stop asserted the same for everything under serve
 
 
@@ -103,7 +106,7 @@ def test_what_workers_started_goes_when_serve_or_the_fork_server_is_killed(
 ) -> None:
     srv = Served(project).start()
     try:
-        info, pids = spawned(srv)
+        _, pids = spawned(srv)
         family = srv.family()
         if victim == "serve":
             os.kill(srv.proc.pid, signal.SIGKILL)
@@ -112,10 +115,8 @@ def test_what_workers_started_goes_when_serve_or_the_fork_server_is_killed(
                 p for p in family if p.ppid() == srv.proc.pid and "forkserver" in " ".join(cmdline(p))
             )
             os.kill(forkserver.pid, signal.SIGKILL)
-        # A grandchild that left the worker's group survives a fork server killed outright only: its
-        # worker's group is killed by serve, but it is no longer in it.
-        expected = pids if victim == "serve" else {info["child"]}
-        wait_until(lambda: not alive(expected), 10, what=f"the children to die with the {victim}")
+        # Even the grandchild that left the worker's session: its keeper kills the whole tree.
+        wait_until(lambda: not alive(pids), 10, what=f"the children to die with the {victim}")
         if victim == "forkserver":
             wait_until(lambda: srv.get("spawn").status_code == 200, 15, what="a new fork server")
     finally:
@@ -126,3 +127,48 @@ def test_what_workers_started_goes_when_serve_or_the_fork_server_is_killed(
         else:
             srv.client.close()
             srv.assert_no_leftovers()
+
+
+ORPHANS = """
+import asyncio, subprocess
+from starlette.responses import JSONResponse
+
+async def handler(req):
+    # An orphan that ends soon after its parent (a daemonising shell), and a child of the function's
+    # own that ends before the function waits for it: its exit status is the function's to collect.
+    orphan = subprocess.run(["sh", "-c", "sleep 0.2 & echo $!"], capture_output=True, text=True).stdout
+    own = subprocess.Popen(["sh", "-c", "exit 7"])
+    await asyncio.sleep(1.0)
+    return JSONResponse({"orphan": int(orphan), "own_status": own.wait()})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_orphans_are_reaped_when_they_end_and_the_functions_own_children_are_left_alone(
+    tmp_path: Path,
+) -> None:
+    with Served(make_project(tmp_path, {"orphans": ORPHANS})) as srv:
+        info = srv.get("orphans").json()
+        assert info["own_status"] == 7  # nobody reaped it before the function's wait()
+        # Not left as a zombie until the worker exits: the worker still runs.
+        wait_until(lambda: not psutil.pid_exists(info["orphan"]), 10, what="the ended orphan to be reaped")
+        assert srv.worker_pids()
+
+
+WHO = """
+import os
+from starlette.responses import JSONResponse
+
+async def handler(req):
+    return JSONResponse({"worker": os.getpid(), "keeper": os.getppid()})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_keeper_takes_the_next_worker_once_its_last_one_is_gone(tmp_path: Path) -> None:
+    config = '[edge_runtime]\npolicy = "oneshot"\n'
+    with Served(make_project(tmp_path, {"who": WHO}, config)) as srv:
+        seen = [srv.get("who").json() for _ in range(10)]
+        assert len({s["worker"] for s in seen}) == 10  # a fresh worker for every request
+        # A few keepers in turn (one forks the spare while another's worker drains), not one each.
+        assert len({s["keeper"] for s in seen}) <= 5
