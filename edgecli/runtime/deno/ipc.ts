@@ -11,6 +11,7 @@ export const Kind = {
   DISCONNECT: 3,
   NOTICE: 4,
   STOP: 5,
+  WS_RECEIVE: 6, // a WebSocket message from the client (flag TEXT)
   CREDIT: 7, // both ways: u32, body bytes of the channel its reader consumed (flow control)
   // worker -> host
   READY: 10,
@@ -21,9 +22,13 @@ export const Kind = {
   EVENT: 15,
   RETIRE: 16,
   BYE: 17,
+  WS_ACCEPT: 18, // {"subprotocol", "headers"}: the function accepted the WebSocket
+  WS_SEND: 19, // a WebSocket message from the function (flag TEXT)
+  WS_CLOSE: 20, // {"code", "reason"}: the function closed the socket
 } as const;
 
 export const MORE = 0x01; // flags bit: more body follows
+export const TEXT = 0x02; // flags bit: a WebSocket message is text (UTF-8), not bytes
 export const WINDOW = 1 << 19; // unconsumed body bytes the host may have out per channel (ipc.py)
 const HEADER = 10;
 const encoder = new TextEncoder();

@@ -10,7 +10,8 @@
 // request and background task they belong to.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, WINDOW } from "./ipc.ts";
+import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, TEXT, WINDOW } from "./ipc.ts";
+import { allowUpgrade, type EdgeWebSocket, makeUpgradeWebSocket, takeUpgrade } from "./websocket.ts";
 
 interface Spec {
   worker: string;
@@ -59,9 +60,11 @@ function emitFor(
 }
 
 function cpuMs(): number {
-  // utime and stime, in clock ticks (100 per second on Linux)
+  // utime, stime, and cutime, cstime: the host counts the CPU of processes the function started while
+  // they ran (a worker's CPU is its whole tree's), so the boot's share includes those it waited for. In
+  // clock ticks, 100 per second on Linux.
   const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return fields.slice(11, 15).reduce((sum, ticks) => sum + Number(ticks), 0) * 10;
 }
 
 function memoryMb(): number {
@@ -83,7 +86,17 @@ function waitUntil<T>(promise: Promise<T>): Promise<T> {
     throw new TypeError(`EdgeRuntime.waitUntil() takes a promise, not ${Deno.inspect(promise)}`);
   }
   const id = `${spec.worker}.t-${++taskIds}`;
-  const request = tags.getStore()?.request ?? null;
+  const store = tags.getStore();
+  const request = store?.request ?? null;
+  if (store) {
+    // The promise is already running, and every continuation it has registered (each `await` in it so
+    // far) holds the caller's tags object. Those continuations are the task: retag that object as the
+    // task's, and give the caller a fresh one for whatever it runs from here on. Lines the task printed
+    // before its first await ran before waitUntil was called, and keep the caller's tags.
+    const caller = store.task;
+    store.task = id;
+    tags.enterWith({ request, task: caller });
+  }
   const name = callerName();
   tasks.set(id, { name, request, started: Date.now() });
   emitFor("task_start", `task ${name} started`, "info", request, id, { name });
@@ -142,6 +155,7 @@ function unhandled(reason: unknown) {
 function installRuntime() {
   captureConsole();
   (globalThis as Record<string, unknown>).EdgeRuntime = { waitUntil };
+  (Deno as unknown as Record<string, unknown>).upgradeWebSocket = makeUpgradeWebSocket(write);
   (Deno as unknown as Record<string, unknown>).serve = (...args: unknown[]) => {
     const last = args[args.length - 1];
     const found = typeof last === "function" ? last : (args[0] as { handler?: unknown })?.handler;
@@ -155,7 +169,9 @@ function installRuntime() {
 // -- requests -----------------------------------------------------------------------------------------
 
 class Channel {
+  constructor(readonly request: string) {}
   body: ReadableStreamDefaultController<Uint8Array> | null = null;
+  socket: EdgeWebSocket | null = null; // the function accepted this request's WebSocket
   abort = new AbortController();
   done: Promise<void> = Promise.resolve();
   owed = 0; // body bytes received and not yet credited back to the host
@@ -172,12 +188,13 @@ interface Scope {
   path: string;
   raw_path: string;
   root_path?: string;
+  type?: "http" | "websocket";
   query_string: string;
   headers: [string, string][];
 }
 
 function open(channel: number, scope: Scope) {
-  const chan = new Channel();
+  const chan = new Channel(scope.request_id);
   channels.set(channel, chan);
   const headers = new Headers();
   for (const [k, v] of scope.headers) headers.append(k, v);
@@ -194,6 +211,7 @@ function open(channel: number, scope: Scope) {
     )
     : null;
   const request = new Request(url, { method: scope.method, headers, body, signal: chan.abort.signal });
+  if (scope.type === "websocket") allowUpgrade(request, channel, url.replace(/^http/, "ws"));
   chan.done = tags.run({ request: scope.request_id, task: null }, () => respond(channel, chan, request));
 }
 
@@ -228,6 +246,13 @@ async function respond(channel: number, chan: Channel, request: Request) {
     if (!(response instanceof Response)) {
       throw new TypeError(`the handler returned ${Deno.inspect(response)}, not a Response`);
     }
+    const socket = takeUpgrade(response);
+    if (socket) {
+      chan.socket = socket;
+      socket.accept();
+      await socket.closed; // the channel is the socket's until either side closes it
+      return;
+    }
     const headers = [...response.headers];
     write(packJson(Kind.START, channel, { status: response.status, headers }));
     if (response.body) {
@@ -239,7 +264,8 @@ async function respond(channel: number, chan: Channel, request: Request) {
     write(pack(Kind.RESPONSE, channel));
   } catch (error) {
     if (!chan.abort.signal.aborted) {
-      emit("log", `Uncaught exception in handler:\n${describe(error)}`, "error");
+      // Tagged explicitly: the handler's own tags object may have become a background task's.
+      emitFor("log", `Uncaught exception in handler:\n${describe(error)}`, "error", chan.request, null);
       write(packJson(Kind.FAILED, channel, { message: firstLine(describe(error)) }));
     }
   } finally {
@@ -273,8 +299,13 @@ async function stop(grace: number, reason: string) {
   for (const id of [...tasks.keys()]) taskEnded(id, "cancelled", null, reason === "early_drop" ? "termination" : reason);
   for (const [channel, chan] of channels) {
     chan.abort.abort();
+    if (chan.socket) {
+      chan.socket.closeWith(1001); // the worker is going away
+      continue;
+    }
     write(packJson(Kind.FAILED, channel, { message: "the worker stopped before the response was complete" }));
   }
+  await new Promise((r) => setTimeout(r, 0)); // let closing sockets' frames go first
   await write(packJson(Kind.BYE, 0, { cpu_ms: cpuMs(), memory_mb: memoryMb() }));
   Deno.exit(0);
 }
@@ -283,7 +314,14 @@ function onFrame({ kind, flags, channel, payload }: Frame) {
   const chan = channels.get(channel);
   if (kind === Kind.REQUEST) open(channel, parseJson<Scope>(payload));
   else if (kind === Kind.BODY && chan) onBody(channel, chan, payload, (flags & MORE) !== 0);
-  else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
+  else if (kind === Kind.WS_RECEIVE && chan?.socket) {
+    const socket = chan.socket;
+    tags.run({ request: chan.request, task: null }, () => socket.received(payload, (flags & TEXT) !== 0));
+  } else if (kind === Kind.DISCONNECT && chan?.socket) {
+    const socket = chan.socket;
+    const code = payload.length === 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 1005;
+    tags.run({ request: chan.request, task: null }, () => socket.clientClosed(code));
+  } else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
   else if (kind === Kind.NOTICE) fireBeforeunload(parseJson<{ reason: string }>(payload).reason);
   else if (kind === Kind.STOP) {
     const { grace, reason } = parseJson<{ grace: number; reason: string }>(payload);
@@ -294,7 +332,9 @@ function onFrame({ kind, flags, channel, payload }: Frame) {
 async function boot(): Promise<boolean> {
   const started = performance.now();
   try {
-    const module = await import(new URL(`file://${spec.entrypoint}`).href);
+    // Under a tags object of its own, so a module-level waitUntil can make it the task's (waitUntil).
+    const url = new URL(`file://${spec.entrypoint}`).href;
+    const module = await tags.run({ request: null, task: null }, () => import(url));
     const fetch = module.default?.fetch;
     if (!handler && typeof fetch === "function") handler = fetch.bind(module.default);
     if (!handler) {
