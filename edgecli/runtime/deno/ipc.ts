@@ -66,15 +66,20 @@ export function parseJson<T>(payload: Uint8Array): T {
   return JSON.parse(decoder.decode(payload)) as T;
 }
 
-/** Turns a byte stream into frames; feed it whatever a read returned. */
+/** Turns a byte stream into frames; feed it whatever a read returned. Payloads are copies, not views of
+ * the read: a body chunk may wait in its request's stream long after the read that brought it. */
 export class FrameParser {
   private buf = new Uint8Array(0);
 
   feed(data: Uint8Array): Frame[] {
-    const joined = new Uint8Array(this.buf.length + data.length);
-    joined.set(this.buf);
-    joined.set(data, this.buf.length);
-    const view = new DataView(joined.buffer);
+    // Most reads hold whole frames: then they are read where they are. A frame cut by a read is joined.
+    let joined = data;
+    if (this.buf.length) {
+      joined = new Uint8Array(this.buf.length + data.length);
+      joined.set(this.buf);
+      joined.set(data, this.buf.length);
+    }
+    const view = new DataView(joined.buffer, joined.byteOffset, joined.byteLength);
     const frames: Frame[] = [];
     let pos = 0;
     while (joined.length - pos >= HEADER) {

@@ -11,6 +11,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, TEXT, WINDOW } from "./ipc.ts";
+import { sendBody } from "./response.ts";
 import { allowUpgrade, type EdgeWebSocket, makeUpgradeWebSocket, takeUpgrade } from "./websocket.ts";
 
 interface Spec {
@@ -254,14 +255,8 @@ async function respond(channel: number, chan: Channel, request: Request) {
       return;
     }
     const headers = [...response.headers];
-    write(packJson(Kind.START, channel, { status: response.status, headers }));
-    if (response.body) {
-      for await (const chunk of response.body) {
-        if (chan.abort.signal.aborted) break;
-        await write(pack(Kind.RESPONSE, channel, chunk, MORE));
-      }
-    }
-    write(pack(Kind.RESPONSE, channel));
+    const start = packJson(Kind.START, channel, { status: response.status, headers });
+    await sendBody(write, channel, chan.abort.signal, start, response.body);
   } catch (error) {
     if (!chan.abort.signal.aborted) {
       // Tagged explicitly: the handler's own tags object may have become a background task's.
