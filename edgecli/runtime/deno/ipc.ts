@@ -67,7 +67,8 @@ export function parseJson<T>(payload: Uint8Array): T {
 }
 
 /** Turns a byte stream into frames; feed it whatever a read returned. Payloads are copies, not views of
- * the read: a body chunk may wait in its request's stream long after the read that brought it. */
+ * the read: the socket is read into the same buffer again while a body chunk may wait in its request's
+ * stream. */
 export class FrameParser {
   private buf = new Uint8Array(0);
 
@@ -96,4 +97,57 @@ export class FrameParser {
     this.buf = joined.slice(pos);
     return frames;
   }
+}
+
+/**
+ * The worker's side of the socket, written with Deno.stdout.write rather than a WritableStream (whose
+ * machinery cost more per frame than the rest of a small response). Frames written while a write is
+ * in flight leave together in the next one; the promise settles when what was written is out.
+ */
+export class Output {
+  private queue: Uint8Array[] = [];
+  private flushing: Promise<void> | null = null;
+
+  constructor(private onGone: () => void) {}
+
+  write(frame: Uint8Array): Promise<void> {
+    this.queue.push(frame);
+    this.flushing ??= this.flush();
+    return this.flushing;
+  }
+
+  private async flush() {
+    try {
+      while (this.queue.length) {
+        const data = joined(this.queue.splice(0));
+        for (let at = 0; at < data.length;) at += await Deno.stdout.write(data.subarray(at));
+      }
+    } catch {
+      this.onGone();
+    } finally {
+      this.flushing = null;
+    }
+  }
+}
+
+/** Reads the socket (stdin) until the host closes it, handing each frame to `onFrame`. */
+export async function readFrames(onFrame: (frame: Frame) => void) {
+  const parser = new FrameParser();
+  const buffer = new Uint8Array(1 << 18);
+  for (;;) {
+    const count = await Deno.stdin.read(buffer);
+    if (count === null) return;
+    for (const frame of parser.feed(buffer.subarray(0, count))) onFrame(frame);
+  }
+}
+
+export function joined(frames: Uint8Array[]): Uint8Array {
+  if (frames.length === 1) return frames[0];
+  const all = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
+  let at = 0;
+  for (const frame of frames) {
+    all.set(frame, at);
+    at += frame.length;
+  }
+  return all;
 }

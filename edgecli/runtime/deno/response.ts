@@ -1,7 +1,7 @@
 // A response's frames, from a Deno worker to the host: START, the body as RESPONSE frames with MORE, and
 // the last RESPONSE frame (ipc.ts; edgecli/runtime/worker.py does the same for Python functions).
 
-import { Kind, MORE, pack } from "./ipc.ts";
+import { joined, Kind, MORE, pack } from "./ipc.ts";
 
 // Frames of a response that are ready together leave in one write: a body the handler already has
 // (a string, JSON, bytes) goes with START and the end in one frame batch, which the host then reads in
@@ -46,15 +46,4 @@ async function settlesNow(promise: Promise<unknown>): Promise<boolean> {
   promise.then(() => (settled = true), () => (settled = true));
   for (let turn = 0; turn < 4 && !settled; turn++) await null;
   return settled;
-}
-
-function joined(frames: Uint8Array[]): Uint8Array {
-  if (frames.length === 1) return frames[0];
-  const all = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
-  let at = 0;
-  for (const frame of frames) {
-    all.set(frame, at);
-    at += frame.length;
-  }
-  return all;
 }

@@ -10,7 +10,7 @@
 // request and background task they belong to.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, TEXT, WINDOW } from "./ipc.ts";
+import { type Frame, Kind, MORE, Output, pack, packCount, packJson, parseJson, readFrames, TEXT, WINDOW } from "./ipc.ts";
 import { sendBody } from "./response.ts";
 import { allowUpgrade, type EdgeWebSocket, makeUpgradeWebSocket, takeUpgrade } from "./websocket.ts";
 
@@ -26,7 +26,7 @@ type Tags = { request: string | null; task: string | null };
 const MAX_MESSAGE = 10_000; // characters in one log record, as Supabase caps a log message
 const spec: Spec = JSON.parse(Deno.args[0]);
 const tags = new AsyncLocalStorage<Tags>();
-const out = Deno.stdout.writable.getWriter();
+const out = new Output(() => Deno.exit(0)); // the host is gone: nobody is left to report to
 const channels = new Map<number, Channel>();
 const tasks = new Map<string, { name: string; request: string | null; started: number }>();
 let handler: Handler | null = null;
@@ -37,7 +37,7 @@ let stopping = false;
 // -- writing to the host ------------------------------------------------------------------------------
 
 function write(frame: Uint8Array): Promise<void> {
-  return out.write(frame).catch(() => Deno.exit(0)); // the host is gone: nobody is left to report to
+  return out.write(frame);
 }
 
 function emit(kind: string, message: string, level = "info", extra: Record<string, unknown> | null = null) {
@@ -354,14 +354,8 @@ async function boot(): Promise<boolean> {
 
 async function main() {
   installRuntime();
-  if (!(await boot())) {
-    await out.close().catch(() => {});
-    Deno.exit(0);
-  }
-  const parser = new FrameParser();
-  for await (const data of Deno.stdin.readable) {
-    for (const frame of parser.feed(data)) onFrame(frame);
-  }
+  if (!(await boot())) Deno.exit(0);
+  await readFrames(onFrame);
   Deno.exit(0); // the host is gone
 }
 
