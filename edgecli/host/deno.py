@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,13 +81,17 @@ class TypeChecks:
 
     async def ensure(
         self, function: FunctionConfig, key: object, env: Mapping[str, str], timeout: float
-    ) -> None:
-        """Return when `function` type-checks; raise TypeCheckError when it does not."""
+    ) -> float | None:
+        """Return when `function` type-checks: how many ms the check took when this call started it,
+        None when the same code had been checked already. Raise TypeCheckError when it does not."""
         known = self._checks.get(function.name)
+        started = None
         if known is None or known[0] != key or _worth_again(known[1]):
+            started = time.monotonic()
             task = asyncio.get_running_loop().create_task(_check(function, env, timeout))
             known = self._checks[function.name] = (key, task)
         await asyncio.shield(known[1])
+        return None if started is None else (time.monotonic() - started) * 1000
 
     def forget(self) -> None:
         for _, task in self._checks.values():

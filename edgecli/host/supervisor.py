@@ -176,13 +176,15 @@ class Supervisor:
         """A TypeScript function's type check, once per generation of its code; a failure is its boot
         error, with Deno's message."""
         env = self.spec_for(function).get("env", {})
+        timeout = function.limits.boot_timeout_sec
         try:
-            await self.type_checks.ensure(
-                function, (id(pool), generation), env, function.limits.boot_timeout_sec
-            )
+            took_ms = await self.type_checks.ensure(function, (id(pool), generation), env, timeout)
         except deno.TypeCheckError as exc:
             self._failed_before_fork(function, pool, exc.message, exc.error)
             raise BootError(exc.message, exc.error) from None
+        if took_ms is not None:  # said, as a first request after a change may wait this long for it
+            message = f"type-checked {function.entrypoint.name} in {took_ms:.0f} ms (deno check)"
+            self.emit(Event(kind="log", message=message, level="info", function=function.name))
 
     def _failed_before_fork(
         self, function: FunctionConfig, pool: PoolHooks, message: str, error: str

@@ -43,6 +43,10 @@ def test_a_type_error_is_a_boot_error_with_deno_message_until_fixed(tmp_path: Pa
         assert "\x1b[" not in error["error"]  # no colours in a record
         write(root, "typed/index.ts", TYPE_ERROR.replace('"54321"', "54321"))
         wait_until(lambda: srv.get("typed").text == "port 54321", 120, what="the fixed function to serve")
+        checked = srv.events(kind="log", function="typed", level="info")
+        assert [
+            e for e in checked if e["message"].startswith("type-checked index.ts in ")
+        ]  # the fixed code's
 
 
 USES_PACKAGES = """
