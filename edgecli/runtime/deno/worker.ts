@@ -249,6 +249,7 @@ async function respond(channel: number, chan: Channel, request: Request) {
     }
     const socket = takeUpgrade(response);
     if (socket) {
+      if (chan.abort.signal.aborted) return socket.clientClosed(1006); // the client left in the handshake
       chan.socket = socket;
       socket.accept();
       await socket.closed; // the channel is the socket's until either side closes it
