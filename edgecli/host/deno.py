@@ -2,30 +2,160 @@
 
 A Deno worker is forked by the fork server like a Python one (same socket, pipes, parent-death signal and
 supervision), and then replaces itself with `deno run` of the worker shipped in edgecli/runtime/deno/,
-which speaks the same wire protocol. docs/architecture.md describes the exchange.
+which speaks the same wire protocol. Before the first worker of new code, serve type-checks the function
+(`TypeChecks`). docs/architecture.md describes the exchange.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from edgecli.config import FunctionConfig
 from edgecli.deno import INSTALL_HINT, deno_binary
 
-WORKER_TS = Path(__file__).resolve().parent.parent / "runtime" / "deno" / "worker.ts"
+DENO_DIR = Path(__file__).resolve().parent.parent / "runtime" / "deno"
+WORKER_TS = DENO_DIR / "worker.ts"
+# The globals the worker gives a function (EdgeRuntime), declared for the type check.
+DECLARATIONS = DENO_DIR / "edge-runtime.d.ts"
+FETCH_HINT = (
+    "; Deno has it neither in its cache (DENO_DIR) nor from the registry: check the name and version, "
+    "or run `deno cache` on the function where the registry is reachable"
+)
 
 
 def worker_argv(function: FunctionConfig, worker_id: str) -> list[str]:
     """The command a Deno worker execs: `deno run` of our worker, told which module to serve."""
+    argv = [_binary(function), "run", "--allow-all", "--quiet", "--no-prompt"]
+    config = function_config(function)
+    if config is not None:
+        argv += ["--config", config]
+    spec = {"worker": worker_id, "function": function.name, "entrypoint": str(function.entrypoint)}
+    return [*argv, str(WORKER_TS), json.dumps(spec)]
+
+
+def function_config(function: FunctionConfig) -> str | None:
+    """The function's own deno.json(c): Deno looks for its config beside the main module, which is our
+    worker, so the worker (and the type check) must be pointed at the function's."""
+    for name in ("deno.json", "deno.jsonc"):
+        if (function.directory / name).is_file():
+            return str(function.directory / name)
+    return None
+
+
+def _binary(function: FunctionConfig) -> str:
     binary = deno_binary()
     if binary is None:  # config only lists a TypeScript function as servable when Deno is there
         raise RuntimeError(f"{function.name} needs Deno: {INSTALL_HINT}")
-    argv = [binary, "run", "--allow-all", "--quiet", "--no-prompt"]
-    for name in ("deno.json", "deno.jsonc"):
-        # Deno looks for its config beside the main module, which is our worker: point it at the function's.
-        if (function.directory / name).is_file():
-            argv += ["--config", str(function.directory / name)]
+    return binary
+
+
+class TypeCheckError(Exception):
+    """`deno check` refused the function: `message` is one line of Deno's report, `error` all of it."""
+
+    def __init__(self, message: str, error: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+        self.transient = transient  # it did not finish: the same code is checked again next time
+
+
+class TypeChecks:
+    """`deno check` of a function, once per generation of its code.
+
+    `deno run` does not type-check a module it imports dynamically, which is how the worker imports the
+    function, so serve checks it before forking the first worker of new code. The check also fetches
+    the function's npm: and jsr: imports into Deno's cache, or fails to find one. It runs in serve, not
+    in the worker: TypeScript takes more CPU and memory than a worker's limits allow, and later workers
+    of the same code (oneshot's spares, more per_worker workers) need no check of their own.
+    """
+
+    def __init__(self) -> None:
+        # function name -> (the code's key, its check); a new key starts a new check
+        self._checks: dict[str, tuple[object, asyncio.Task[None]]] = {}
+
+    async def ensure(
+        self, function: FunctionConfig, key: object, env: Mapping[str, str], timeout: float
+    ) -> float | None:
+        """Return when `function` type-checks: how many ms the check took when this call started it,
+        None when the same code had been checked already. Raise TypeCheckError when it does not."""
+        known = self._checks.get(function.name)
+        started = None
+        if known is None or known[0] != key or _worth_again(known[1]):
+            started = time.monotonic()
+            task = asyncio.get_running_loop().create_task(_check(function, env, timeout))
+            known = self._checks[function.name] = (key, task)
+        await asyncio.shield(known[1])
+        return None if started is None else (time.monotonic() - started) * 1000
+
+    def forget(self) -> None:
+        for _, task in self._checks.values():
+            task.cancel()
+        self._checks.clear()
+
+
+def _worth_again(task: asyncio.Task[None]) -> bool:
+    if not task.done():
+        return False
+    if task.cancelled():
+        return True
+    error = task.exception()
+    return not isinstance(error, TypeCheckError) or error.transient
+
+
+async def _check(function: FunctionConfig, env: Mapping[str, str], timeout: float) -> None:
+    config = function_config(function)
+    argv = [_binary(function), "check", "--quiet", *(["--config", config] if config else [])]
+    # The declarations go in as a root of their own: their globals are then the whole program's.
+    argv += [str(DECLARATIONS), str(function.entrypoint)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=function.directory,
+        env={**env, "NO_COLOR": "1"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout or None)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        message = (
+            f"{function.name} did not finish its type check (`deno check`) within {timeout:g} s "
+            "(boot_timeout_sec): is a registry it imports from unreachable? Raise boot_timeout_sec in "
+            "config.toml if the check only needs longer"
+        )
+        raise TypeCheckError(message, message, transient=True) from None
+    if proc.returncode == 0:
+        return
+    report = re.sub(r"\n+Stack backtrace:[\s\S]*$", "", output.decode(errors="replace")).strip()
+    raise TypeCheckError(summary(report), report)
+
+
+def summary(report: str) -> str:
+    """The first error of Deno's report, its causes and where it is, as one line."""
+    lines = [line.strip() for line in report.splitlines()]
+    first = next((i for i, line in enumerate(lines) if re.match(r"(TS\d+ |error: )", line)), None)
+    if first is None:
+        return f"deno check failed: {report.splitlines()[0] if report else 'no output'}"
+    causes: list[str] = []
+    where = ""
+    for line in lines[first + 1 :]:
+        if re.match(r"\d+: ", line) and not where:
+            causes.append(line.split(": ", 1)[1])
+        elif line.startswith("at file://"):
+            where = line.removeprefix("at file://")
             break
-    spec = {"worker": worker_id, "function": function.name, "entrypoint": str(function.entrypoint)}
-    return [*argv, str(WORKER_TS), json.dumps(spec)]
+    head = lines[first].removeprefix("error: ")
+    kind = "type error: " if re.match(r"TS\d+ ", head) else ""
+    fetch = FETCH_HINT if re.search(r"Failed loading|failed to load|not found in cache", head) else ""
+    return f"{kind}{': '.join([head, *causes])}{f' (at {where})' if where else ''}{fetch}"

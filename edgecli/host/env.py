@@ -48,11 +48,14 @@ HOST_VARS = frozenset(
         "VIRTUAL_ENV",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
+        "NPM_CONFIG_REGISTRY",  # where Deno fetches npm: packages from (a mirror, or a test's own)
+        "JSR_URL",  # and jsr: ones
     }
 )
 # LC_* set the locale; PYTHON* (PYTHONPATH, PYTHONUNBUFFERED, PYTHONHASHSEED, ...) shape the interpreter
-# the developer chose to run edgecli with, and workers should behave like it.
-HOST_PREFIXES = ("LC_", "PYTHON")
+# the developer chose to run edgecli with, and workers should behave like it; DENO_* (DENO_DIR, its
+# cache, above all) do the same for the Deno that runs TypeScript functions.
+HOST_PREFIXES = ("LC_", "PYTHON", "DENO_")
 RESERVED_PREFIX = "SUPABASE_"
 
 

@@ -59,6 +59,7 @@ class Supervisor:
         self.forkserver = ForkServer(self.reap)
         self.dependencies = Dependencies(deps_dir, emit)  # functions' own packages (host/deps.py)
         self.enforcer = LimitEnforcer(self.workers, emit, self.retire)
+        self.type_checks = deno.TypeChecks()  # TypeScript functions' `deno check` (host/deno.py)
         self._forkserver_started = 0.0  # monotonic time of the last (re)start
         self._monitor: asyncio.Task[None] | None = None
         self._reapers: set[asyncio.Task[None]] = set()
@@ -93,6 +94,8 @@ class Supervisor:
     async def spawn(self, function: FunctionConfig, generation: int, pool: PoolHooks) -> Worker:
         """Start a worker and wait for it to boot. Raises BootError when the function cannot boot."""
         deps = await self._dependencies(function, pool)
+        if function.runtime == "deno":
+            await self._type_check(function, generation, pool)
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
@@ -167,11 +170,30 @@ class Supervisor:
         try:
             return await self.dependencies.ensure(function)
         except DependencyError as exc:
-            failure = (id(pool), exc.message)
-            if self._boot_failures.get(function.name) != failure:
-                self._boot_failures[function.name] = failure
-                self.emit(events.boot_error(exc.message, function=function.name))
+            self._failed_before_fork(function, pool, exc.message, exc.message)
             raise BootError(exc.message) from None
+
+    async def _type_check(self, function: FunctionConfig, generation: int, pool: PoolHooks) -> None:
+        """A TypeScript function's type check, once per generation of its code; a failure is its boot
+        error, with Deno's message."""
+        env = self.spec_for(function).get("env", {})
+        timeout = function.limits.boot_timeout_sec
+        try:
+            took_ms = await self.type_checks.ensure(function, (id(pool), generation), env, timeout)
+        except deno.TypeCheckError as exc:
+            self._failed_before_fork(function, pool, exc.message, exc.error)
+            raise BootError(exc.message, exc.error) from None
+        if took_ms is not None:  # said, as a first request after a change may wait this long for it
+            message = f"type-checked {function.entrypoint.name} in {took_ms:.0f} ms (deno check)"
+            self.emit(events.log(message, "info", function=function.name))
+
+    def _failed_before_fork(
+        self, function: FunctionConfig, pool: PoolHooks, message: str, error: str
+    ) -> None:
+        failure = (id(pool), error)
+        if self._boot_failures.get(function.name) != failure:
+            self._boot_failures[function.name] = failure
+            self.emit(events.boot_error(error, message, function=function.name))
 
     # -- retire / terminate / kill ---------------------------------------------------------------------
 
@@ -310,6 +332,7 @@ class Supervisor:
         if self._monitor is not None:
             self._monitor.cancel()
         await self.dependencies.close()
+        self.type_checks.forget()
         await self.forkserver.stop()
         for reaper in list(self._reapers):
             reaper.cancel()

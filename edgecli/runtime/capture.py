@@ -111,7 +111,9 @@ class Outlet:
             f"{count} log record{'s' if count != 1 else ''} dropped: the worker's socket to serve held "
             f"{QUEUED_MAX >> 20} MB not yet sent"
         )
-        return ipc.pack(Kind.EVENT, 0, report.reporter.event("log", message, "warning").to_row_json())
+        return ipc.pack(
+            Kind.EVENT, 0, events.log(message, "warning", **report.reporter.current()).to_row_json()
+        )
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -12,7 +12,6 @@ from serving import Served, make_project, replace_function, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from edgecli.config import DEFAULT_JWT_SECRET
-from edgecli.deno import deno_binary
 from edgecli.host.auth import make_key
 
 ECHO = """
@@ -162,17 +161,3 @@ def test_stopping_serve_closes_open_sockets_as_uvicorn_does(tmp_path: Path) -> N
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value.rcvd
     finally:
         assert srv.stop(timeout=30) == 0
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.skipif(deno_binary() is None, reason="Deno is not installed (edgecli[deno])")
-def test_a_typescript_function_refuses_the_upgrade(tmp_path: Path) -> None:
-    root = project(tmp_path)
-    ts = root / "supabase" / "functions" / "deno" / "index.ts"
-    ts.parent.mkdir(parents=True)
-    ts.write_text('Deno.serve(() => new Response("http only"));\n')
-    with Served(root) as srv:
-        with pytest.raises(InvalidStatus) as refused:
-            websockets.sync.client.connect(ws_url(srv, "deno"))
-        assert refused.value.response.status_code == 403
-        assert srv.get("deno").text == "http only"

@@ -11,6 +11,7 @@ export const Kind = {
   DISCONNECT: 3,
   NOTICE: 4,
   STOP: 5,
+  WS_RECEIVE: 6, // a WebSocket message from the client (flag TEXT)
   CREDIT: 7, // both ways: u32, body bytes of the channel its reader consumed (flow control)
   // worker -> host
   READY: 10,
@@ -21,9 +22,13 @@ export const Kind = {
   EVENT: 15,
   RETIRE: 16,
   BYE: 17,
+  WS_ACCEPT: 18, // {"subprotocol", "headers"}: the function accepted the WebSocket
+  WS_SEND: 19, // a WebSocket message from the function (flag TEXT)
+  WS_CLOSE: 20, // {"code", "reason"}: the function closed the socket
 } as const;
 
 export const MORE = 0x01; // flags bit: more body follows
+export const TEXT = 0x02; // flags bit: a WebSocket message is text (UTF-8), not bytes
 export const WINDOW = 1 << 19; // unconsumed body bytes the host may have out per channel (ipc.py)
 const HEADER = 10;
 const encoder = new TextEncoder();
@@ -61,15 +66,21 @@ export function parseJson<T>(payload: Uint8Array): T {
   return JSON.parse(decoder.decode(payload)) as T;
 }
 
-/** Turns a byte stream into frames; feed it whatever a read returned. */
+/** Turns a byte stream into frames; feed it whatever a read returned. Payloads are copies, not views of
+ * the read: the socket is read into the same buffer again while a body chunk may wait in its request's
+ * stream. */
 export class FrameParser {
   private buf = new Uint8Array(0);
 
   feed(data: Uint8Array): Frame[] {
-    const joined = new Uint8Array(this.buf.length + data.length);
-    joined.set(this.buf);
-    joined.set(data, this.buf.length);
-    const view = new DataView(joined.buffer);
+    // Most reads hold whole frames: then they are read where they are. A frame cut by a read is joined.
+    let joined = data;
+    if (this.buf.length) {
+      joined = new Uint8Array(this.buf.length + data.length);
+      joined.set(this.buf);
+      joined.set(data, this.buf.length);
+    }
+    const view = new DataView(joined.buffer, joined.byteOffset, joined.byteLength);
     const frames: Frame[] = [];
     let pos = 0;
     while (joined.length - pos >= HEADER) {
@@ -86,4 +97,57 @@ export class FrameParser {
     this.buf = joined.slice(pos);
     return frames;
   }
+}
+
+/**
+ * The worker's side of the socket, written with Deno.stdout.write rather than a WritableStream (whose
+ * machinery cost more per frame than the rest of a small response). Frames written while a write is
+ * in flight leave together in the next one; the promise settles when what was written is out.
+ */
+export class Output {
+  private queue: Uint8Array[] = [];
+  private flushing: Promise<void> | null = null;
+
+  constructor(private onGone: () => void) {}
+
+  write(frame: Uint8Array): Promise<void> {
+    this.queue.push(frame);
+    this.flushing ??= this.flush();
+    return this.flushing;
+  }
+
+  private async flush() {
+    try {
+      while (this.queue.length) {
+        const data = joined(this.queue.splice(0));
+        for (let at = 0; at < data.length;) at += await Deno.stdout.write(data.subarray(at));
+      }
+    } catch {
+      this.onGone();
+    } finally {
+      this.flushing = null;
+    }
+  }
+}
+
+/** Reads the socket (stdin) until the host closes it, handing each frame to `onFrame`. */
+export async function readFrames(onFrame: (frame: Frame) => void) {
+  const parser = new FrameParser();
+  const buffer = new Uint8Array(1 << 18);
+  for (;;) {
+    const count = await Deno.stdin.read(buffer);
+    if (count === null) return;
+    for (const frame of parser.feed(buffer.subarray(0, count))) onFrame(frame);
+  }
+}
+
+export function joined(frames: Uint8Array[]): Uint8Array {
+  if (frames.length === 1) return frames[0];
+  const all = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
+  let at = 0;
+  for (const frame of frames) {
+    all.set(frame, at);
+    at += frame.length;
+  }
+  return all;
 }

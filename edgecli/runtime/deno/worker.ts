@@ -10,7 +10,9 @@
 // request and background task they belong to.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Frame, FrameParser, Kind, MORE, pack, packCount, packJson, parseJson, WINDOW } from "./ipc.ts";
+import { type Frame, Kind, MORE, Output, pack, packCount, packJson, parseJson, readFrames, TEXT, WINDOW } from "./ipc.ts";
+import { sendBody } from "./response.ts";
+import { allowUpgrade, type EdgeWebSocket, makeUpgradeWebSocket, takeUpgrade } from "./websocket.ts";
 
 interface Spec {
   worker: string;
@@ -24,7 +26,7 @@ type Tags = { request: string | null; task: string | null };
 const MAX_MESSAGE = 10_000; // characters in one log record, as Supabase caps a log message
 const spec: Spec = JSON.parse(Deno.args[0]);
 const tags = new AsyncLocalStorage<Tags>();
-const out = Deno.stdout.writable.getWriter();
+const out = new Output(() => Deno.exit(0)); // the host is gone: nobody is left to report to
 const channels = new Map<number, Channel>();
 const tasks = new Map<string, { name: string; request: string | null; started: number }>();
 let handler: Handler | null = null;
@@ -35,7 +37,7 @@ let stopping = false;
 // -- writing to the host ------------------------------------------------------------------------------
 
 function write(frame: Uint8Array): Promise<void> {
-  return out.write(frame).catch(() => Deno.exit(0)); // the host is gone: nobody is left to report to
+  return out.write(frame);
 }
 
 function emit(kind: string, message: string, level = "info", extra: Record<string, unknown> | null = null) {
@@ -59,9 +61,11 @@ function emitFor(
 }
 
 function cpuMs(): number {
-  // utime and stime, in clock ticks (100 per second on Linux)
+  // utime, stime, and cutime, cstime: the host counts the CPU of processes the function started while
+  // they ran (a worker's CPU is its whole tree's), so the boot's share includes those it waited for. In
+  // clock ticks, 100 per second on Linux.
   const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return fields.slice(11, 15).reduce((sum, ticks) => sum + Number(ticks), 0) * 10;
 }
 
 function memoryMb(): number {
@@ -83,7 +87,17 @@ function waitUntil<T>(promise: Promise<T>): Promise<T> {
     throw new TypeError(`EdgeRuntime.waitUntil() takes a promise, not ${Deno.inspect(promise)}`);
   }
   const id = `${spec.worker}.t-${++taskIds}`;
-  const request = tags.getStore()?.request ?? null;
+  const store = tags.getStore();
+  const request = store?.request ?? null;
+  if (store) {
+    // The promise is already running, and every continuation it has registered (each `await` in it so
+    // far) holds the caller's tags object. Those continuations are the task: retag that object as the
+    // task's, and give the caller a fresh one for whatever it runs from here on. Lines the task printed
+    // before its first await ran before waitUntil was called, and keep the caller's tags.
+    const caller = store.task;
+    store.task = id;
+    tags.enterWith({ request, task: caller });
+  }
   const name = callerName();
   tasks.set(id, { name, request, started: Date.now() });
   emitFor("task_start", `task ${name} started`, "info", request, id, { name });
@@ -142,6 +156,7 @@ function unhandled(reason: unknown) {
 function installRuntime() {
   captureConsole();
   (globalThis as Record<string, unknown>).EdgeRuntime = { waitUntil };
+  (Deno as unknown as Record<string, unknown>).upgradeWebSocket = makeUpgradeWebSocket(write);
   (Deno as unknown as Record<string, unknown>).serve = (...args: unknown[]) => {
     const last = args[args.length - 1];
     const found = typeof last === "function" ? last : (args[0] as { handler?: unknown })?.handler;
@@ -155,7 +170,9 @@ function installRuntime() {
 // -- requests -----------------------------------------------------------------------------------------
 
 class Channel {
+  constructor(readonly request: string) {}
   body: ReadableStreamDefaultController<Uint8Array> | null = null;
+  socket: EdgeWebSocket | null = null; // the function accepted this request's WebSocket
   abort = new AbortController();
   done: Promise<void> = Promise.resolve();
   owed = 0; // body bytes received and not yet credited back to the host
@@ -172,12 +189,13 @@ interface Scope {
   path: string;
   raw_path: string;
   root_path?: string;
+  type?: "http" | "websocket";
   query_string: string;
   headers: [string, string][];
 }
 
 function open(channel: number, scope: Scope) {
-  const chan = new Channel();
+  const chan = new Channel(scope.request_id);
   channels.set(channel, chan);
   const headers = new Headers();
   for (const [k, v] of scope.headers) headers.append(k, v);
@@ -194,6 +212,7 @@ function open(channel: number, scope: Scope) {
     )
     : null;
   const request = new Request(url, { method: scope.method, headers, body, signal: chan.abort.signal });
+  if (scope.type === "websocket") allowUpgrade(request, channel, url.replace(/^http/, "ws"));
   chan.done = tags.run({ request: scope.request_id, task: null }, () => respond(channel, chan, request));
 }
 
@@ -228,18 +247,21 @@ async function respond(channel: number, chan: Channel, request: Request) {
     if (!(response instanceof Response)) {
       throw new TypeError(`the handler returned ${Deno.inspect(response)}, not a Response`);
     }
-    const headers = [...response.headers];
-    write(packJson(Kind.START, channel, { status: response.status, headers }));
-    if (response.body) {
-      for await (const chunk of response.body) {
-        if (chan.abort.signal.aborted) break;
-        await write(pack(Kind.RESPONSE, channel, chunk, MORE));
-      }
+    const socket = takeUpgrade(response);
+    if (socket) {
+      if (chan.abort.signal.aborted) return socket.clientClosed(1006); // the client left in the handshake
+      chan.socket = socket;
+      socket.accept();
+      await socket.closed; // the channel is the socket's until either side closes it
+      return;
     }
-    write(pack(Kind.RESPONSE, channel));
+    const headers = [...response.headers];
+    const start = packJson(Kind.START, channel, { status: response.status, headers });
+    await sendBody(write, channel, chan.abort.signal, start, response.body);
   } catch (error) {
     if (!chan.abort.signal.aborted) {
-      emit("log", `Uncaught exception in handler:\n${describe(error)}`, "error");
+      // Tagged explicitly: the handler's own tags object may have become a background task's.
+      emitFor("log", `Uncaught exception in handler:\n${describe(error)}`, "error", chan.request, null);
       write(packJson(Kind.FAILED, channel, { message: firstLine(describe(error)) }));
     }
   } finally {
@@ -273,8 +295,13 @@ async function stop(grace: number, reason: string) {
   for (const id of [...tasks.keys()]) taskEnded(id, "cancelled", null, reason === "early_drop" ? "termination" : reason);
   for (const [channel, chan] of channels) {
     chan.abort.abort();
+    if (chan.socket) {
+      chan.socket.closeWith(1001); // the worker is going away
+      continue;
+    }
     write(packJson(Kind.FAILED, channel, { message: "the worker stopped before the response was complete" }));
   }
+  await new Promise((r) => setTimeout(r, 0)); // let closing sockets' frames go first
   await write(packJson(Kind.BYE, 0, { cpu_ms: cpuMs(), memory_mb: memoryMb() }));
   Deno.exit(0);
 }
@@ -283,7 +310,14 @@ function onFrame({ kind, flags, channel, payload }: Frame) {
   const chan = channels.get(channel);
   if (kind === Kind.REQUEST) open(channel, parseJson<Scope>(payload));
   else if (kind === Kind.BODY && chan) onBody(channel, chan, payload, (flags & MORE) !== 0);
-  else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
+  else if (kind === Kind.WS_RECEIVE && chan?.socket) {
+    const socket = chan.socket;
+    tags.run({ request: chan.request, task: null }, () => socket.received(payload, (flags & TEXT) !== 0));
+  } else if (kind === Kind.DISCONNECT && chan?.socket) {
+    const socket = chan.socket;
+    const code = payload.length === 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 1005;
+    tags.run({ request: chan.request, task: null }, () => socket.clientClosed(code));
+  } else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
   else if (kind === Kind.NOTICE) fireBeforeunload(parseJson<{ reason: string }>(payload).reason);
   else if (kind === Kind.STOP) {
     const { grace, reason } = parseJson<{ grace: number; reason: string }>(payload);
@@ -294,7 +328,9 @@ function onFrame({ kind, flags, channel, payload }: Frame) {
 async function boot(): Promise<boolean> {
   const started = performance.now();
   try {
-    const module = await import(new URL(`file://${spec.entrypoint}`).href);
+    // Under a tags object of its own, so a module-level waitUntil can make it the task's (waitUntil).
+    const url = new URL(`file://${spec.entrypoint}`).href;
+    const module = await tags.run({ request: null, task: null }, () => import(url));
     const fetch = module.default?.fetch;
     if (!handler && typeof fetch === "function") handler = fetch.bind(module.default);
     if (!handler) {
@@ -319,14 +355,8 @@ async function boot(): Promise<boolean> {
 
 async function main() {
   installRuntime();
-  if (!(await boot())) {
-    await out.close().catch(() => {});
-    Deno.exit(0);
-  }
-  const parser = new FrameParser();
-  for await (const data of Deno.stdin.readable) {
-    for (const frame of parser.feed(data)) onFrame(frame);
-  }
+  if (!(await boot())) Deno.exit(0);
+  await readFrames(onFrame);
   Deno.exit(0); // the host is gone
 }
 

@@ -1,0 +1,116 @@
+"""Real-process tests: `Deno.upgradeWebSocket` in a TypeScript function, through serve, with a real
+client (`websockets`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets.sync.client
+from serving import Served
+from test_serve_deno import project
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from edgecli.config import DEFAULT_JWT_SECRET
+from edgecli.deno import deno_binary
+from edgecli.host.auth import make_key
+
+pytestmark = [
+    pytest.mark.skipif(deno_binary() is None, reason="Deno is not installed (edgecli[deno])"),
+    pytest.mark.timeout(180),  # the first boot type-checks the function (test_deno_boot.py)
+]
+
+ECHO = """
+Deno.serve((req: Request) => {
+  if (req.headers.get("upgrade") !== "websocket") return new Response("http too");
+  const { socket, response } = Deno.upgradeWebSocket(req);
+  socket.onopen = () => console.log("open", socket.readyState);
+  socket.onmessage = (ev: MessageEvent) => {
+    if (typeof ev.data !== "string") {
+      socket.send(new Uint8Array(ev.data as ArrayBuffer).reverse());
+    } else if (ev.data === "close") {
+      socket.close(4001, "asked to");
+    } else {
+      console.log("got", ev.data);
+      socket.send(`echo ${ev.data}`);
+    }
+  };
+  socket.addEventListener("close", (ev: CloseEvent) => console.log("closed", ev.code));
+  return response;
+});
+"""
+
+
+def connect(srv: Served, **kw: Any) -> websockets.sync.client.ClientConnection:
+    # The handshake waits for the first worker, which waits for the function's first type check.
+    url = f"ws://127.0.0.1:{srv.port}/functions/v1/echo"
+    return websockets.sync.client.connect(url, open_timeout=90, **kw)
+
+
+def test_echo_text_and_bytes_with_tagged_logs_and_one_request_record(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"echo/index.ts": ECHO})) as srv:
+        with connect(srv) as ws:
+            ws.send("a")
+            assert ws.recv(timeout=30) == "echo a"
+            ws.send(b"\x01\x02\x03")
+            assert ws.recv(timeout=10) == b"\x03\x02\x01"
+            ws.send("b")
+            assert ws.recv(timeout=10) == "echo b"
+            ws.close(4002, "client done")
+        record = srv.wait_event(kind="request", method="WEBSOCKET")
+        assert record["status"] == 101 and record["path"] == "/functions/v1/echo"
+        srv.wait_event(kind="log", message="closed 4002")
+        logs = [e["message"] for e in srv.events(kind="log", request=record["request"])]
+        assert logs == ["open 1", "got a", "got b", "closed 4002"]
+        assert srv.get("echo").text == "http too"  # the same function still serves HTTP
+
+
+def test_the_function_closing_the_socket_sends_its_code_and_reason(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"echo/index.ts": ECHO})) as srv:
+        with connect(srv) as ws:
+            ws.send("close")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "asked to")
+        srv.wait_event(kind="log", message="closed 4001")
+
+
+def test_verify_jwt_applies_to_the_upgrade(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"echo/index.ts": ECHO}), verify_jwt=True) as srv:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(srv)
+        assert refused.value.response.status_code == 401
+        headers = {"Authorization": f"Bearer {make_key(DEFAULT_JWT_SECRET, 'anon')}"}
+        with connect(srv, additional_headers=headers) as ws:
+            ws.send("x")
+            assert ws.recv(timeout=30) == "echo x"
+
+
+def test_stopping_serve_closes_an_open_socket_and_the_worker_leaves(tmp_path: Path) -> None:
+    srv = Served(project(tmp_path, {"echo/index.ts": ECHO})).start()
+    try:
+        with connect(srv) as ws:
+            ws.send("a")
+            assert ws.recv(timeout=30) == "echo a"
+            assert srv.proc is not None
+            os.kill(srv.proc.pid, signal.SIGINT)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        # 1012 "service restart", as uvicorn closes its sockets when it stops (and for Python workers).
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value.rcvd
+        srv.wait_event(kind="shutdown", function="echo", timeout=30)
+    finally:
+        assert srv.stop(timeout=30) == 0  # and no Deno worker is left behind
+
+
+def test_a_handler_that_does_not_upgrade_refuses_with_403(tmp_path: Path) -> None:
+    plain = 'Deno.serve(() => new Response("http only"));\n'
+    with Served(project(tmp_path, {"echo/index.ts": plain})) as srv:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(srv)
+        assert refused.value.response.status_code == 403
+        assert srv.get("echo").text == "http only"
