@@ -54,11 +54,12 @@ def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class Keeper:
-    def __init__(self, ctl: socket.socket, jobs: socket.socket, server: int, wake_r: int) -> None:
+    def __init__(self, ctl: socket.socket, jobs: socket.socket, server: int, wake: tuple[int, int]) -> None:
         self.ctl = ctl  # shared with the fork server: reports to serve
         self.jobs = jobs  # the fork server's workers for this keeper, one at a time; IDLE goes back
         self.server = server
-        self.wake_r = wake_r
+        self.wake = wake  # the pipe signals wake this process's loop through
+        self.wake_r = wake[0]
         self.leaving = False  # the fork server is gone or asked for the teardown
         self.worker = 0
         self.code: int | None = None  # the worker's exit code once reaped (negative: its signal)
@@ -109,7 +110,8 @@ class Keeper:
             self.ctl.close()
             self.jobs.close()
             signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
+            for fd in self.wake:
+                os.close(fd)
             parent.set_name(WORKER_NAME)
             start(payload, fds, me)
         try:
@@ -166,7 +168,7 @@ def keep(
         # The fork server's signal handlers stay: SIGINT ignored; SIGTERM (this parent-death signal, and
         # what `timeout` or systemd send the group), SIGCHLD and TEARDOWN only wake the loop.
         parent.die_with_parent(server, signal.SIGTERM)
-        keeper = Keeper(ctl, jobs, server, wake_r)
+        keeper = Keeper(ctl, jobs, server, (wake_r, wake_w))
         while (job := keeper.next_job()) is not None:
             keeper.run(*job, start)
             if keeper.leaving:
