@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 from edgecli import ipc
 from edgecli.events import Event
-from edgecli.ipc import MORE, TEXT, Kind
+from edgecli.ipc import MORE, Kind
 from edgecli.runtime import background, capture, debugger, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
 from edgecli.runtime.tracebacks import UserMistake, boot_failure
+from edgecli.runtime.websocket import ClientDisconnected, SocketIO
 
 _DISCONNECT = object()
 T = TypeVar("T")
@@ -46,10 +47,6 @@ class WorkerSpec:
     lifespan: bool = True
     argv: list[str] = field(default_factory=list)  # a Deno worker: the command the child execs
     deps: str = ""  # the function's installed dependencies (host/deps.py), first on sys.path
-
-
-class ClientDisconnected(OSError):
-    """The app sent on a WebSocket whose client has gone (uvicorn raises the same kind of error)."""
 
 
 class Channel:
@@ -215,30 +212,33 @@ class Worker:
 
     async def handle(self, channel: int, chan: Channel, scope: dict[str, Any]) -> None:
         assert self.app is not None
-        websocket = scope["type"] == "websocket"
-        receive, send = self.websocket_io(channel, chan) if websocket else self.http_io(channel, chan, scope)
+        assert self.proto is not None
+        ws = SocketIO(self.proto, channel, chan, self.write_last) if scope["type"] == "websocket" else None
+        receive, send = (ws.receive, ws.send) if ws else self.http_io(channel, chan, scope)
         try:
             await self.app(scope, receive, send)
-            if websocket:
-                self.end_websocket(channel, chan, 1000)
+            if ws:
+                ws.end(1000)
             elif not chan.started:
                 report.reporter.log("The app finished without sending a response", "error")
                 self.fail(channel, "the app finished without sending a response")
             elif chan.pending_start is not None:
                 self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
-            if websocket:
-                self.end_websocket(channel, chan, 1001)  # the worker is going away
+            # Told to stop with the socket still open: only serve's own shutdown does that (a retiring
+            # worker is told once its sockets have closed), so the code is the one serve's deadline uses.
+            if ws:
+                ws.end(1012)
             else:
                 self.fail(channel, "the worker stopped before the response was complete")
         except UserMistake as exc:  # its message says what to change; a traceback would only blur it
             report.reporter.log(str(exc), "error")
             self.fail(channel, str(exc))
         except Exception as exc:
-            if not (websocket and isinstance(exc, ClientDisconnected)):
+            if not (ws and isinstance(exc, ClientDisconnected)):
                 report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
-            if websocket:
-                self.end_websocket(channel, chan, 1011)
+            if ws:
+                ws.end(1011)
             else:
                 self.fail(channel, f"{type(exc).__name__}: {exc}")
         finally:
@@ -312,51 +312,6 @@ class Worker:
         self.write_last(frame)
         if chan.waiting:
             chan.inbox.put_nowait(_DISCONNECT)  # the receive() waiting now learns the response is done
-
-    def websocket_io(self, channel: int, chan: Channel) -> tuple[Any, Any]:
-        """The app's receive() and send() for one WebSocket."""
-
-        async def receive() -> dict[str, Any]:
-            if not chan.connected:
-                chan.connected = True
-                return {"type": "websocket.connect"}
-            item = await chan.inbox.get()
-            if item is _DISCONNECT:
-                chan.inbox.put_nowait(_DISCONNECT)
-                return {"type": "websocket.disconnect", "code": chan.close_code}
-            data, flags = item
-            if flags & TEXT:
-                return {"type": "websocket.receive", "text": data.decode()}
-            return {"type": "websocket.receive", "bytes": data}
-
-        async def send(message: Any) -> None:
-            kind = message["type"]
-            if chan.disconnected or (chan.started and not chan.accepted):
-                raise ClientDisconnected(f"the WebSocket is closed; cannot send {kind}")
-            if kind == "websocket.accept":
-                chan.started = chan.accepted = True
-                headers = ipc.encode_headers(message.get("headers") or [])
-                accept = {"subprotocol": message.get("subprotocol"), "headers": headers}
-                self.write(ipc.pack_json(Kind.WS_ACCEPT, channel, accept))
-            elif kind == "websocket.send":
-                text = message.get("text")
-                data, flags = (text.encode(), TEXT) if text is not None else (message.get("bytes") or b"", 0)
-                self.write(ipc.pack(Kind.WS_SEND, channel, data, flags))
-                assert self.proto is not None
-                await self.proto.drain()
-            elif kind == "websocket.close":
-                self.end_websocket(channel, chan, int(message.get("code", 1000)), message.get("reason") or "")
-                chan.disconnect()
-
-        return receive, send
-
-    def end_websocket(self, channel: int, chan: Channel, code: int, reason: str = "") -> None:
-        """Close the socket from this side, once: refused when never accepted (the client gets 403)."""
-        if chan.disconnected or (chan.started and not chan.accepted):
-            return
-        chan.started = True
-        chan.accepted = False
-        self.write_last(ipc.pack_json(Kind.WS_CLOSE, channel, {"code": code, "reason": reason}))
 
     def fail(self, channel: int, message: str) -> None:
         self.write_last(ipc.pack_json(Kind.FAILED, channel, {"message": message}))
