@@ -1,6 +1,6 @@
 """ASGI fidelity benchmark: `edgecli serve` (per_worker) side by side with bare uvicorn, same app, same run.
 
-    python bench/bench_asgi.py [--rounds 5] [--mb 50] [--messages 2000] [--abandon 200]
+    python bench/bench_asgi.py [--rounds 5] [--mb 50] [--messages 2000] [--abandon 200] [--only ws ...]
 
 Both servers serve one raw ASGI app (bare uvicorn with httptools, uvloop, no access log; edgecli with its
 defaults, the app as a function). Each round measures, on each server in turn:
@@ -189,8 +189,9 @@ def measure(servers: dict[str, Server], args: argparse.Namespace) -> dict[str, d
             zip(("quiet ms", "after abandon ms"), abandon(s, args.abandon), strict=True)
         ),
     }
+    chosen = [probe for name, probe in probes.items() if not args.only or name in args.only]
     for round_no in range(args.rounds):
-        for probe in probes.values():
+        for probe in chosen:
             for name, server in servers.items():
                 for key, value in probe(server).items():
                     results[name].setdefault(key, []).append(value)
@@ -204,8 +205,10 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
     for key in bare:
         b, e = statistics.median(bare[key]), statistics.median(edge[key])
         print(f"{key:<20}{b:>12.1f}{e:>12.1f}{e / b:>9.2f}")
-    after = statistics.median(a / q for a, q in zip(edge["after abandon ms"], edge["quiet ms"], strict=True))
-    print(f"edgecli after abandoning / quiet: {after:.2f}x (target <= 2x)")
+    if "after abandon ms" in edge:
+        pairs = zip(edge["after abandon ms"], edge["quiet ms"], strict=True)
+        after = statistics.median(a / q for a, q in pairs)
+        print(f"edgecli after abandoning / quiet: {after:.2f}x (target <= 2x)")
 
 
 def main() -> int:
@@ -216,6 +219,9 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--abandon", type=int, default=200)
+    parser.add_argument(
+        "--only", action="append", choices=["download", "upload", "ws", "abandon"], help="these probes only"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-asgi-") as tmp:
         running = servers(Path(tmp))

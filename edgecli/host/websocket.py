@@ -13,11 +13,14 @@ retires for its own reasons, 1011 when a limit killed the worker. See docs/archi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from edgecli import ipc
+from edgecli.host.connection import ResponseStream, StreamItem
 from edgecli.host.exchange import CLIENT_GONE, Exchange
 
 if TYPE_CHECKING:
@@ -27,8 +30,53 @@ ABNORMAL = 1006  # the client's connection ended without a close frame
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, except that stopping serve does not close an open socket at once:
-    uvicorn waits for it as for any response in flight, and the relay closes it at its deadline."""
+    """uvicorn's WebSocket protocol, with two differences.
+
+    Stopping serve does not close an open socket at once: uvicorn waits for it as for any response in
+    flight, and the relay closes it at its deadline.
+
+    Messages can pass through without a task switch: a relayed socket sets `sink`, which takes a
+    client's message straight from `data_received` to the worker while its window has room, and calls
+    `send_now` with the app's messages while the client's socket is writable. Anything else (a full
+    window, a client that reads slowly, the close) goes uvicorn's own way, through `receive()` and
+    `send()`. A round trip through serve then costs two socket callbacks rather than two task wake-ups,
+    two queue passes and a pause and resume of reading per message.
+    """
+
+    sink: Callable[[bytes, bool], bool] | None = None
+
+    def send_receive_event_to_app(self) -> None:
+        sink = self.sink
+        if sink is None or self.close_sent or not self.queue.empty():
+            super().send_receive_event_to_app()  # in order, after what is queued already
+            return
+        frames = self.frames
+        data = bytes(frames[0]) if len(frames) == 1 else b"".join(frames)
+        text = self.curr_msg_data_type == "text"
+        if text:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                super().send_receive_event_to_app()  # uvicorn closes the socket with 1007
+                return
+        if sink(data, text):
+            self.frames = []
+        else:
+            super().send_receive_event_to_app()
+
+    def send_now(self, data: bytes, text: bool) -> bool:
+        """Send the app's message now if it can go at once (open and writable); False: not sent."""
+        if self.disconnected or self.close_sent or not self.writable.is_set():
+            return False
+        try:
+            if text:
+                self.conn.send_text(data)
+            else:
+                self.conn.send_binary(data)
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def shutdown(self) -> None:
         open_ = self.handshake_complete and self.initial_response is None
@@ -46,16 +94,36 @@ class Closing:
         self.code = code
 
 
+class SocketStream(ResponseStream):
+    """A socket's items from the worker. While its reader waits with nothing queued, an app's message is
+    offered to `direct` first, which sends it to the client at once if it can."""
+
+    __slots__ = ("direct",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct: Callable[[bytes, bool], bool] | None = None
+
+    def put(self, item: StreamItem) -> None:
+        direct = self.direct
+        idle = direct is not None and self._waiter is not None and not self._items
+        if idle and type(item) is tuple and item[0] == "ws" and direct(item[1], item[2]):  # type: ignore[misc]
+            return
+        super().put(item)
+
+
 class SocketExchange(Exchange):
     """One WebSocket between the client and a worker, until either side closes it or serve does."""
 
-    __slots__ = ("owed",)
+    __slots__ = ("holding", "owed", "protocol")
 
     async def websocket(self, inner: Scope) -> int:
         payload = ipc.encode_scope(inner, self.request_id)
-        self.channel, self.stream = self.conn.open_socket(payload)
+        self.stream = SocketStream()
+        self.channel = self.conn.open_socket(payload, self.stream)
         self.worker.opened(self.channel, self.request_id, self.deadline)
         self.owed = ipc.Owed()
+        self.holding = False  # the pump holds a client's message the window has no room for yet
         item = await self.first_item()
         if isinstance(item, tuple) and item[0] in ("close", "start"):
             # Closed before accepting (or answered as plain HTTP, by a worker that knows no WebSockets):
@@ -73,8 +141,32 @@ class SocketExchange(Exchange):
         _, subprotocol, headers = item
         await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
         self.pump = asyncio.ensure_future(self.pump_messages())
-        await self.forward_messages()
+        protocol = getattr(self.receive, "__self__", None)  # not ours under another server or a test
+        self.protocol = protocol if isinstance(protocol, WebSocketProtocol) else None
+        if self.protocol is not None:
+            self.protocol.sink = self.take
+            self.stream.direct = self.give
+        try:
+            await self.forward_messages()
+        finally:
+            self.stream.direct = None
+            if self.protocol is not None:
+                self.protocol.sink = None
         return 101
+
+    def take(self, data: bytes, text: bool) -> bool:
+        """A client's message, straight from the socket: to the worker now if its window has room."""
+        return not self.holding and self.conn.ws_send_now(self.channel, data, text)
+
+    def give(self, data: bytes, text: bool) -> bool:
+        """An app's message, straight from the worker's socket: to the client now if it can take it."""
+        assert self.protocol is not None
+        if not self.protocol.send_now(data, text):
+            return False
+        credit = self.owed.took(ipc.message_cost(data))
+        if credit:
+            self.conn.consumed(self.channel, credit)
+        return True
 
     def deadline(self, code: int) -> None:
         """The worker's graceful timeout ran out with this socket open: close it with `code`."""
@@ -91,7 +183,11 @@ class SocketExchange(Exchange):
                 return
             text = message.get("text")
             data = text.encode() if text is not None else message.get("bytes") or b""
-            await conn.ws_send(channel, data, text is not None)
+            self.holding = True  # until it is sent, later messages queue behind it
+            try:
+                await conn.ws_send(channel, data, text is not None)
+            finally:
+                self.holding = False
 
     async def forward_messages(self) -> None:
         """Worker → client as the client's socket takes them, until either side closes; a worker that dies
