@@ -354,6 +354,8 @@ class Worker:
             return
         self.stopping = True
         settled = await self.wait_settled(grace) if grace > 0 else not (self.channels or tracker.pending)
+        if not settled:
+            await self.disconnect_sockets()
         await self.fire_beforeunload(reason if settled else "termination")
         if tracker.pending:
             await tracker.cancel_all("termination" if reason == "early_drop" else reason)
@@ -362,6 +364,17 @@ class Worker:
                 chan.task.cancel()
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
+
+    async def disconnect_sockets(self) -> None:
+        """The WebSockets still open when the grace ran out: the app hears the code serve closes them
+        with at the same deadline (1012, serve stopping: only then is a worker with open sockets told to
+        stop), as under uvicorn, before its handler is cancelled."""
+        sockets = [chan for chan in self.channels.values() if chan.accepted and not chan.disconnected]
+        for chan in sockets:
+            chan.close_code = 1012
+            chan.disconnect()
+        if sockets:
+            await asyncio.sleep(0)  # one pass: a handler waiting in receive() gets the disconnect
 
     async def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

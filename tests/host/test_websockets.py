@@ -167,7 +167,7 @@ def test_a_limit_closes_the_socket_with_1011_after_beforeunload(tmp_path: Path) 
 def test_stopping_serve_waits_for_an_open_socket_then_closes_it_with_1012(tmp_path: Path) -> None:
     srv = Served(project(tmp_path, grace=2)).start()
     try:
-        with websockets.sync.client.connect(ws_url(srv, "echo", "/ws")) as ws:
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/codes")) as ws:
             ws.send("x")
             ws.recv(timeout=10)
             assert srv.proc is not None
@@ -180,6 +180,7 @@ def test_stopping_serve_waits_for_an_open_socket_then_closes_it_with_1012(tmp_pa
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value.rcvd
     finally:
         assert srv.stop(timeout=30) == 0
+    assert srv.events(kind="log", message="closed 1012"), "the app hears the code its client got"
 
 
 @pytest.mark.timeout(60)
