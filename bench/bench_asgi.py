@@ -1,6 +1,7 @@
 """ASGI fidelity benchmark: `edgecli serve` (per_worker) side by side with bare uvicorn, same app, same run.
 
-    python bench/bench_asgi.py [--rounds 5] [--mb 50] [--messages 2000] [--abandon 200]
+    python bench/bench_asgi.py [--rounds 5] [--mb 50] [--messages 2000] [--abandon 200] [--only ws ...]
+                               [--also SRC]
 
 Both servers serve one raw ASGI app (bare uvicorn with httptools, uvloop, no access log; edgecli with its
 defaults, the app as a function). Each round measures, on each server in turn:
@@ -9,15 +10,20 @@ defaults, the app as a function). Each round measures, on each server in turn:
   first byte ms      from the app's send of that body to its first byte at the client     target <= 20 ms
   upload MB/s        a 50 MB request body read whole by the app           target edgecli >= 0.5x uvicorn
   ws echo msg/s      small text messages echoed on one WebSocket          target edgecli >= 0.5x uvicorn
+  ws CPU us/msg      CPU the server's processes spent per echoed message (all of them: serve and its
+                     worker), steadier than msg/s on a shared machine
   after abandon ms   a request's latency just after 200 streams were abandoned, against a quiet server's
                      (the median of 20 requests before)                   target within 2x of quiet
 
-Medians across rounds are printed with the ratios. Hello-world throughput is bench_serve.py's.
+Medians across rounds are printed with the ratios. Hello-world throughput is bench_serve.py's. `--also
+SRC` adds an edgecli that imports edgecli from another checkout (as bench_serve.py's), for an A/B of two
+trees in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import sys
@@ -27,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import websockets.sync.client
 from _servers import Server, free_port, stop_all
 
@@ -77,7 +84,7 @@ async def app(scope, receive, send):
 """
 
 
-def servers(tmp: Path) -> dict[str, Server]:
+def servers(tmp: Path, also: list[Path]) -> dict[str, Server]:
     app_dir = tmp / "uvicorn"
     app_dir.mkdir()
     (app_dir / "asgiapp.py").write_text(APP)
@@ -96,7 +103,15 @@ def servers(tmp: Path) -> dict[str, Server]:
     cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(root), "--port", str(port)]
     cmd += ["--no-verify-jwt"]
     edge = Server("edgecli", cmd, f"http://127.0.0.1:{port}/functions/v1/asgi/hello", tmp / "edgecli.log")
-    return {"uvicorn": bare, "edgecli": edge}
+    found = {"uvicorn": bare, "edgecli": edge}
+    for src in also:
+        port = free_port()
+        cmd = [*edge.cmd[: edge.cmd.index("--port") + 1], str(port), "--no-verify-jwt"]
+        name = f"edgecli@{src.name}"
+        url = f"http://127.0.0.1:{port}/functions/v1/asgi/hello"
+        env = {**os.environ, "PYTHONPATH": str(src)}  # the servers run outside any checkout: it wins
+        found[name] = Server(name, cmd, url, tmp / f"{name}.log", env=env)
+    return found
 
 
 def base(server: Server) -> str:
@@ -145,14 +160,29 @@ def upload(server: Server, mb: int) -> float:
     return mb / elapsed
 
 
-def ws_echo(server: Server, messages: int) -> float:
+def ws_echo(server: Server, messages: int) -> tuple[float, float]:
+    """(messages per second, server CPU µs per message)."""
     url = base(server).replace("http://", "ws://") + "/ws"
     with websockets.sync.client.connect(url, compression=None) as ws:
+        ws.send("warm")
+        ws.recv(timeout=10)
+        processes = server.family()
+        cpu = sum(_cpu(p) for p in processes)
         started = time.perf_counter()
         for i in range(messages):
             ws.send(f"m{i}")
             ws.recv(timeout=10)
-        return messages / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        cpu = sum(_cpu(p) for p in processes) - cpu
+    return messages / elapsed, cpu / messages * 1e6
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 def latency_ms(client: httpx.Client, url: str) -> float:
@@ -184,13 +214,14 @@ def measure(servers: dict[str, Server], args: argparse.Namespace) -> dict[str, d
             zip(("download MB/s", "first byte ms"), download(s, args.mb), strict=True)
         ),
         "upload": lambda s: {"upload MB/s": upload(s, args.mb)},
-        "ws": lambda s: {"ws echo msg/s": ws_echo(s, args.messages)},
+        "ws": lambda s: dict(zip(("ws echo msg/s", "ws CPU us/msg"), ws_echo(s, args.messages), strict=True)),
         "abandon": lambda s: dict(
             zip(("quiet ms", "after abandon ms"), abandon(s, args.abandon), strict=True)
         ),
     }
+    chosen = [probe for name, probe in probes.items() if not args.only or name in args.only]
     for round_no in range(args.rounds):
-        for probe in probes.values():
+        for probe in chosen:
             for name, server in servers.items():
                 for key, value in probe(server).items():
                     results[name].setdefault(key, []).append(value)
@@ -200,12 +231,19 @@ def measure(servers: dict[str, Server], args: argparse.Namespace) -> dict[str, d
 
 def report(results: dict[str, dict[str, list[float]]]) -> None:
     bare, edge = results["uvicorn"], results["edgecli"]
-    print(f"{'measure':<20}{'uvicorn':>12}{'edgecli':>12}{'ratio':>9}")
+    others = [name for name in results if name != "uvicorn"]
+    print(f"{'measure':<20}{'uvicorn':>12}" + "".join(f"{name:>16}{'ratio':>7}" for name in others))
     for key in bare:
-        b, e = statistics.median(bare[key]), statistics.median(edge[key])
-        print(f"{key:<20}{b:>12.1f}{e:>12.1f}{e / b:>9.2f}")
-    after = statistics.median(a / q for a, q in zip(edge["after abandon ms"], edge["quiet ms"], strict=True))
-    print(f"edgecli after abandoning / quiet: {after:.2f}x (target <= 2x)")
+        b = statistics.median(bare[key])
+        row = f"{key:<20}{b:>12.1f}"
+        for name in others:
+            e = statistics.median(results[name][key])
+            row += f"{e:>16.1f}{e / b:>7.2f}"
+        print(row)
+    if "after abandon ms" in edge:
+        pairs = zip(edge["after abandon ms"], edge["quiet ms"], strict=True)
+        after = statistics.median(a / q for a, q in pairs)
+        print(f"edgecli after abandoning / quiet: {after:.2f}x (target <= 2x)")
 
 
 def main() -> int:
@@ -216,9 +254,13 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--abandon", type=int, default=200)
+    parser.add_argument("--also", type=Path, action="append", default=[], metavar="SRC")
+    parser.add_argument(
+        "--only", action="append", choices=["download", "upload", "ws", "abandon"], help="these probes only"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-asgi-") as tmp:
-        running = servers(Path(tmp))
+        running = servers(Path(tmp), [src.resolve() for src in args.also])
         try:
             for server in running.values():
                 server.start()

@@ -12,8 +12,11 @@ JSON. ASGI messages map one-to-one: the scope, `http.request` body chunks, `http
 Flow control is part of the protocol, the same both ways: the sender of a body (the host for a request,
 the worker for a response) keeps at most `WINDOW` bytes of one channel unconsumed, in pieces of at most
 `PIECE` bytes; the reader returns a CREDIT frame for each piece its consumer took (the app's `receive()`,
-or the client's socket). A slow reader therefore holds up its own sender only, never the socket the
-other channels share, and no side ever buffers a whole upload or a whole large response.
+or the client's socket). WebSocket messages travel under the same window in both directions (the host
+sends the client's, the worker the app's), each counted as its payload plus a frame header so that empty
+messages count too; their reader gathers credit and returns it in batches (`Owed`). A slow reader
+therefore holds up its own sender only, never the socket the other channels share, and no side ever
+buffers a whole upload, a whole large response or a flood of messages.
 
 The transport side (`FrameProtocol`) is an asyncio.Protocol with write back-pressure, shared by the
 host's connection to each worker and by the worker's connection to the host.
@@ -49,7 +52,7 @@ class Kind(IntEnum):
     NOTICE = 4  # JSON {"reason"}: fire beforeunload now (a limit is near), keep running
     STOP = 5  # JSON {"grace": s, "reason": r}: drain then leave; grace 0 = cancel everything now
     WS_RECEIVE = 6  # a WebSocket message from the client; TEXT flag
-    CREDIT = 7  # both ways: uint32, body bytes of the channel its reader consumed (flow control)
+    CREDIT = 7  # both ways: uint32, body (or message) bytes of the channel its reader consumed
     # worker -> host
     READY = 10  # JSON {"boot_ms", "pid"}
     BOOT_ERROR = 11  # JSON {"message", "error"}
@@ -147,6 +150,11 @@ class FrameProtocol(asyncio.Protocol):
         self._can_write.set()  # wake writers; their next write is dropped
         self._on_lost(exc)
 
+    @property
+    def paused(self) -> bool:
+        """More than HIGH_WATER is unsent: a writer should `drain()` before writing more."""
+        return not self._can_write.is_set()
+
     def pause_writing(self) -> None:
         self._can_write.clear()
 
@@ -217,6 +225,34 @@ class Credit:
                 await self._waiter
             finally:
                 self._waiter = None
+
+
+def message_cost(data: bytes) -> int:
+    """What a WebSocket message counts against its channel's window: its payload and a frame header."""
+    return len(data) + HEADER.size
+
+
+class Owed:
+    """A reader's side of one channel's WebSocket messages: what its consumer took and the sender has not
+    yet been credited for. Messages are often small, and a CREDIT frame per message would double the
+    frames on the socket; credit is returned once `BATCH` bytes are owed. The sender still never stalls
+    on it: a sender that is waiting has a whole `WINDOW` out, and once its consumer has taken that much,
+    more than `BATCH` is owed."""
+
+    BATCH = WINDOW // 4
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def took(self, cost: int) -> int:
+        """The consumer took a message of `cost`: the credit to return now (0: not yet)."""
+        count = self.count + cost
+        if count < self.BATCH:
+            self.count = count
+            return 0
+        self.count = 0
+        return count
 
 
 def pieces(body: bytes) -> Iterator[tuple[bytes, bool]]:

@@ -134,6 +134,19 @@ def test_a_reader_that_does_not_consume_holds_at_most_a_window_of_body() -> None
     asyncio.run(main())
 
 
+def test_websocket_messages_count_their_header_and_credit_returns_in_batches() -> None:
+    assert ipc.message_cost(b"") == ipc.HEADER.size, "a flood of empty messages still fills the window"
+    owed = ipc.Owed()
+    small = ipc.message_cost(b"x" * 90)
+    returned = [owed.took(small) for _ in range(ipc.Owed.BATCH // small + 1)]
+    assert returned[:-1] == [0] * (len(returned) - 1), "no CREDIT per small message"
+    assert returned[-1] == small * len(returned) >= ipc.Owed.BATCH
+    assert owed.took(ipc.message_cost(b"y" * ipc.WINDOW)) > ipc.WINDOW, "a large message at once"
+    # A sender held at the window is always released: its reader, once it has taken a whole window,
+    # owes at least a batch.
+    assert ipc.Owed.BATCH <= ipc.WINDOW
+
+
 def test_headers_round_trip() -> None:
     headers = [(b"a", b"1"), (b"set-cookie", b"x=\xe9")]
     assert ipc.decode_headers(ipc.encode_headers(headers)) == headers

@@ -125,6 +125,14 @@ class WorkerConnection:
         self.proto.write(frames)
         return channel, stream
 
+    def open_socket(self, scope_payload: bytes, stream: ResponseStream) -> int:
+        """Start a WebSocket: the client's messages then go under the channel's window (`ws_send`)."""
+        channel = next(self._channels)
+        self.streams[channel] = stream
+        self.credits[channel] = ipc.Credit()
+        self.proto.write(ipc.pack(Kind.REQUEST, channel, scope_payload))
+        return channel
+
     async def send_body(self, channel: int, body: bytes, more: bool) -> None:
         """A request body message, in pieces, each once the worker has room for it."""
         credit = self.credits.get(channel)
@@ -148,8 +156,28 @@ class WorkerConnection:
         self.proto.write(ipc.pack_count(Kind.CREDIT, channel, count))
 
     async def ws_send(self, channel: int, data: bytes, text: bool) -> None:
+        """A client's WebSocket message, once the worker has room for it (dropped once the channel is
+        closed)."""
+        credit = self.credits.get(channel)
+        if credit is None:
+            return
+        if credit.out >= ipc.WINDOW:
+            await credit.wait()
+            if credit.closed:
+                return
+        credit.sent(ipc.message_cost(data))
         self.proto.write(ipc.pack(Kind.WS_RECEIVE, channel, data, ipc.TEXT if text else 0))
-        await self.proto.drain()
+        if self.proto.paused:
+            await self.proto.drain()
+
+    def ws_send_now(self, channel: int, data: bytes, text: bool) -> bool:
+        """A client's WebSocket message, written now if the worker has room for it; False: not sent."""
+        credit = self.credits.get(channel)
+        if credit is None or credit.closed or credit.out >= ipc.WINDOW or self.proto.paused:
+            return False
+        credit.sent(ipc.message_cost(data))
+        self.proto.write(ipc.pack(Kind.WS_RECEIVE, channel, data, ipc.TEXT if text else 0))
+        return True
 
     def disconnect(self, channel: int, code: int | None = None) -> None:
         payload = b"" if code is None else ipc.COUNT.pack(code)

@@ -5,7 +5,7 @@ response back, as the wire protocol's flow control allows (ipc.py). It is also w
 waiting for its worker: the client left (499), the response did not start within
 `request_idle_timeout_sec` (504 IDLE_TIMEOUT), the body went over `max_body_mb` (413) or stalled (408).
 In each case the worker hears DISCONNECT, and the slot is freed when the exchange closes, whatever the
-worker does next.
+worker does next. A WebSocket's exchange is `SocketExchange` (edgecli/host/websocket.py).
 """
 
 from __future__ import annotations
@@ -223,62 +223,6 @@ class Exchange:
                 scope, send, 408, body, request_id, "application/json", "REQUEST_TIMEOUT", close=True
             )
         return await relay.worker_failed(self.worker, item, scope, send, request_id)
-
-    # -- WebSocket -------------------------------------------------------------------------------------
-
-    async def websocket(self, inner: Scope) -> int:
-        self.open(inner, None, False)
-        item = await self.first_item()
-        if isinstance(item, tuple) and item[0] in ("close", "start"):
-            # Closed before accepting (or answered as plain HTTP, by a worker that knows no WebSockets):
-            # uvicorn answers the handshake with 403, as it does for a bare app that closes.
-            await self.send({"type": "websocket.close", "code": 1000, "reason": ""})
-            return 403
-        if not isinstance(item, tuple) or item[0] != "accept":
-            return await self.refuse(item)
-        _, subprotocol, headers = item
-        await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
-        self.pump = asyncio.ensure_future(self.pump_messages())
-        await self.forward_messages()
-        return 101
-
-    async def pump_messages(self) -> None:
-        """Client → worker, message by message, until the client closes."""
-        while True:
-            message = await self.receive()
-            if message["type"] != "websocket.receive":
-                self.conn.disconnect(self.channel, int(message.get("code", 1005)))
-                self.stream.put(CLIENT_GONE)
-                return
-            text = message.get("text")
-            data = text.encode() if text is not None else message.get("bytes") or b""
-            await self.conn.ws_send(self.channel, data, text is not None)
-
-    async def forward_messages(self) -> None:
-        """Worker → client, until either side closes; a worker that dies closes the socket with 1011."""
-        while True:
-            item = await self.stream.get()
-            if item is CLIENT_GONE:
-                return
-            if not isinstance(item, tuple) or item[0] not in ("ws", "close"):
-                await self.close_socket(1011, "the function's worker stopped")
-                return
-            if item[0] == "close":
-                await self.close_socket(item[1], item[2])
-                return
-            _, data, text = item
-            payload = {"text": data.decode()} if text else {"bytes": data}
-            message = {"type": "websocket.send", **payload}
-            try:
-                await self.send(message)
-            except OSError:
-                return
-
-    async def close_socket(self, code: int, reason: str) -> None:
-        try:
-            await self.send({"type": "websocket.close", "code": code, "reason": reason})
-        except (OSError, RuntimeError):  # the client is gone already
-            pass
 
 
 def _json_body(code: str, message: str) -> bytes:

@@ -23,6 +23,7 @@ from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_heade
 from edgecli.host.connection import LOST, BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
+from edgecli.host.websocket import SocketExchange
 from edgecli.host.worker import Worker
 
 PREFIX = "/functions/v1/"
@@ -162,9 +163,10 @@ class Relay:
             return await self.plain(scope, send, 504, body, request_id, JSON, "WORKER_TIMEOUT"), None
         # As under uvicorn mounted at /functions/v1: path and raw_path as the client sent them.
         inner = dict(scope, root_path=ROOT_PATH, headers=headers)
-        exchange = Exchange(self, worker, limits, scope, receive, send, request_id)
+        kind = SocketExchange if websocket else Exchange
+        exchange = kind(self, worker, limits, scope, receive, send, request_id)
         try:
-            if websocket:
+            if isinstance(exchange, SocketExchange):
                 return await exchange.websocket(inner), worker
             return await exchange.http(inner, first), worker
         finally:

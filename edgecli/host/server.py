@@ -34,6 +34,7 @@ from edgecli.host.reloader import Reloader
 from edgecli.host.signing_keys import PUBLISHABLE_KEY, SECRET_KEY
 from edgecli.host.status import RequestCounter, StatusServer
 from edgecli.host.supervisor import Supervisor
+from edgecli.host.websocket import WebSocketProtocol
 from edgecli.host.worker import KILL_MARGIN
 from edgecli.printer import EventPrinter
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
@@ -205,6 +206,7 @@ class ServeCommand:
         uv_config = uvicorn.Config(
             relay,
             http=HttpProtocol,
+            ws=WebSocketProtocol,
             lifespan="off",
             log_level="warning",
             access_log=False,

@@ -28,8 +28,10 @@ from edgecli.host.enforcer import LimitEnforcer
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
 from edgecli.host.worker import (
+    GOING_AWAY,
     KILL_MARGIN,
     LIMIT_REASONS,
+    RESTART,
     ExitRecord,
     PoolHooks,
     State,
@@ -200,7 +202,8 @@ class Supervisor:
     def retire(self, worker: Worker, reason: str) -> None:
         """No new requests; those in flight run to their end, then a drain of graceful_exit_timeout_sec
         for background tasks, then the worker leaves (`early_drop`)."""
-        if worker.retire(worker.limits.graceful_exit_timeout_sec, "early_drop"):
+        code = RESTART if reason == "reload" else GOING_AWAY  # for its open WebSockets
+        if worker.retire(worker.limits.graceful_exit_timeout_sec, "early_drop", code):
             self.emit(events.log(f"worker retired ({reason}); draining", "debug", **worker.context()))
 
     def terminate(self, worker: Worker) -> None:

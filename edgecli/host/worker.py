@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -34,6 +35,9 @@ from edgecli.host.usage import TreeUsage, descendants
 
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
+# How serve closes a WebSocket still open at its worker's deadline (edgecli/host/websocket.py).
+RESTART = 1012  # serve stops, or the function was reloaded: the client may reconnect to the new code
+GOING_AWAY = 1001  # the worker retired for its own reasons
 
 
 class State(Enum):
@@ -75,6 +79,8 @@ class Worker:
         self.cpu_ms = 0.0  # the tree's CPU time, last sampled
         self.memory_mb = 0.0
         self.inflight: dict[int, str] = {}  # channel -> request id
+        self.sockets: dict[int, Callable[[int], None]] = {}  # WebSocket channel -> how to close it
+        self._socket_deadline: asyncio.TimerHandle | None = None
         self.tasks: dict[str, Event] = {}  # task id -> its task_start
         self.cancelled_tasks = 0
         self.noticed = False
@@ -118,13 +124,16 @@ class Worker:
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 
-    def opened(self, channel: int, request_id: str) -> None:
-        """A request is in flight on `channel`."""
+    def opened(self, channel: int, request_id: str, close: Callable[[int], None] | None = None) -> None:
+        """A request is in flight on `channel`; `close(code)`, for a WebSocket, closes it at a deadline."""
         self.inflight[channel] = request_id
+        if close is not None:
+            self.sockets[channel] = close
 
     def closed(self, channel: int) -> None:
         """The request on `channel` is done: a retiring worker with none left is told to drain."""
         self.inflight.pop(channel, None)
+        self.sockets.pop(channel, None)
         if self._pending_stop is not None and not self.inflight:
             self._send_stop(*self._pending_stop)
 
@@ -135,15 +144,18 @@ class Worker:
         if self.state is State.BOOTING:
             self.state = State.READY
 
-    def retire(self, grace: float, reason: str) -> bool:
+    def retire(self, grace: float, reason: str, socket_code: int = GOING_AWAY) -> bool:
         """Take no new requests; once those in flight are done, drain for `grace` s and leave with
-        `reason`. False when the worker was already on its way out."""
+        `reason`. Open WebSockets, which have no end of their own, get `grace` s too, then are closed
+        with `socket_code`. False when the worker was already on its way out."""
         if self.state not in (State.BOOTING, State.READY):
             return False
         self._stop_taking_requests()
         self._pending_stop = (grace, reason)
         if not self.inflight:
             self._send_stop(grace, reason)
+        else:
+            self._close_sockets_after(grace, socket_code)
         return True
 
     def drain(self, grace: float, deadline: str | None = None) -> None:
@@ -158,6 +170,7 @@ class Worker:
             return
         self.deadline = deadline
         self._stop_taking_requests()
+        self._close_sockets_after(grace, RESTART)
         self._send_stop(grace, "termination")
 
     def notice(self, reason: str) -> None:
@@ -179,6 +192,23 @@ class Worker:
     def kill_after(self, delay: float, reason: str) -> None:
         if self._kill_timer is None and self.state is not State.GONE:
             self._kill_timer = asyncio.get_running_loop().call_later(delay, self.kill, reason)
+
+    def _close_sockets_after(self, grace: float, code: int) -> None:
+        """Serve closes the sockets still open in `grace` s (sooner if an earlier deadline is set)."""
+        if not self.sockets:
+            return
+        loop = asyncio.get_running_loop()
+        timer = self._socket_deadline
+        if timer is not None and timer.when() <= loop.time() + grace:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._socket_deadline = loop.call_later(grace, self._close_sockets, code)
+
+    def _close_sockets(self, code: int) -> None:
+        self._socket_deadline = None
+        for close in list(self.sockets.values()):
+            close(code)
 
     def _stop_taking_requests(self) -> None:
         if self.state in (State.BOOTING, State.READY):
@@ -255,6 +285,8 @@ class Worker:
         self.exit = record
         if self._kill_timer is not None:
             self._kill_timer.cancel()
+        if self._socket_deadline is not None:
+            self._socket_deadline.cancel()
         if self._pidfd is not None:
             self._process_ended()
         for output in self.outputs:

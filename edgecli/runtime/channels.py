@@ -1,4 +1,5 @@
-"""One request or WebSocket in flight on a worker: its state, and the app's receive() and send().
+"""One request or WebSocket in flight on a worker: its state, and an HTTP request's receive() and send()
+(a WebSocket's are in runtime/websocket.py).
 
 The worker owns the socket and the table of channels; this module turns ASGI messages into frames on
 one channel and back, with the wire's flow control (docs/architecture.md, "The wire protocol").
@@ -10,7 +11,7 @@ import asyncio
 from typing import Any, Protocol
 
 from edgecli import ipc
-from edgecli.ipc import MORE, TEXT, Kind
+from edgecli.ipc import MORE, Kind
 
 DISCONNECT = object()  # put in a channel's inbox: the client is gone, or the response is complete
 
@@ -23,10 +24,6 @@ class Outbox(Protocol):
     def write_last(self, frame: bytes) -> None: ...
 
     async def drain(self) -> None: ...
-
-
-class ClientDisconnected(OSError):
-    """The app sent on a WebSocket whose client has gone (uvicorn raises the same kind of error)."""
 
 
 class Channel:
@@ -132,49 +129,3 @@ def finish_body(out: Outbox, channel: int, chan: Channel, frame: bytes) -> None:
     out.write_last(frame)
     if chan.waiting:
         chan.inbox.put_nowait(DISCONNECT)  # the receive() waiting now learns the response is done
-
-
-def websocket_io(out: Outbox, channel: int, chan: Channel) -> tuple[Any, Any]:
-    """The app's receive() and send() for one WebSocket."""
-
-    async def receive() -> dict[str, Any]:
-        if not chan.connected:
-            chan.connected = True
-            return {"type": "websocket.connect"}
-        item = await chan.inbox.get()
-        if item is DISCONNECT:
-            chan.inbox.put_nowait(DISCONNECT)
-            return {"type": "websocket.disconnect", "code": chan.close_code}
-        data, flags = item
-        if flags & TEXT:
-            return {"type": "websocket.receive", "text": data.decode()}
-        return {"type": "websocket.receive", "bytes": data}
-
-    async def send(message: Any) -> None:
-        kind = message["type"]
-        if chan.disconnected or (chan.started and not chan.accepted):
-            raise ClientDisconnected(f"the WebSocket is closed; cannot send {kind}")
-        if kind == "websocket.accept":
-            chan.started = chan.accepted = True
-            headers = ipc.encode_headers(message.get("headers") or [])
-            accept = {"subprotocol": message.get("subprotocol"), "headers": headers}
-            out.write(ipc.pack_json(Kind.WS_ACCEPT, channel, accept))
-        elif kind == "websocket.send":
-            text = message.get("text")
-            data, flags = (text.encode(), TEXT) if text is not None else (message.get("bytes") or b"", 0)
-            out.write(ipc.pack(Kind.WS_SEND, channel, data, flags))
-            await out.drain()
-        elif kind == "websocket.close":
-            end_websocket(out, channel, chan, int(message.get("code", 1000)), message.get("reason") or "")
-            chan.disconnect()
-
-    return receive, send
-
-
-def end_websocket(out: Outbox, channel: int, chan: Channel, code: int, reason: str = "") -> None:
-    """Close the socket from this side, once: refused when never accepted (the client gets 403)."""
-    if chan.disconnected or (chan.started and not chan.accepted):
-        return
-    chan.started = True
-    chan.accepted = False
-    out.write_last(ipc.pack_json(Kind.WS_CLOSE, channel, {"code": code, "reason": reason}))

@@ -24,10 +24,11 @@ from edgecli.events import Event
 from edgecli.ipc import Kind
 from edgecli.runtime import background, capture, debugger, report
 from edgecli.runtime.api import BeforeUnloadEvent, UnhandledRejectionEvent, listeners
-from edgecli.runtime.channels import Channel, ClientDisconnected, end_websocket, http_io, websocket_io
+from edgecli.runtime.channels import Channel, http_io
 from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entrypoint, resolve_app
 from edgecli.runtime.tasks import format_exception, tracker
 from edgecli.runtime.tracebacks import UserMistake, boot_failure
+from edgecli.runtime.websocket import ClientDisconnected, SocketIO
 
 T = TypeVar("T")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
@@ -179,32 +180,33 @@ class Worker:
 
     async def handle(self, channel: int, chan: Channel, scope: dict[str, Any]) -> None:
         assert self.app is not None
-        websocket = scope["type"] == "websocket"
-        receive, send = (
-            websocket_io(self, channel, chan) if websocket else http_io(self, channel, chan, scope)
-        )
+        assert self.proto is not None
+        ws = SocketIO(self.proto, channel, chan, self.write_last) if scope["type"] == "websocket" else None
+        receive, send = (ws.receive, ws.send) if ws else http_io(self, channel, chan, scope)
         try:
             await self.app(scope, receive, send)
-            if websocket:
-                end_websocket(self, channel, chan, 1000)
+            if ws:
+                ws.end(1000)
             elif not chan.started:
                 report.reporter.log("The app finished without sending a response", "error")
                 self.fail(channel, "the app finished without sending a response")
             elif chan.pending_start is not None:
                 self.write_last(chan.pending_start + ipc.pack(Kind.RESPONSE, channel))
         except asyncio.CancelledError:
-            if websocket:
-                end_websocket(self, channel, chan, 1001)  # the worker is going away
+            # Told to stop with the socket still open: only serve's own shutdown does that (a retiring
+            # worker is told once its sockets have closed), so the code is the one serve's deadline uses.
+            if ws:
+                ws.end(1012)
             else:
                 self.fail(channel, "the worker stopped before the response was complete")
         except UserMistake as exc:  # its message says what to change; a traceback would only blur it
             report.reporter.log(str(exc), "error")
             self.fail(channel, str(exc))
         except Exception as exc:
-            if not (websocket and isinstance(exc, ClientDisconnected)):
+            if not (ws and isinstance(exc, ClientDisconnected)):
                 report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
-            if websocket:
-                end_websocket(self, channel, chan, 1011)
+            if ws:
+                ws.end(1011)
             else:
                 self.fail(channel, f"{type(exc).__name__}: {exc}")
         finally:
@@ -251,6 +253,8 @@ class Worker:
             return
         self.stopping = True
         settled = await self.wait_settled(grace) if grace > 0 else not (self.channels or tracker.pending)
+        if not settled:
+            await self.disconnect_sockets()
         await self.fire_beforeunload(reason if settled else "termination")
         if tracker.pending:
             await tracker.cancel_all("termination" if reason == "early_drop" else reason)
@@ -259,6 +263,17 @@ class Worker:
                 chan.task.cancel()
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
+
+    async def disconnect_sockets(self) -> None:
+        """The WebSockets still open when the grace ran out: the app hears the code serve closes them
+        with at the same deadline (1012, serve stopping: only then is a worker with open sockets told to
+        stop), as under uvicorn, before its handler is cancelled."""
+        sockets = [chan for chan in self.channels.values() if chan.accepted and not chan.disconnected]
+        for chan in sockets:
+            chan.close_code = 1012
+            chan.disconnect()
+        if sockets:
+            await asyncio.sleep(0)  # one pass: a handler waiting in receive() gets the disconnect
 
     async def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -36,7 +36,23 @@ async def echo(ws):
         print("got", text)
         await ws.send_text(f"{VERSION} {os.getpid()} {text}")
 
-app = Starlette(routes=[Route("/echo/pid", pid), WebSocketRoute("/echo/ws", echo)])
+async def boom():
+    raise RuntimeError("boom")
+
+async def codes(ws):
+    await ws.accept()
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            print("closed", message["code"])
+            return
+        if message["text"] == "reject":  # an unhandled rejection: the worker asks to retire
+            EdgeRuntime.waitUntil(boom())
+        await ws.send_text(f"{VERSION} {os.getpid()} {message['text']}")
+
+app = Starlette(
+    routes=[Route("/echo/pid", pid), WebSocketRoute("/echo/ws", echo), WebSocketRoute("/echo/codes", codes)]
+)
 """
 
 PLAIN = """
@@ -147,17 +163,77 @@ def test_a_limit_closes_the_socket_with_1011_after_beforeunload(tmp_path: Path) 
 
 
 @pytest.mark.timeout(60)
-def test_stopping_serve_closes_open_sockets_as_uvicorn_does(tmp_path: Path) -> None:
-    srv = Served(project(tmp_path, grace=1)).start()
+def test_stopping_serve_waits_for_an_open_socket_then_closes_it_with_1012(tmp_path: Path) -> None:
+    srv = Served(project(tmp_path, grace=2)).start()
     try:
-        with websockets.sync.client.connect(ws_url(srv, "echo", "/ws")) as ws:
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/codes")) as ws:
             ws.send("x")
             ws.recv(timeout=10)
             assert srv.proc is not None
             os.kill(srv.proc.pid, signal.SIGINT)
+            ws.send("still open")  # in-flight work: it runs on within graceful_exit_timeout_sec
+            assert ws.recv(timeout=10).endswith(" still open")
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=30)
         # 1012 "service restart", the code bare uvicorn closes its sockets with when it stops.
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value.rcvd
     finally:
         assert srv.stop(timeout=30) == 0
+    assert srv.events(kind="log", message="closed 1012"), "the app hears the code its client got"
+
+
+@pytest.mark.timeout(60)
+def test_a_socket_closed_while_serve_drains_lets_it_exit_without_waiting_out_the_grace(
+    tmp_path: Path,
+) -> None:
+    srv = Served(project(tmp_path, grace=40)).start()
+    try:
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/ws")) as ws:
+            ws.send("x")
+            ws.recv(timeout=10)
+            assert srv.proc is not None
+            os.kill(srv.proc.pid, signal.SIGINT)
+            ws.send("y")
+            assert ws.recv(timeout=10).endswith(" y")
+        assert srv.proc.wait(20) == 0, "serve still waits for a socket that has closed"
+    finally:
+        assert srv.stop(timeout=30) == 0
+
+
+@pytest.mark.timeout(90)
+def test_reload_closes_a_socket_left_open_past_the_graceful_timeout_with_1012(tmp_path: Path) -> None:
+    root = project(tmp_path, grace=2)
+    with Served(root) as srv:
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/codes")) as ws:
+            ws.send("before")
+            old = ws.recv(timeout=10).split()
+            replace_function(root, "echo", ECHO.replace('VERSION = "one"', 'VERSION = "two"'))
+            wait_until(lambda: srv.get("echo", "/pid").text.endswith("two"), 20, what="the new code")
+            ws.send("after")
+            assert ws.recv(timeout=10).split()[:2] == old[:2], "the old worker keeps its socket a while"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value.rcvd
+        srv.wait_event(kind="log", message="closed 1012")  # the app heard the code its client got
+        wait_until(lambda: int(old[1]) not in srv.worker_pids(), 20, what="the old worker to leave")
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/codes")) as ws:
+            ws.send("again")
+            assert ws.recv(timeout=10).split()[0] == "two"
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_retired_for_its_own_reasons_closes_its_socket_with_1001_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    with Served(project(tmp_path, grace=1)) as srv:
+        with websockets.sync.client.connect(ws_url(srv, "echo", "/codes")) as ws:
+            ws.send("reject")
+            pid = int(ws.recv(timeout=10).split()[1])
+            srv.wait_event(kind="log", message="worker retired (unhandledrejection); draining")
+            ws.send("still open")
+            assert ws.recv(timeout=10).endswith(" still open")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, closed.value.rcvd
+        srv.wait_event(kind="log", message="closed 1001")
+        wait_until(lambda: pid not in srv.worker_pids(), 20, what="the retired worker to leave")

@@ -103,6 +103,46 @@ def test_an_idle_worker_is_told_to_stop_at_once_and_a_drain_names_its_deadline()
     asyncio.run(main())
 
 
+def test_open_sockets_get_the_graceful_timeout_then_serve_closes_them() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        worker, conn, _ = make_worker()
+        closed: list[tuple[str, int, float]] = []
+        started = loop.time()
+        worker.opened(1, "socket", lambda code: closed.append(("socket", code, loop.time() - started)))
+        worker.opened(2, "plain request")
+        assert worker.retire(0.2, "early_drop", 1012)
+        assert not any(kind == "stop" for kind, _ in conn.sent), "a socket is in flight"
+        deadline = loop.time() + 5
+        while not closed and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert closed and closed[0][:2] == ("socket", 1012) and closed[0][2] >= 0.2
+        worker.closed(1)
+        assert not any(kind == "stop" for kind, _ in conn.sent), "the plain request runs to its end"
+        worker.closed(2)
+        assert conn.sent[-1] == ("stop", (0.2, "early_drop"))
+
+    asyncio.run(main())
+
+
+def test_a_drain_brings_a_later_socket_deadline_forward_and_a_closed_socket_is_left_alone() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        worker, _, _ = make_worker()
+        codes: list[int] = []
+        worker.opened(1, "socket", codes.append)
+        worker.opened(2, "closed early", lambda code: codes.append(-code))
+        worker.retire(30.0, "early_drop")  # a retirement for the worker's own reasons: 1001, later
+        worker.closed(2)
+        worker.drain(0.05, "shutdown")
+        deadline = loop.time() + 5
+        while not codes and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert codes == [1012], "serve stopping closes with 1012, and only the socket still open"
+
+    asyncio.run(main())
+
+
 def test_a_notice_is_sent_once_and_task_events_are_tracked() -> None:
     worker, conn, _ = make_worker()
     worker.notice("cpu")

@@ -188,7 +188,56 @@ async def nothing(scope, receive, send):
 ROUTES = {"scope": scope_view, "upload": upload, "cookies": cookies, "big": big, "chunks": chunks, "nothing": nothing}
 """
 
-APPS = {"star": STAR, "fast": FAST, "raw": RAW}
+# WebSocket floods (test_websocket_flood.py): one side sends far more than the other takes for a while.
+# `/flood/app`: the client floods while the app does not read until `GET /flood/go`, then it reads all
+# and answers with what it got. `/flood/client?n=N`: the app sends N numbered 64 KB messages as fast as
+# its sends return while the client does not read; `GET /flood/state` says how many it has sent so far.
+FLOOD = r"""
+import asyncio, hashlib, json
+
+STATE = {"sent": 0, "go": None}
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    route = scope["path"].rsplit("/", 1)[-1]
+    if scope["type"] == "http":
+        if route == "go":
+            STATE["go"].set()
+        body = json.dumps({"sent": STATE["sent"]}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    if route == "app":
+        STATE["go"] = asyncio.Event()
+        await STATE["go"].wait()
+        count, digest = 0, hashlib.sha256()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") == "end":
+                await send({"type": "websocket.send", "text": f"{count} {digest.hexdigest()}"})
+                continue
+            digest.update(message.get("bytes") or message.get("text", "").encode())
+            count += 1
+    STATE["sent"] = 0
+    n = int(scope["query_string"].decode().partition("=")[2])
+    for i in range(n):
+        await send({"type": "websocket.send", "bytes": i.to_bytes(4, "big") * 16384})
+        STATE["sent"] = i + 1
+    await send({"type": "websocket.send", "text": "end"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+"""
+
+APPS = {"star": STAR, "fast": FAST, "raw": RAW, "flood": FLOOD}
 
 # Bare uvicorn serves all three apps from one process: this dispatcher picks one by the path's first
 # segment below the root path, as edgecli's relay does.
@@ -197,7 +246,7 @@ import importlib.util, pathlib
 
 HERE = pathlib.Path(__file__).parent
 APPS = {}
-for name in ("star", "fast", "raw"):
+for name in ("star", "fast", "raw", "flood"):
     spec = importlib.util.spec_from_file_location(f"{name}_index", HERE / name / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
