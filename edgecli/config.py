@@ -537,8 +537,12 @@ def _resolve_port(src: _Source, data: Mapping[str, Any], env: Mapping[str, str],
     in_file = _read_int(src, ("api",), "port", _table(src, data, ("api",)), *_PORT_RANGE)
     lo, hi = _PORT_RANGE
     if over.port is not None:
-        if not lo <= over.port <= hi:
-            raise UsageError(f"--port {over.port} is out of range; allowed: a port from {lo} to {hi}.")
+        # 0: any free port, as the system picks it (serve records where it listens: edgecli/listening.py)
+        if not (over.port == 0 or lo <= over.port <= hi):
+            raise UsageError(
+                f"--port {over.port} is out of range; allowed: a port from {lo} to {hi}, or 0 for any "
+                "free one."
+            )
         return over.port
     text = env.get(ENV_PORT, "").strip()
     if text:
