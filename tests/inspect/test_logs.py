@@ -204,3 +204,27 @@ def test_a_stored_row_that_is_not_an_event_is_skipped(
     result = cli("logs")
     assert result.returncode == 0, result.stderr
     assert [line.split()[-1] for line in result.stdout.splitlines()] == ["before", "kept", "after"]
+
+
+def test_logs_and_tasks_read_the_store_in_edgecli_state_dir_as_serve_writes_it(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    # Where serve keeps its state when EDGECLI_STATE_DIR is set (the pytest plugin's servers do).
+    state = tmp_path / "state"
+    writer = StoreWriter(state / "events.db", 1000, 1 << 30)
+    started = Event("task_start", "task up started", function="hello", task="t-1", fields={"name": "up"})
+    writer.write(rows(log("kept elsewhere", function="hello"), started))
+    writer.close()
+    env = {"EDGECLI_STATE_DIR": str(state)}
+    logs = cli("logs", "--json", env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert [json.loads(line)["message"] for line in logs.stdout.splitlines()] == [
+        "kept elsewhere",
+        "task up started",
+    ]
+    tasks = cli("tasks", "--json", env=env)
+    assert tasks.returncode == 0, tasks.stderr
+    assert [(t["task"], t["name"], t["status"]) for t in map(json.loads, tasks.stdout.splitlines())] == [
+        ("t-1", "up", "running")
+    ]
+    assert "No events recorded yet" in cli("logs").stderr  # the project's own store: none there
