@@ -106,12 +106,12 @@ def test_wall_clock_retires_at_half_warns_at_ninety_percent_and_kills_at_the_lim
         first = srv.get("lim", params={"do": "task"})
         assert first.status_code == 200
         # Past 50 %: retired, so a new request goes to a fresh worker while the old one keeps its task.
-        second = wait_until(
-            lambda: (r := srv.get("lim")).json()["pid"] != first.json()["pid"] and r, 5, what="a fresh worker"
-        )
+        pid = first.json()["pid"]
+        second = wait_until(lambda: (r := srv.get("lim")).json()["pid"] != pid and r, 20, what="a new worker")
         assert second.status_code == 200
-        srv.wait_event(kind="log", message="unload wall_clock", timeout=5)
-        end = srv.wait_event(kind="task_end", request=first.headers["x-request-id"], timeout=5)
+        # Deadlines well short of the 30 s the task would otherwise run.
+        srv.wait_event(kind="log", message="unload wall_clock", timeout=20)
+        end = srv.wait_event(kind="task_end", request=first.headers["x-request-id"], timeout=20)
         assert end["status"] == "cancelled" and end["reason"] == "wall_clock"
         srv.wait_event(kind="shutdown", reason="wall_clock")
 

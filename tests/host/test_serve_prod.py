@@ -166,7 +166,7 @@ def test_sigterm_lets_in_flight_requests_and_background_tasks_finish_then_exits_
     started = time.monotonic()
     assert srv.proc is not None
     srv.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: refused(srv.port), 5, what="serve to stop accepting connections")
+    wait_until(lambda: refused(srv.port), 20, what="serve to stop accepting connections")
     code = srv.stop(signal.SIGTERM, timeout=30)  # waits for the exit (a second SIGTERM changes nothing)
     thread.join(10)
     assert code == 0
@@ -174,7 +174,8 @@ def test_sigterm_lets_in_flight_requests_and_background_tasks_finish_then_exits_
     ends = srv.events(kind="task_end")
     assert [e["status"] for e in ends] == ["completed"], srv.output()[-3000:]
     assert srv.events(message="task finished")
-    assert time.monotonic() - started < 10 + 5  # within graceful_exit_timeout_sec, with a margin to exit
+    # Within graceful_exit_timeout_sec (10 s), with room for a loaded machine to exit.
+    assert time.monotonic() - started < 10 + 15
 
 
 def start_on_platform_port(project: Path, attempts: int = 3) -> Served:

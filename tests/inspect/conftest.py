@@ -42,7 +42,7 @@ def cli(project: Path) -> CliRunner:
     def run(
         *args: str,
         stdin: str | None = None,
-        timeout: float = 30,
+        timeout: float = 60,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from serving import rows, wait_until
 from edgecli.events import BASE_FIELDS, Event
 from edgecli.store.writer import StoreWriter
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)  # each test runs the CLI, a fresh Python, several times
 
 
 def _messages(stdout: str) -> list[str]:
@@ -134,7 +134,7 @@ def test_json_records_have_the_documented_fields(cli: CliRunner, write_events: E
     assert second["kind"] == "request" and second["status"] == 201 and second["duration_ms"] == 4.5
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_events: EventWriter) -> None:
     write_events([log("old line", function="hello")])
     with running_cli(project, "logs", "-f", "--function", "hello") as proc:
@@ -146,12 +146,12 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
         assert "fresh line" in proc.stdout.readline()
         writer.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
         assert proc.stdout.read() == ""
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None:
     with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "waiting for `edgecli serve`" in proc.stderr.readline()
@@ -160,7 +160,7 @@ def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None
         writer.close()
         assert proc.stdout is not None and "first ever" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
 
 
 def test_a_function_without_events_is_named(cli: CliRunner, write_events: EventWriter) -> None:
@@ -177,7 +177,7 @@ def test_follow_says_when_no_serve_is_running(project: Path, write_events: Event
     with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "no edgecli serve is running" in proc.stderr.readline()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
 
 
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:

@@ -104,7 +104,7 @@ def test_tasks_complete_fail_and_time_out(project: pytest.Pytester) -> None:
             assert "RuntimeError: work failed on purpose" in task.error
 
         def test_timeout_names_the_running_task(edge):
-            r = edge.invoke("work", json={"sleep": 1.5})
+            r = edge.invoke("work", json={"sleep": 4})  # still running when the 0.2 s are up, even if slow
             with pytest.raises(AssertionError, match=r"still running: work \\(task "):
                 edge.wait_for_tasks(r, timeout=0.2)
             assert [t.status for t in edge.wait_for_tasks(r, timeout=20)] == ["completed"]
