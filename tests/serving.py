@@ -207,7 +207,10 @@ class Served:
     def wait_listening(self, timeout: float = 30.0) -> int:
         """Wait until serve listens (its record says where): sets `port`, `base_url` and the client's URL."""
         if not self.port:
-            url = wait_until(self._recorded_url, timeout, what=f"serve to listen\n{self.output()}")
+            try:
+                url = wait_until(self._recorded_url, timeout, what="serve to listen")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- serve output ---\n{self.output()[-4000:]}") from None
             self.port = int(url.rsplit(":", 1)[1])
             self.base_url = url
             self.client.base_url = httpx.URL(url)
@@ -221,7 +224,7 @@ class Served:
     def _recorded_url(self) -> str | None:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"{self.proc.args} exited with {self.proc.returncode}:\n{self.output()}")
+            raise AssertionError(f"{self.proc.args} exited with {self.proc.returncode}")  # output: the caller
         try:
             record = json.loads((self.state_dir() / f"serve-{self.proc.pid}.json").read_text())
         except (OSError, ValueError):
