@@ -201,10 +201,17 @@ class Served:
         if err is not None:
             err.close()
         if ready:
-            self.wait_listening()
+            try:
+                self.wait_listening()
+            except BaseException:
+                # No `with` block runs its exit for a start that failed: serve must not outlive the test.
+                self.kill_all()
+                self.client.close()
+                self._out.close()
+                raise
         return self
 
-    def wait_listening(self, timeout: float = 30.0) -> int:
+    def wait_listening(self, timeout: float = 60.0) -> int:
         """Wait until serve listens (its record says where): sets `port`, `base_url` and the client's URL."""
         if not self.port:
             try:
@@ -259,7 +266,7 @@ class Served:
                     pass
         return pids
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0, group: bool = False) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0, group: bool = False) -> int:
         """Stop serve with `sig` (to its whole process group with `group`), wait, assert nothing is left."""
         assert self.proc is not None
         self.family()
@@ -282,6 +289,7 @@ class Served:
         return self.proc.returncode
 
     def kill_all(self) -> None:
+        """serve and every process under it, at once (for a serve that cannot be stopped in order)."""
         for proc in self.family():
             try:
                 proc.kill()
