@@ -271,6 +271,8 @@ def test_a_burst_of_saves_is_one_or_two_reloads(tmp_path: Path) -> None:
             write_function(root, "hello", versioned(i))
             time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
         serves(srv, "hello", "version", 50)
+        # The reload's event comes once its new worker is ready, which may be after it served.
+        wait_until(lambda: reloads(srv), what="the reload event")
         # Coalesced: far fewer reloads than saves. Unloaded it is one or two (bench/bench_reload.py); a
         # loaded machine can pause the saving or the watching longer than the quiet period the reloader
         # waits for (QUIET_S), and each such pause may end one reload and begin another.

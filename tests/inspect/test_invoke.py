@@ -296,7 +296,7 @@ def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write
         for event in _task_events("req-w3", {"t-1": "completed"})[2:]:
             writer.write(rows(event))
         writer.close()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
         rest = proc.stdout.read()
         assert "working in t-1" in rest and rest.rstrip().endswith("1 task: 1 completed")
 

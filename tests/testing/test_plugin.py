@@ -336,7 +336,7 @@ def test_ctrl_c_during_a_test_still_stops_its_server(project: pytest.Pytester) -
         wait_until(lambda: (project.path / "started").exists(), 60, what="the nested test to start")
         assert _servers_of(project)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C at a terminal sends pytest
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert b"KeyboardInterrupt" in out, out.decode()
