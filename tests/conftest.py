@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
+# A shell starts a background job (`pytest ... &` in a script) with SIGINT ignored, and an ignored signal
+# stays ignored across exec: the CLIs and nested sessions the tests Ctrl-C would never hear it. A handler
+# here is reset to the default in every child, so they hear Ctrl-C however pytest was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # `supabase init`'s config.toml, carried in the repository (tests/fixtures/README.md says where from).

@@ -5,13 +5,16 @@
         srv.wait_event(lambda e: e["kind"] == "task_end")
 
 `Served` runs serve with `--json`, so every event is a JSON line in its output file; `events()` parses
-them. On exit it stops serve (SIGINT) and asserts that serve and every process it started are gone.
+them. serve listens on `--port 0` (a port the system picks as it binds, so no other process can take it
+first) and `Served` learns which from the record serve leaves in its state directory (edgecli/listening.py).
+On exit it stops serve (SIGINT) and asserts that serve and every process it started are gone.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -93,9 +96,20 @@ def stored_events(path: Path) -> list[Event]:
 
 
 def free_port() -> int:
+    """A port free at this moment. Another process may take it before the caller binds it: only for
+    what cannot listen on port 0 and say where (serve can, see Served)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on which connections are refused for the whole block: it is bound, never listened on, and
+    no other process can bind it meanwhile (unlike a port that was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 def make_project(root: Path, functions: dict[str, str], config: str = DEFAULT_CONFIG) -> Path:
@@ -140,17 +154,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def listening(proc: subprocess.Popen[bytes], port: int, output: Callable[[], str]) -> bool:
-    """Whether something accepts connections on `port`; fails the test if `proc` exited first."""
-    if proc.poll() is not None:
-        raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{output()}")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 class Served:
     def __init__(
         self,
@@ -163,12 +166,13 @@ class Served:
         separate_stderr: bool = False,
     ) -> None:
         self.project = project
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.out_path = project / f"serve-{self.port}.out"
+        self.port = 0  # known once serve listens (start())
+        self.base_url = ""
+        number = next(_numbers)
+        self.out_path = project / f"serve-{number}.out"
         # stderr in a file of its own (`err_path`), for tests of what stdout alone carries
-        self.err_path = project / f"serve-{self.port}.err" if separate_stderr else None
-        cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(project), "--port", str(self.port)]
+        self.err_path = project / f"serve-{number}.err" if separate_stderr else None
+        cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(project), "--port", "0"]
         if json_output:
             cmd.append("--json")
         if not verify_jwt:
@@ -177,7 +181,7 @@ class Served:
         self.cmd = cmd
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.client = httpx.Client(timeout=30)  # its base URL is set once serve listens
         self.known_pids: set[int] = set()
         self.new_session = new_session  # own process group, so a test can signal the whole group
         _started.append(self)
@@ -197,12 +201,42 @@ class Served:
         if err is not None:
             err.close()
         if ready:
-            wait_until(self._listening, 20, what=f"serve to listen on {self.port}\n{self.output()}")
+            try:
+                self.wait_listening()
+            except BaseException:
+                # No `with` block runs its exit for a start that failed: serve must not outlive the test.
+                self.kill_all()
+                self.client.close()
+                self._out.close()
+                raise
         return self
 
-    def _listening(self) -> bool:
+    def wait_listening(self, timeout: float = 60.0) -> int:
+        """Wait until serve listens (its record says where): sets `port`, `base_url` and the client's URL."""
+        if not self.port:
+            try:
+                url = wait_until(self._recorded_url, timeout, what="serve to listen")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- serve output ---\n{self.output()[-4000:]}") from None
+            self.port = int(url.rsplit(":", 1)[1])
+            self.base_url = url
+            self.client.base_url = httpx.URL(url)
+        return self.port
+
+    def state_dir(self) -> Path:
+        """Where serve keeps its state: EDGECLI_STATE_DIR if set for it, else the project's."""
+        root = self.env.get("EDGECLI_STATE_DIR")
+        return Path(root).resolve() if root else self.project / "supabase" / ".temp" / "edgecli"
+
+    def _recorded_url(self) -> str | None:
         assert self.proc is not None
-        return listening(self.proc, self.port, self.output)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.proc.args} exited with {self.proc.returncode}")  # output: the caller
+        try:
+            record = json.loads((self.state_dir() / f"serve-{self.proc.pid}.json").read_text())
+        except (OSError, ValueError):
+            return None  # not listening yet (the record is written whole, once serve listens)
+        return str(record["url"])
 
     def __enter__(self) -> Served:
         return self.start()
@@ -239,7 +273,7 @@ class Served:
                 pass
         return pids
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0, group: bool = False) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0, group: bool = False) -> int:
         """Stop serve with `sig` (to its whole process group with `group`), wait, assert nothing is left."""
         assert self.proc is not None
         self.family()
@@ -262,6 +296,7 @@ class Served:
         return self.proc.returncode
 
     def kill_all(self) -> None:
+        """serve and every process under it, at once (for a serve that cannot be stopped in order)."""
         for proc in self.family():
             try:
                 proc.kill()
@@ -336,6 +371,7 @@ class Served:
 
 
 _started: list[Served] = []
+_numbers = itertools.count(1)  # names each Served's output file
 
 
 @atexit.register

@@ -139,6 +139,7 @@ def test_port_precedence(make_project: MakeProject) -> None:
     assert load(root).port == 50001
     assert load(root, EDGECLI_PORT="50002").port == 50002
     assert load(root, Overrides(port=50003), EDGECLI_PORT="50002").port == 50003
+    assert load(root, Overrides(port=0)).port == 0  # any free port: serve binds it and says which
 
 
 def test_policy_precedence(make_project: MakeProject) -> None:

@@ -23,7 +23,9 @@ def serve(
         str | None,
         typer.Option("--policy", help="per_worker | oneshot | per_request (default: [edge_runtime] policy)."),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: [api] port or 54321).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default: [api] port or 54321; 0: any free port).")
+    ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
     env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
     no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,

@@ -124,8 +124,12 @@ def resolve_port(src: Source, data: Mapping[str, Any], env: Mapping[str, str], o
     in_file = read_int(src, ("api",), "port", table_in(src, data, ("api",)), *PORT_RANGE)
     lo, hi = PORT_RANGE
     if over.port is not None:
-        if not lo <= over.port <= hi:
-            raise UsageError(f"--port {over.port} is out of range; allowed: a port from {lo} to {hi}.")
+        # 0: any free port, as the system picks it (serve records where it listens: edgecli/listening.py)
+        if not (over.port == 0 or lo <= over.port <= hi):
+            raise UsageError(
+                f"--port {over.port} is out of range; allowed: a port from {lo} to {hi}, or 0 for any "
+                "free one."
+            )
         return over.port
     text = env.get(ENV_PORT, "").strip()
     if text:

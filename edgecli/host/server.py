@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -334,6 +335,12 @@ class ServeCommand:
 
 def serve(config: Config, output: Output, overrides: Overrides | None = None) -> int:
     sock = bind(config.host, config.port)
+    if config.port == 0:
+        # `--port 0`: the port the system picked is the one to show and inject, and the one a reload of
+        # config.toml keeps (else it would read 0 again and say that the port changed).
+        port = int(sock.getsockname()[1])
+        config = replace(config, port=port)
+        overrides = replace(overrides or Overrides(), port=port)
     return run(ServeCommand(config, output, sock, overrides).run())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edgecli import listening
-from edgecli.config import Config
+from edgecli.config import ENV_STATE_DIR, Config
 from edgecli.console import Output
 from edgecli.errors import UsageError
 from edgecli.events import LEVELS
@@ -35,9 +36,12 @@ class LogsArgs:
 
 
 def store_path(workdir: Path | None) -> Path:
-    """The project's event store. Only the project root is needed: a broken config.toml must not hide
-    the logs that may explain it."""
-    return Config(project_dir=find_project(workdir)).events_db
+    """The project's event store: in EDGECLI_STATE_DIR when that is set, as serve reads it (the pytest
+    plugin's servers keep theirs there). Only the project root is needed: a broken config.toml must not
+    hide the logs that may explain it."""
+    root = os.environ.get(ENV_STATE_DIR)
+    state_root = Path(root).resolve() if root else None
+    return Config(project_dir=find_project(workdir), state_root=state_root).events_db
 
 
 def parse_level(level: str | None) -> str | None:

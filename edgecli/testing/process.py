@@ -58,6 +58,10 @@ class ServeProcess:
         finally:
             self.log.close()
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def exit_status(self) -> int | None:
         if self.proc is None:
             return None

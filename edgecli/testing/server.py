@@ -1,5 +1,8 @@
 """`EdgeServer`: a real `edgecli serve` for a project, on a free port, with its own event store.
 
+serve is started with `--port 0`: the system picks a free port as serve binds it (no other process can
+take it in between), and serve records where it listens in the state directory (edgecli/listening.py).
+
     with EdgeServer("path/to/project") as edge:
         r = edge.invoke("hello", json={"name": "x"})
         tasks = edge.wait_for_tasks(r)
@@ -11,7 +14,6 @@ gives each test its own view of the records (`begin_test` / `end_test`).
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgecli import listening
 from edgecli.testing.process import ServeProcess
 from edgecli.testing.records import EventLog, Record, TaskResult
 from edgecli.testing.settings import ServeSettings
@@ -32,16 +35,11 @@ Role = Literal["anon", "service_role"]
 START_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 10.0  # how long `logs` / `events` wait for the records of requests already answered
 LEAK_GRACE_S = 3.0  # how long the leak check waits to learn how tasks running at the test's end ended
-PORT_ATTEMPTS = 3
 CLIENT_TIMEOUT_S = 180.0  # beyond serve's own idle timeout (150 s)
 
 
 class EdgeServerError(RuntimeError):
     """The server could not be started, or went away."""
-
-
-class _PortTaken(Exception):
-    """serve found its port taken between our choosing it and its binding it."""
 
 
 class EdgeServer:
@@ -78,73 +76,66 @@ class EdgeServer:
         if self._own_state:
             self.state_dir = Path(tempfile.mkdtemp(prefix="edgecli-test-")).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(PORT_ATTEMPTS):
-            self._spawn()
+        self._spawn()
+        try:
+            self._wait_until_answering()
+            assert self._process is not None
+            self._process.remember_family()
+        except BaseException as exc:
             try:
-                self._wait_until_answering()
-                assert self._process is not None
-                self._process.remember_family()
-                break
-            except _PortTaken:  # another process took the port first; this serve has exited
-                assert self._process is not None
-                self._process.stop(self._stop_timeout, exited=True)
-                if attempt == PORT_ATTEMPTS - 1:
-                    raise EdgeServerError(
-                        f"no free port for edgecli serve after {PORT_ATTEMPTS} tries"
-                    ) from None
-            except BaseException as exc:
-                try:
-                    self._stop(exited=True)
-                except AssertionError as leftovers:
-                    exc.add_note(str(leftovers))
-                raise
+                self._stop(exited=True)
+            except AssertionError as leftovers:
+                exc.add_note(str(leftovers))
+            raise
         self.begin_test()
         return self
 
     def _spawn(self) -> None:
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "edgecli", *self.settings.serve_args(port, self.state_dir)]
+        cmd = [sys.executable, "-m", "edgecli", *self.settings.serve_args(0, self.state_dir)]
         self._log = EventLog()
         self._process = ServeProcess(
             cmd, self.settings.serve_env(self.state_dir), self.state_dir / "serve.err", self._log
         )
         self._process.start()
+
+    def _listening_url(self) -> str | None:
+        """Where this serve listens, once it has recorded that (it records it once it listens)."""
+        assert self._process is not None
+        pid = self._process.pid
+        return next((here.url for here in listening.running(self.state_dir) if here.pid == pid), None)
+
+    def _wait_until_answering(self) -> None:
+        """Until serve listens, answers a probe, and its record of that probe has arrived: then the records
+        work, and the probe's is known before the first test's records begin."""
         # httpx is imported while serve boots, not before: the first test waits for the slower of the two.
         import httpx
 
-        if self._client is not None:
-            self._client.close()
-        self._client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(CLIENT_TIMEOUT_S, connect=10.0))
-
-    def _wait_until_answering(self) -> None:
-        """Until serve answers a probe and its record of that probe has arrived: then the records work,
-        and the probe's is known before the first test's records begin."""
-        import httpx
-
-        assert self._client is not None and self._process is not None
+        assert self._process is not None
         probe = f"edgecli-testing-probe-{uuid.uuid4()}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             status = self._process.exit_status()
             if status is not None:
-                stderr = self._process.stderr().strip()
-                if "cannot listen on" in stderr:
-                    raise _PortTaken
                 raise EdgeServerError(
                     f"edgecli serve for {self.settings.describe()} exited with status {status} before it "
-                    f"answered:\n{stderr}"
+                    f"answered:\n{self._process.stderr().strip()}"
                 )
-            try:
-                self._client.get("/functions/v1/", headers={"x-request-id": probe}, timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise EdgeServerError(
-                        f"edgecli serve for {self.settings.describe()} did not answer within "
-                        f"{START_TIMEOUT_S:g} s:\n{self._process.stderr().strip()}"
-                    ) from None
-                time.sleep(0.01)
+            if self._client is None and (url := self._listening_url()) is not None:
+                self.url = url
+                timeout = httpx.Timeout(CLIENT_TIMEOUT_S, connect=10.0)
+                self._client = httpx.Client(base_url=url, timeout=timeout)
+            if self._client is not None:
+                try:
+                    self._client.get("/functions/v1/", headers={"x-request-id": probe}, timeout=1.0)
+                    break
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                raise EdgeServerError(
+                    f"edgecli serve for {self.settings.describe()} did not answer within "
+                    f"{START_TIMEOUT_S:g} s:\n{self._process.stderr().strip()}"
+                )
+            time.sleep(0.01)
         if not self._log.wait(self._log.answered([probe]), max(deadline - time.monotonic(), SYNC_TIMEOUT_S)):
             raise EdgeServerError(
                 f"edgecli serve for {self.settings.describe()} answered, but printed no record of it:\n"
@@ -328,9 +319,3 @@ def _key(secret: str, role: str) -> str:
     from edgecli.host.auth import make_key
 
     return make_key(secret, role)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import venv
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -113,28 +114,9 @@ def test_the_images_command_serves_the_demo_project(tmp_path: Path) -> None:
     assert entrypoint == ["edgecli", "serve", "--prod"]
     installed = image.venv / "bin" / "edgecli"
     assert installed.is_file()
-    port = free_port()
-    env = {**image.environ(), "PORT": str(port)}
-    proc = subprocess.Popen(
-        [str(installed), *entrypoint[1:]],
-        cwd=image.workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    family: set[int] = {proc.pid}
+    proc, env, family = _serve_on_a_free_port([str(installed), *entrypoint[1:]], image)
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            family.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
-            try:
-                return httpx.get(f"{base}/_internal/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, 60, interval=0.1, what="the image's server to report healthy")
+        base = f"http://127.0.0.1:{env['PORT']}"
         check = subprocess.run(["sh", "-c", _exec_form(healthcheck)], env=env, timeout=30, check=False)
         assert check.returncode == 0  # the HEALTHCHECK command, as docker would run it
         anon = make_key(DEFAULT_JWT_SECRET, "anon")
@@ -154,6 +136,37 @@ def test_the_images_command_serves_the_demo_project(tmp_path: Path) -> None:
     wait_until(
         lambda: not [p for p in family if psutil.pid_exists(p) and _alive(p)], 10, what="no process left"
     )
+
+
+def _serve_on_a_free_port(
+    cmd: list[str], image: Image, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], dict[str, str], set[int]]:
+    """The image's command, healthy on $PORT. A port is free only until another process takes it; then
+    serve says that it cannot listen there and exits, and another port is tried."""
+    for _ in range(attempts):
+        env = {**image.environ(), "PORT": str(free_port())}
+        proc = subprocess.Popen(
+            cmd, cwd=image.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        family: set[int] = {proc.pid}
+        url = f"http://127.0.0.1:{env['PORT']}/_internal/health"
+        wait_until(partial(_healthy, proc, family, url), 60, interval=0.1, what="the image's server")
+        if proc.poll() is None:
+            return proc, env, family
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert "cannot listen on" in stderr, f"the image's server exited with {proc.returncode}:\n{stderr}"
+    raise AssertionError(f"no free port for the image's server after {attempts} tries")
+
+
+def _healthy(proc: subprocess.Popen[bytes], family: set[int], url: str) -> bool:
+    """Whether the server reports healthy (or has exited, saying why on stderr); notes its processes."""
+    if proc.poll() is not None:
+        return True
+    family.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _exec_form(value: str) -> str:

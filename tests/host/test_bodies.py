@@ -75,7 +75,8 @@ def test_a_200_mb_upload_to_a_slow_reader_succeeds_under_the_default_memory_limi
         assert r.json() == {"size": 200 << 20, "sha256": digest.hexdigest()}
         big = srv.get("reader", params={"big": "50"}, timeout=60)
         assert big.status_code == 200 and big.content == b"z" * (50 << 20)
-        assert not srv.events(kind="shutdown")  # no worker was killed for memory
+        # No worker was killed for memory (a loaded machine may retire one for its wall clock meanwhile).
+        assert not srv.events(kind="shutdown", reason="memory")
 
 
 @pytest.mark.timeout(60)

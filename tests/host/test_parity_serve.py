@@ -80,7 +80,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield served
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
@@ -105,7 +105,7 @@ def test_jwt_failures(srv: Served, headers: dict[str, str], expected: bytes) -> 
     assert r.headers.get("x-request-id")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 @pytest.mark.parametrize(("key", "role"), [(ANON, "anon"), (SERVICE, "service_role")])
 def test_valid_keys_reach_the_function_with_their_claims(srv: Served, key: str, role: str) -> None:
     r = srv.get("guarded", headers={"Authorization": f"Bearer {key}"})
@@ -114,7 +114,7 @@ def test_valid_keys_reach_the_function_with_their_claims(srv: Served, key: str, 
     assert claims == {"iss": "supabase-demo", "role": role, "exp": jwt.decode(key, SECRET, ["HS256"])["exp"]}
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_a_client_cannot_forge_the_claims_header(srv: Served) -> None:
     forged = {"x-edgecli-jwt-claims": '{"role":"service_role"}'}
     r = srv.get("guarded", headers={"Authorization": f"Bearer {ANON}", **forged})
@@ -124,14 +124,14 @@ def test_a_client_cannot_forge_the_claims_header(srv: Served) -> None:
     assert r.json()["claims"] is None
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_options_is_never_checked(srv: Served) -> None:
     r = srv.request("OPTIONS", "guarded")
     assert r.status_code == 200, r.text
     assert r.json()["method"] == "OPTIONS"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_verify_jwt_false_per_function(srv: Served) -> None:
     r = srv.get("open")
     assert r.status_code == 200, r.text
@@ -139,7 +139,7 @@ def test_verify_jwt_false_per_function(srv: Served) -> None:
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_serve_prints_the_projects_keys(srv: Served) -> None:
     out = srv.output()
     assert ANON in out
@@ -147,7 +147,7 @@ def test_serve_prints_the_projects_keys(srv: Served) -> None:
     assert make_key(DEFAULT_JWT_SECRET, "anon") not in out
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_env_layers_seen_from_inside(srv: Served) -> None:
     env = srv.get("guarded", headers={"Authorization": f"Bearer {ANON}"}).json()["env"]
     assert env["SUPABASE_URL"] == f"http://127.0.0.1:{srv.port}"
@@ -168,7 +168,7 @@ def test_env_layers_seen_from_inside(srv: Served) -> None:
     assert "OWN" not in other
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_env_file_warnings_name_file_and_line(srv: Served) -> None:
     out = srv.output()
     common = str(srv.project / "supabase" / "functions" / ".env")

@@ -110,7 +110,9 @@ def test_a_waiting_request_woken_in_vain_still_gets_its_504_on_time() -> None:
             await asyncio.sleep(0.02)
         with pytest.raises(NoWorkerAvailable):
             waiting.result()
-        assert 0.25 <= loop.time() - started < 1.0  # request_wait_timeout_ms = 300
+        # request_wait_timeout_ms = 300: not before it, and not put off by each wake-up (they come every
+        # 20 ms: a timer started again at each would never fire). The upper bound leaves room for load.
+        assert 0.25 <= loop.time() - started < 5.0
         assert not pool._queue
 
     run(main())

@@ -17,7 +17,7 @@ import pytest
 from serving import Served, _alive, make_project, wait_until
 
 STREAMS = """
-import asyncio, hashlib
+import asyncio, hashlib, os
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -30,10 +30,19 @@ async def upload(req):
     return JSONResponse({"size": size, "sha256": digest.hexdigest()})
 
 async def events(req):
+    # Each event is produced only once the client has received the one before (it creates the gate file
+    # named after it): a response held back anywhere on the way cannot get past the first event.
+    gate = req.query_params["gate"]
     async def gen():
         for i in range(5):
             yield f"data: {i}\\n\\n".encode()
-            await asyncio.sleep(0.5)
+            for _ in range(1000):  # 20 s at most
+                if os.path.exists(f"{gate}.{i}"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                yield b"data: held back\\n\\n"
+                return
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 app = Starlette(routes=[Route("/streams/upload", upload, methods=["POST"]), Route("/streams/sse", events)])
@@ -77,17 +86,18 @@ def test_twenty_megabyte_upload_streams_to_the_function(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_server_sent_events_arrive_as_they_are_produced(tmp_path: Path) -> None:
+    gate = tmp_path / "received"
     with Served(make_project(tmp_path, {"streams": STREAMS}, CONFIG)) as srv:
-        arrivals = []
-        started = time.monotonic()
-        with srv.client.stream("GET", srv.url("streams", "/sse")) as r:
+        received = []
+        with srv.client.stream("GET", srv.url("streams", "/sse"), params={"gate": str(gate)}) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             for line in r.iter_lines():
                 if line.startswith("data:"):
-                    arrivals.append(time.monotonic() - started)
-        assert len(arrivals) == 5
-        assert arrivals[0] < 1.0 and arrivals[-1] >= 1.9  # the first came long before the last
+                    received.append(line)
+                    Path(f"{gate}.{len(received) - 1}").touch()  # lets the function produce the next one
+        # Each event came before the function produced the next one, which it did only on hearing that.
+        assert received == [f"data: {i}" for i in range(5)]
 
 
 @pytest.mark.timeout(60)
@@ -121,16 +131,14 @@ def test_sigterm_to_the_whole_process_group_still_drains(tmp_path: Path) -> None
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    ("settings", "bound"),
+    "settings",
     [
-        ("graceful_exit_timeout_sec = 1\n", 6),
+        "graceful_exit_timeout_sec = 1\n",
         # The function's own timeout counts at shutdown, not the project's.
-        ("graceful_exit_timeout_sec = 30\n\n[functions.bg]\ngraceful_exit_timeout_sec = 1\n", 8),
+        "graceful_exit_timeout_sec = 30\n\n[functions.bg]\ngraceful_exit_timeout_sec = 1\n",
     ],
 )
-def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(
-    tmp_path: Path, settings: str, bound: float
-) -> None:
+def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(tmp_path: Path, settings: str) -> None:
     cfg = CONFIG.replace("graceful_exit_timeout_sec = 5\n", settings) + SLOW
     srv = Served(make_project(tmp_path, {"bg": BACKGROUND}, cfg)).start()
     try:
@@ -139,7 +147,8 @@ def test_tasks_past_the_graceful_timeout_are_cancelled_on_stop(
         started = time.monotonic()
     finally:
         assert srv.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < bound
+    # Well short of the 30 s the task runs and of the project's 30 s: a loaded machine may be slow to stop.
+    assert time.monotonic() - started < 20
     end = srv.events(kind="task_end")[0]
     assert end["status"] == "cancelled" and end["reason"] == "termination"
 
@@ -158,7 +167,7 @@ def test_a_second_ctrl_c_stops_waiting_for_background_tasks(tmp_path: Path) -> N
     finally:
         code = srv.stop(signal.SIGINT)
     assert code == 0
-    assert time.monotonic() - started < 15, "not the 30 s the task was allowed"
+    assert time.monotonic() - started < 20, "not the 30 s the task was allowed"
     assert srv.events(kind="task_end")[0]["status"] == "cancelled"
 
 
@@ -302,12 +311,13 @@ def test_httpx_is_what_the_helper_uses() -> None:
 @pytest.mark.timeout(60)
 def test_a_function_hanging_at_import_delays_neither_start_nor_stop(tmp_path: Path) -> None:
     hang = "import time\ntime.sleep(3600)\n"
-    srv = Served(make_project(tmp_path, {"hang": hang, "bg": BACKGROUND}, CONFIG)).start()
+    cfg = CONFIG.replace("= 5", "= 30")
+    srv = Served(make_project(tmp_path, {"hang": hang, "bg": BACKGROUND}, cfg)).start()
     try:
         assert srv.get("bg").text == "ok"  # the other function serves meanwhile
     finally:
         started = time.monotonic()
         assert srv.stop(signal.SIGINT) == 0
-    assert time.monotonic() - started < 5.0  # not graceful_exit_timeout_sec: nothing could drain
+    assert time.monotonic() - started < 20  # not graceful_exit_timeout_sec (30 s): nothing could drain
     assert not srv.events(kind="boot_error")  # stopping a boot is not the function's failure
     assert "Traceback" not in srv.output()

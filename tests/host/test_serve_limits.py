@@ -3,7 +3,6 @@ limits to stay fast."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -67,14 +66,13 @@ def project(tmp_path: Path, limits: str, functions: str = "", grace: int = 1) ->
 def test_cpu_hard_limit_kills_with_546_and_a_fresh_worker_serves_next(tmp_path: Path, what: str) -> None:
     with Served(project(tmp_path, "cpu_time_soft_limit_ms = 300\ncpu_time_hard_limit_ms = 600")) as srv:
         pid = srv.get("lim").json()["pid"]
-        started = time.monotonic()
         r = srv.get("lim", params={"do": what})
-        elapsed = time.monotonic() - started
         assert r.status_code == 546, r.text
         assert r.json()["code"] == "WORKER_LIMIT"
-        assert elapsed < 0.6 + 2.0, elapsed  # about hard limit + monitor interval; loose for shared CI
         down = srv.wait_event(kind="shutdown", function="lim", reason="cpu")
-        assert down["cpu_ms"] >= 500
+        # Killed at about the hard limit, counted in CPU time: a loaded machine stretches the wall clock
+        # such a kill takes, not the CPU the worker got to use (how fast it is, is bench/'s business).
+        assert 500 <= down["cpu_ms"] < 2 * 600, down
         line = srv.wait_event(lambda e: "cpu limit reached" in e["message"], kind="log")
         assert line["level"] == "error" and "ms CPU" in line["message"]
         if what == "spin":  # the loop was free: the function heard why it is going away
@@ -113,12 +111,12 @@ def test_wall_clock_retires_at_half_warns_at_ninety_percent_and_kills_at_the_lim
         first = srv.get("lim", params={"do": "task"})
         assert first.status_code == 200
         # Past 50 %: retired, so a new request goes to a fresh worker while the old one keeps its task.
-        second = wait_until(
-            lambda: (r := srv.get("lim")).json()["pid"] != first.json()["pid"] and r, 5, what="a fresh worker"
-        )
+        pid = first.json()["pid"]
+        second = wait_until(lambda: (r := srv.get("lim")).json()["pid"] != pid and r, 20, what="a new worker")
         assert second.status_code == 200
-        srv.wait_event(kind="log", message="unload wall_clock", timeout=5)
-        end = srv.wait_event(kind="task_end", request=first.headers["x-request-id"], timeout=5)
+        # Deadlines well short of the 30 s the task would otherwise run.
+        srv.wait_event(kind="log", message="unload wall_clock", timeout=20)
+        end = srv.wait_event(kind="task_end", request=first.headers["x-request-id"], timeout=20)
         assert end["status"] == "cancelled" and end["reason"] == "wall_clock"
         srv.wait_event(kind="shutdown", reason="wall_clock")
 

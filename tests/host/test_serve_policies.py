@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,13 +33,25 @@ async def handler(req):
 serve(handler)
 """
 
-SLEEPY = """
-import asyncio, os
+MEET = """
+import asyncio, os, uuid
 from starlette.responses import JSONResponse
 
 async def handler(req):
-    await asyncio.sleep(0.5)
-    return JSONResponse({"pid": os.getpid()})
+    # ?meet=DIR&n=N: each request leaves a file in DIR, then waits (20 s at most) until N are there. They
+    # meet only if N requests run at the same time, however slowly each one starts.
+    together = None
+    if "meet" in req.query_params:
+        meet, n = req.query_params["meet"], int(req.query_params["n"])
+        open(os.path.join(meet, uuid.uuid4().hex), "w").close()
+        for _ in range(1000):
+            if len(os.listdir(meet)) >= n:
+                together = True
+                break
+            await asyncio.sleep(0.02)
+        else:
+            together = False
+    return JSONResponse({"pid": os.getpid(), "together": together})
 """
 
 SYNC = """
@@ -116,28 +127,30 @@ def test_policy_flag_overrides_config(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(40)
 def test_per_worker_serves_concurrent_requests_on_one_worker(tmp_path: Path) -> None:
-    with Served(make_project(tmp_path, {"sleepy": SLEEPY}, config("per_worker"))) as srv:
-        srv.get("sleepy")  # warm
-        started = time.monotonic()
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    with Served(make_project(tmp_path, {"meet": MEET}, config("per_worker"))) as srv:
+        srv.get("meet")  # warm
+        params = {"meet": str(meet), "n": "20"}
         with ThreadPoolExecutor(20) as pool:
-            responses = list(pool.map(lambda _: srv.get("sleepy"), range(20)))
-        elapsed = time.monotonic() - started
+            responses = list(pool.map(lambda _: srv.get("meet", params=params), range(20)))
         assert all(r.status_code == 200 for r in responses)
+        assert [r.json()["together"] for r in responses] == [True] * 20  # all 20 in flight at once
         assert len({r.json()["pid"] for r in responses}) == 1
-        # Loose bound on purpose (shared CI machine): sequential would take 10 s.
-        assert elapsed < 3.0, elapsed
 
 
 @pytest.mark.timeout(40)
 def test_oneshot_serves_concurrent_requests_with_concurrent_instances(tmp_path: Path) -> None:
+    meet = tmp_path / "meet"
+    meet.mkdir()
     cfg = config("oneshot", "max_parallelism = 4")
-    with Served(make_project(tmp_path, {"sleepy": SLEEPY}, cfg)) as srv:
-        started = time.monotonic()
+    with Served(make_project(tmp_path, {"meet": MEET}, cfg)) as srv:
+        params = {"meet": str(meet), "n": "4"}
         with ThreadPoolExecutor(4) as pool:
-            responses = list(pool.map(lambda _: srv.get("sleepy"), range(4)))
+            responses = list(pool.map(lambda _: srv.get("meet", params=params), range(4)))
         assert all(r.status_code == 200 for r in responses)
+        assert [r.json()["together"] for r in responses] == [True] * 4  # four at once, not one by one
         assert len({r.json()["pid"] for r in responses}) == 4
-        assert time.monotonic() - started < 1.9  # four at once, not one after another
 
 
 @pytest.mark.timeout(40)
@@ -153,13 +166,18 @@ def test_sync_handler_runs_in_a_thread(tmp_path: Path) -> None:
 @pytest.mark.timeout(40)
 def test_request_waiting_past_request_wait_timeout_gets_504(tmp_path: Path) -> None:
     cfg = config("per_request", "max_parallelism = 1\nrequest_wait_timeout_ms = 200")
-    with Served(make_project(tmp_path, {"sleepy": SLEEPY}, cfg)) as srv:
-        with ThreadPoolExecutor(2) as pool:
-            responses = list(pool.map(lambda _: srv.get("sleepy"), range(2)))
-        codes = sorted(r.status_code for r in responses)
-        assert codes == [200, 504]
-        timeout = next(r for r in responses if r.status_code == 504)
-        assert timeout.json()["code"] == "WORKER_TIMEOUT"
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    with Served(make_project(tmp_path, {"meet": MEET}, cfg)) as srv:
+        with ThreadPoolExecutor(1) as pool:
+            # The one worker is held by a request that waits for a second one to meet it...
+            held = pool.submit(srv.get, "meet", params={"meet": str(meet), "n": "2"})
+            wait_until(lambda: any(meet.iterdir()), 20, what="the first request to reach the function")
+            # ...which waits for the worker past request_wait_timeout_ms.
+            timeout = srv.get("meet")
+            (meet / "released").touch()  # the second to meet: the first request ends
+            assert held.result().status_code == 200
+        assert timeout.status_code == 504 and timeout.json()["code"] == "WORKER_TIMEOUT"
 
 
 @pytest.mark.timeout(40)
@@ -188,17 +206,24 @@ async def handler(req):
 
 
 BLOCKS_AFTER = """
-import asyncio, time
+import asyncio, os, time
 from starlette.responses import PlainTextResponse
 from edgecli import serve
 
 later = set()
 
-def block():
-    time.sleep(4)  # holds the worker's loop: nothing else in this worker runs meanwhile
+def block(gate):
+    # Holds the worker's loop (nothing else in this worker runs meanwhile) until the client, having got
+    # the response, opens the gate; 20 s at most, and then it says so.
+    for _ in range(1000):
+        if os.path.exists(gate):
+            return
+        time.sleep(0.02)
+    open(gate + ".missed", "w").close()
 
 async def handler(req):
-    later.add(asyncio.get_running_loop().call_soon(block))  # runs right after the handler's step
+    gate = req.query_params["gate"]
+    later.add(asyncio.get_running_loop().call_soon(block, gate))  # runs right after the handler's step
     return PlainTextResponse("sent first")
 
 serve(handler)
@@ -209,8 +234,10 @@ serve(handler)
 def test_a_response_is_not_held_back_by_a_task_that_blocks_the_loop_after_it(tmp_path: Path) -> None:
     # The worker batches the frames of one loop pass into one write; a request alone in flight must
     # still leave at once, not after the background task that was scheduled before the write.
+    gate = tmp_path / "gate"
     with Served(make_project(tmp_path, {"blocks": BLOCKS_AFTER}, config("per_worker"))) as srv:
-        started = time.monotonic()
-        response = srv.get("blocks")
+        response = srv.get("blocks", params={"gate": str(gate)})
+        missed = tmp_path / "gate.missed"
+        assert not missed.exists()  # the response came while the loop was still blocked
+        gate.touch()
         assert response.text == "sent first"
-        assert time.monotonic() - started < 3.0  # the loop is blocked for 4 s

@@ -136,11 +136,8 @@ def test_prod_health_names_a_function_that_cannot_boot(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_prod_listens_on_every_interface_at_port_from_the_environment(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"hello": HELLO}, CONFIG)
-    srv = Served(project, "--prod", "--store", json_output=False, env={})
-    srv.env["PORT"] = str(srv.port)
-    flag = srv.cmd.index("--port")
-    srv.cmd[flag + 1] = str(free_port())  # $PORT wins over --port, as the platform sets it
-    with srv:
+    srv = start_on_platform_port(project)  # $PORT wins over serve's --port 0, as the platform sets it
+    try:
         wait_until(lambda: health(srv).status_code == 200, 20, what="health to turn 200")
         assert srv.proc is not None
         listening = [
@@ -148,8 +145,10 @@ def test_prod_listens_on_every_interface_at_port_from_the_environment(tmp_path: 
             for c in psutil.Process(srv.proc.pid).net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN
         ]
-        assert [(a.ip, a.port) for a in listening] == [("0.0.0.0", srv.port)]
+        assert [(a.ip, a.port) for a in listening] == [("0.0.0.0", int(srv.env["PORT"]))]
         assert srv.get("hello").status_code == 200
+    finally:
+        srv.stop()
     assert (project / "supabase" / ".temp" / "edgecli" / "events.db").is_file()  # --store asked for one
 
 
@@ -167,7 +166,7 @@ def test_sigterm_lets_in_flight_requests_and_background_tasks_finish_then_exits_
     started = time.monotonic()
     assert srv.proc is not None
     srv.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: refused(srv.port), 5, what="serve to stop accepting connections")
+    wait_until(lambda: refused(srv.port), 20, what="serve to stop accepting connections")
     code = srv.stop(signal.SIGTERM, timeout=30)  # waits for the exit (a second SIGTERM changes nothing)
     thread.join(10)
     assert code == 0
@@ -175,4 +174,19 @@ def test_sigterm_lets_in_flight_requests_and_background_tasks_finish_then_exits_
     ends = srv.events(kind="task_end")
     assert [e["status"] for e in ends] == ["completed"], srv.output()[-3000:]
     assert srv.events(message="task finished")
-    assert time.monotonic() - started < 10 + 5  # within graceful_exit_timeout_sec, with a margin to exit
+    # Within graceful_exit_timeout_sec (10 s), with room for a loaded machine to exit.
+    assert time.monotonic() - started < 10 + 15
+
+
+def start_on_platform_port(project: Path, attempts: int = 3) -> Served:
+    """`serve --prod --store` listening on $PORT. A port is free only until someone takes it: another
+    process may bind it first, and then serve says so and exits; a fresh port is tried then."""
+    for _ in range(attempts):
+        srv = Served(project, "--prod", "--store", json_output=False, env={"PORT": str(free_port())})
+        try:
+            return srv.start()
+        except AssertionError:
+            if "cannot listen on" not in srv.output():
+                raise
+            srv.stop()
+    raise AssertionError(f"no free port for $PORT after {attempts} tries")

@@ -40,7 +40,11 @@ def cli(project: Path) -> CliRunner:
     """Run `edgecli ARGS...` in the project directory; returns the completed process (text)."""
 
     def run(
-        *args: str, stdin: str | None = None, timeout: float = 30, cwd: Path | None = None
+        *args: str,
+        stdin: str | None = None,
+        timeout: float = 60,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             cli_command(*args),
@@ -49,7 +53,7 @@ def cli(project: Path) -> CliRunner:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=cli_env(),
+            env={**cli_env(), **(env or {})},
         )
 
     return run

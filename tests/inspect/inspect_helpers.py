@@ -27,7 +27,9 @@ def cli_command(*args: str) -> list[str]:
 
 def cli_env() -> dict[str, str]:
     # Plain, unwrapped output whatever the terminal the tests run in.
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS", "TERM")}
+    # No EDGECLI_STATE_DIR either: the commands read the project's own store unless a test says otherwise.
+    dropped = ("FORCE_COLOR", "COLUMNS", "TERM", "EDGECLI_STATE_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     return {**env, "NO_COLOR": "1", "TERM": "dumb"}
 
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 import uvicorn
 from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
-from serving import rows, wait_until
+from serving import refusing_port, rows, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -24,7 +24,7 @@ from edgecli.config import DEFAULT_JWT_SECRET, Config
 from edgecli.events import Event
 from edgecli.store.writer import StoreWriter
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)  # each test runs the CLI, a fresh Python, several times
 
 
 async def echo(request: Request) -> Response:
@@ -78,12 +78,6 @@ def server_url() -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _echoed(stdout: str) -> dict[str, object]:
@@ -185,9 +179,9 @@ def test_json_output(cli: CliRunner, server_url: str) -> None:
 def test_default_url_comes_from_config_and_refused_connections_say_what_to_do(
     cli: CliRunner, project: Path
 ) -> None:
-    port = _free_port()
-    (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
-    result = cli("invoke", "hello")
+    with refusing_port() as port:
+        (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
+        result = cli("invoke", "hello")
     assert result.returncode == 1
     assert f"nothing answers on http://127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
     assert "`edgecli serve`" in result.stderr and "--port N" in result.stderr and "--url URL" in result.stderr
@@ -197,11 +191,12 @@ def test_invoke_calls_the_serve_recorded_in_the_project(
     cli: CliRunner, project: Path, server_url: str
 ) -> None:
     # What a running `edgecli serve --port N` leaves behind (tests/test_listening.py covers serve's side).
-    (project / "supabase" / "config.toml").write_text(f"[api]\nport = {_free_port()}\n")
-    listening.record(
-        Config(project_dir=project).state_dir, listening.Listening(server_url, os.getpid(), ("echo",))
-    )
-    result = cli("invoke", "echo")
+    with refusing_port() as port:  # the configured port: nothing answers there
+        (project / "supabase" / "config.toml").write_text(f"[api]\nport = {port}\n")
+        listening.record(
+            Config(project_dir=project).state_dir, listening.Listening(server_url, os.getpid(), ("echo",))
+        )
+        result = cli("invoke", "echo")
     assert result.returncode == 0, result.stderr
     assert _echoed(result.stdout)["path"] == "/functions/v1/echo"
 
@@ -301,7 +296,7 @@ def test_wait_follows_tasks_as_they_settle(project: Path, server_url: str, write
         for event in _task_events("req-w3", {"t-1": "completed"})[2:]:
             writer.write(rows(event))
         writer.close()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
         rest = proc.stdout.read()
         assert "working in t-1" in rest and rest.rstrip().endswith("1 task: 1 completed")
 

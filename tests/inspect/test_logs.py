@@ -16,7 +16,7 @@ from serving import rows, wait_until
 from edgecli.events import BASE_FIELDS, Event
 from edgecli.store.writer import StoreWriter
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)  # each test runs the CLI, a fresh Python, several times
 
 
 def _messages(stdout: str) -> list[str]:
@@ -134,7 +134,7 @@ def test_json_records_have_the_documented_fields(cli: CliRunner, write_events: E
     assert second["kind"] == "request" and second["status"] == 201 and second["duration_ms"] == 4.5
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_events: EventWriter) -> None:
     write_events([log("old line", function="hello")])
     with running_cli(project, "logs", "-f", "--function", "hello") as proc:
@@ -146,12 +146,12 @@ def test_follow_prints_new_events_and_exits_zero_on_ctrl_c(project: Path, write_
         assert "fresh line" in proc.stdout.readline()
         writer.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
         assert proc.stdout.read() == ""
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None:
     with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "waiting for `edgecli serve`" in proc.stderr.readline()
@@ -160,7 +160,7 @@ def test_follow_waits_for_a_store_that_does_not_exist_yet(project: Path) -> None
         writer.close()
         assert proc.stdout is not None and "first ever" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
 
 
 def test_a_function_without_events_is_named(cli: CliRunner, write_events: EventWriter) -> None:
@@ -177,7 +177,7 @@ def test_follow_says_when_no_serve_is_running(project: Path, write_events: Event
     with running_cli(project, "logs", "-f") as proc:
         assert proc.stderr is not None and "no edgecli serve is running" in proc.stderr.readline()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
 
 
 def test_logs_read_while_the_writer_is_open(cli: CliRunner, project: Path) -> None:
@@ -204,3 +204,27 @@ def test_a_stored_row_that_is_not_an_event_is_skipped(
     result = cli("logs")
     assert result.returncode == 0, result.stderr
     assert [line.split()[-1] for line in result.stdout.splitlines()] == ["before", "kept", "after"]
+
+
+def test_logs_and_tasks_read_the_store_in_edgecli_state_dir_as_serve_writes_it(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    # Where serve keeps its state when EDGECLI_STATE_DIR is set (the pytest plugin's servers do).
+    state = tmp_path / "state"
+    writer = StoreWriter(state / "events.db", 1000, 1 << 30)
+    started = Event("task_start", "task up started", function="hello", task="t-1", fields={"name": "up"})
+    writer.write(rows(log("kept elsewhere", function="hello"), started))
+    writer.close()
+    env = {"EDGECLI_STATE_DIR": str(state)}
+    logs = cli("logs", "--json", env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert [json.loads(line)["message"] for line in logs.stdout.splitlines()] == [
+        "kept elsewhere",
+        "task up started",
+    ]
+    tasks = cli("tasks", "--json", env=env)
+    assert tasks.returncode == 0, tasks.stderr
+    assert [(t["task"], t["name"], t["status"]) for t in map(json.loads, tasks.stdout.splitlines())] == [
+        ("t-1", "up", "running")
+    ]
+    assert "No events recorded yet" in cli("logs").stderr  # the project's own store: none there

@@ -123,7 +123,7 @@ def test_logs_follow_sees_new_requests_while_serve_runs(tmp_path: Path) -> None:
                 if "handling followed" in line:
                     break
             follower.send_signal(signal.SIGINT)
-            assert follower.wait(timeout=10) == 0
+            assert follower.wait(timeout=30) == 0
 
 
 @pytest.mark.timeout(90)

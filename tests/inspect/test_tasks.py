@@ -16,7 +16,7 @@ from serving import wait_until
 
 from edgecli.events import Event
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)  # each test runs the CLI, a fresh Python, several times
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -190,7 +190,7 @@ def test_readers_work_after_the_writer_was_killed(cli: CliRunner, project: Path)
         wait_until(lambda: "tick 50" in cli("logs", "-n", "100000").stdout, what="later ticks in the store")
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     tasks = _json(cli)
     assert [(t["task"], t["status"]) for t in tasks] == [("w1.t-1", "running")]
     logs = cli("logs", "--task", "w1.t-1")

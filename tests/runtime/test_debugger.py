@@ -77,7 +77,7 @@ def test_inspected_functions_run_without_limits(tmp_path: Path) -> None:
     assert limits.memory_limit_mb == 0 and config.inspect == "127.0.0.1:5678"
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # debugpy is slow to attach on a loaded machine
 @pytest.mark.parametrize("mode", ["run", "wait", "brk"])
 def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path, mode: str) -> None:
     debug_port = free_port()
@@ -100,7 +100,7 @@ def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path, mo
         stopped = dap.wait_for("event", "stopped")  # at breakpoint() in the handler
         assert not answers  # the request waits at the breakpoint
         dap.send("continue", threadId=stopped["body"]["threadId"])
-        calling.join(30)
+        calling.join(60)
         assert answers and answers[0].json() == {"answer": 42}
         dap.send("disconnect")
         dap.sock.close()
@@ -109,7 +109,7 @@ def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path, mo
 
 def _connect(port: int) -> socket.socket | None:
     try:
-        return socket.create_connection(("127.0.0.1", port), timeout=20)
+        return socket.create_connection(("127.0.0.1", port), timeout=60)
     except ConnectionRefusedError:
         return None
 

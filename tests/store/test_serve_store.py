@@ -79,7 +79,7 @@ def test_a_store_deleted_while_serving_is_made_afresh_and_followed(tmp_path: Pat
         logs = run_cli(project, "logs")
         assert logs.returncode == 0 and "said new" in logs.stdout and "said old" not in logs.stdout
         follower.send_signal(signal.SIGINT)
-        assert follower.wait(10) == 0
+        assert follower.wait(30) == 0
     assert _said(project) == ["said new"]  # the old WAL was not replayed into the new file
     assert "was removed or replaced" in srv.output()
 

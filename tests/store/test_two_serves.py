@@ -93,7 +93,7 @@ def test_two_serves_write_one_store_and_readers_see_every_event_once(tmp_path: P
             what="`logs -f` to print every load line",
         )
         follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=10) == 0
+        assert follower.wait(timeout=30) == 0
     stored = stored_events(store)
     _check_every_line_once_in_order(_lines([event.message for event in stored]))
     records = [json.loads(line) for line in followed]

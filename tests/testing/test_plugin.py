@@ -21,6 +21,8 @@ import edgecli.testing.plugin
 import edgecli.testing.server  # noqa: F401
 
 pytest_plugins = ["pytester"]
+# A nested session starts Python, pytest and at least one serve: minutes on a loaded machine, not seconds.
+NESTED_S = 240
 
 WORK = """\
 import asyncio
@@ -82,7 +84,7 @@ def _servers_of(pytester: pytest.Pytester) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_tasks_complete_fail_and_time_out(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -104,7 +106,7 @@ def test_tasks_complete_fail_and_time_out(project: pytest.Pytester) -> None:
             assert "RuntimeError: work failed on purpose" in task.error
 
         def test_timeout_names_the_running_task(edge):
-            r = edge.invoke("work", json={"sleep": 1.5})
+            r = edge.invoke("work", json={"sleep": 4})  # still running when the 0.2 s are up, even if slow
             with pytest.raises(AssertionError, match=r"still running: work \\(task "):
                 edge.wait_for_tasks(r, timeout=0.2)
             assert [t.status for t in edge.wait_for_tasks(r, timeout=20)] == ["completed"]
@@ -113,7 +115,7 @@ def test_tasks_complete_fail_and_time_out(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_oneshot_cuts_tasks_off(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -134,7 +136,7 @@ def test_oneshot_cuts_tasks_off(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_leak_check_fails_the_test_and_allow_pending_opts_out(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -160,7 +162,7 @@ def test_leak_check_fails_the_test_and_allow_pending_opts_out(project: pytest.Py
     assert "test_allowed ended" not in result.stdout.str()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_a_failed_test_gets_no_second_report_for_its_tasks(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -174,7 +176,7 @@ def test_a_failed_test_gets_no_second_report_for_its_tasks(project: pytest.Pytes
     assert "ended with background tasks" not in result.stdout.str()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_claims_and_keys(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -208,7 +210,7 @@ def test_claims_and_keys(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_each_test_sees_only_its_own_records_on_a_shared_server(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -240,7 +242,7 @@ def test_each_test_sees_only_its_own_records_on_a_shared_server(project: pytest.
     result.assert_outcomes(passed=3)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_marker_env_workdir_and_ini(project: pytest.Pytester) -> None:
     elsewhere = project.path / "other"
     (elsewhere / "supabase" / "functions" / "env").mkdir(parents=True)
@@ -276,7 +278,7 @@ def test_marker_env_workdir_and_ini(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*policy='fast' is not a worker policy: use one of per_worker*"])
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_a_server_that_cannot_start_is_a_clear_error(project: pytest.Pytester) -> None:
     (project.path / "supabase" / "config.toml").write_text('[edge_runtime]\npolicy = "fast"\n')
     result = run(project, "def test_one(edge):\n    pass\n\ndef test_two(edge):\n    pass\n")
@@ -285,7 +287,7 @@ def test_a_server_that_cannot_start_is_a_clear_error(project: pytest.Pytester) -
     assert "Traceback" not in result.stdout.str()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_a_server_that_dies_fails_the_next_test_and_the_session_loudly(project: pytest.Pytester) -> None:
     result = run(
         project,
@@ -316,7 +318,7 @@ def test_a_server_that_dies_fails_the_next_test_and_the_session_loudly(project: 
     )
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_ctrl_c_during_a_test_still_stops_its_server(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_edge="""
@@ -334,14 +336,14 @@ def test_ctrl_c_during_a_test_still_stops_its_server(project: pytest.Pytester) -
         wait_until(lambda: (project.path / "started").exists(), 60, what="the nested test to start")
         assert _servers_of(project)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C at a terminal sends pytest
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
     assert b"KeyboardInterrupt" in out, out.decode()
     assert not _servers_of(project)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_edge_server_from_a_plain_script(project: pytest.Pytester) -> None:
     script = project.makepyfile(
         script="""
@@ -381,7 +383,7 @@ serve(handler)
 """
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(NESTED_S)
 def test_the_readme_example_passes(project: pytest.Pytester) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## Testing your functions") :]

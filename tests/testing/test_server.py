@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from serving import free_port
 
+from edgecli import listening
 from edgecli.testing import EdgeServer, EdgeServerError
-from edgecli.testing import server as server_module
 
 MakeProject = Callable[..., Path]
 pytestmark = pytest.mark.timeout(90)
 CONFIG = "[edge_runtime]\ngraceful_exit_timeout_sec = 1\n\n[functions.hello]\nverify_jwt = false\n"
 
 
-def test_a_port_taken_before_serve_binds_it_is_tried_again(
-    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+def test_serve_takes_the_port_the_system_picks_and_each_server_its_own(
+    make_project: MakeProject, tmp_path: Path
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        ports = iter([taken.getsockname()[1], free_port()])
-        monkeypatch.setattr(server_module, "_free_port", lambda: next(ports))
-        with EdgeServer(make_project(CONFIG, ["hello"])) as edge:
-            assert edge.url != f"http://127.0.0.1:{taken.getsockname()[1]}"
-            assert edge.invoke("hello").json() == {"message": "Hello!"}
+    # `--port 0`: no port is chosen ahead of serve's binding it, so no other process can take it first.
+    project = make_project(CONFIG, ["hello"])
+    with (
+        EdgeServer(project, state_dir=tmp_path / "a") as a,
+        EdgeServer(project, state_dir=tmp_path / "b") as b,
+    ):
+        assert a.url != b.url and a.url.startswith("http://127.0.0.1:") and not a.url.endswith(":0")
+        assert {here.url for here in listening.running(tmp_path / "a")} == {a.url}
+        assert a.invoke("hello").json() == b.invoke("hello").json() == {"message": "Hello!"}
 
 
 def test_arguments_and_a_server_not_started(make_project: MakeProject, tmp_path: Path) -> None:

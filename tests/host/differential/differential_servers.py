@@ -9,14 +9,16 @@ on edgecli. Observations are compared after `normalize`, which replaces each ser
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from differential_apps import APPS, BARE
-from serving import Served, free_port, listening, make_project, wait_until
+from serving import Served, make_project, wait_until
 
 CONFIG = """
 [edge_runtime]
@@ -52,27 +54,41 @@ def project(root: Path) -> Path:
 
 
 class BareUvicorn:
-    """`uvicorn bare:app --root-path /functions/v1` on a free port; on exit, stopped and reaped."""
+    """`uvicorn bare:app --root-path /functions/v1` on a socket of ours (port 0, so no other process can
+    take the port first) passed as `--fd`; on exit, stopped and reaped."""
 
     def __init__(self, project_dir: Path) -> None:
-        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = int(self.sock.getsockname()[1])
         functions = project_dir / "supabase" / "functions"
         self.out_path = project_dir / f"uvicorn-{self.port}.out"
         self.cmd = [
-            sys.executable, "-m", "uvicorn", "bare:app", "--app-dir", str(functions), "--port",
-            str(self.port), "--root-path", "/functions/v1", "--lifespan", "off", "--log-level", "warning",
+            sys.executable, "-m", "uvicorn", "bare:app", "--app-dir", str(functions), "--fd",
+            str(self.sock.fileno()), "--root-path", "/functions/v1", "--lifespan", "off", "--log-level",
+            "warning",
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BareUvicorn:
         self._out = open(self.out_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=subprocess.STDOUT)
-        wait_until(self._listening, 20, what=f"uvicorn to listen on {self.port}")
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._out, stderr=subprocess.STDOUT, pass_fds=[self.sock.fileno()]
+        )
+        wait_until(self._answering, 30, what=f"uvicorn to answer on {self.port}")
         return self
 
-    def _listening(self) -> bool:
+    def _answering(self) -> bool:
+        """The socket listens from the start (the kernel queues connections): an answer says uvicorn runs."""
         assert self.proc is not None
-        return listening(self.proc, self.port, self.out_path.read_text)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{self.out_path.read_text()}")
+        try:
+            httpx.get(f"http://127.0.0.1:{self.port}/", timeout=1.0)
+        except httpx.TransportError:
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
@@ -84,6 +100,7 @@ class BareUvicorn:
                 self.proc.kill()
                 self.proc.wait(5)
             self._out.close()
+            self.sock.close()
 
     @property
     def target(self) -> Target:
