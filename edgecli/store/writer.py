@@ -33,6 +33,7 @@ _INSERT = (
     "INSERT INTO events (ts, kind, function, worker, request, task, level, message, extra) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_BOUNDS = "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
 _ESCAPED_SURROGATE = b"\\ud"  # how a lone surrogate (text UTF-8 cannot hold) looks in ASCII JSON
 Values = tuple[Any, ...]  # one row's values, in _INSERT's order
 
@@ -138,7 +139,10 @@ class StoreWriter:
         """Delete the oldest events past the retention (by count, or by bytes in use). Between
         trims the store may run a little past either, so that not every batch deletes."""
         assert self._conn is not None
-        oldest, newest = self._conn.execute("SELECT min(id), max(id) FROM events").fetchone()
+        # Two subqueries, not `SELECT min(id), max(id)`: SQLite answers a lone min() or max() from the
+        # primary key's b-tree, but a query holding both scans the whole table (~30 ms at 100,000
+        # events, on every batch; bench/README.md).
+        oldest, newest = self._conn.execute(_BOUNDS).fetchone()
         if newest is None:
             return
         count = newest - oldest + 1  # ids are consecutive: SQLite gives each row the largest id + 1

@@ -314,3 +314,15 @@ def test_the_read_loop_keeps_whole_lines_and_drops_a_row_cut_short(
     os.close(read)
     assert blocks.rows == [b'[1,"a"]', b'[2,"b"]']
     assert "dropped a row cut short (5 bytes)" in capfd.readouterr().err
+
+
+def test_the_trim_reads_the_id_bounds_without_scanning_the_table(tmp_path: Path) -> None:
+    # Every batch asks for the oldest and newest ids: a full scan there made the store's cost per event
+    # grow with its size.
+    writer = _writer(tmp_path / "events.db")
+    writer.write(rows(*(Event("log", f"line {i}") for i in range(10))))
+    assert writer._conn is not None
+    plan = writer._conn.execute(f"EXPLAIN QUERY PLAN {writer_module._BOUNDS}").fetchall()
+    writer.close()
+    details = [row[-1] for row in plan]
+    assert "SEARCH events" in details and not [d for d in details if d.startswith("SCAN events")], details
