@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from edgecli import __version__
-from edgecli.errors import EdgecliError
+from edgecli.errors import EdgecliError, UsageError
 
 if TYPE_CHECKING:
     from edgecli.console import Output
@@ -180,6 +180,10 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="--prod: serve processes sharing the port (default 1)."),
+    ] = 1,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
@@ -202,11 +206,17 @@ def serve(
     )
 
     def go() -> int:
+        if workers > 1 and not prod:
+            raise UsageError(
+                f"--workers {workers} runs several serve processes on one port, which only --prod does "
+                "(in development one serve reloads and records events for all): add --prod, or drop "
+                "--workers."
+            )
         config = load_config(project.find_project(_workdir(ctx, workdir)), overrides)
         # Imported after the config is loaded: bad config is reported before any server code is loaded.
         from edgecli.host.server import serve as run_server
 
-        return run_server(config, _output(), overrides)
+        return run_server(config, _output(), overrides, workers)
 
     raise typer.Exit(_until_ctrl_c(go))
 
