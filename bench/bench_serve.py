@@ -161,9 +161,8 @@ def make_servers(tmp: Path, args: argparse.Namespace) -> dict[str, Server]:
             servers.update((server.name, server) for server in made)
     if args.prod_workers > 1 and "per_worker" in args.policies:
         servers[f"uvicorn x{args.prod_workers}"] = uvicorn_server(tmp, args.prod_workers)
-        for src in sources:
-            server = edgecli_server(tmp, "per_worker", src, prod_workers=args.prod_workers)
-            servers[server.name] = server
+        server = edgecli_server(tmp, "per_worker", prod_workers=args.prod_workers)  # --also: no --workers
+        servers[server.name] = server
     return servers
 
 
