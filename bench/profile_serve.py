@@ -69,21 +69,22 @@ STORE_RULES = [
     ("edgecli/store/writer.py", "_values", "decode the block, check each row"),
     ("edgecli/store/writer.py", "_trim", "retention (trim)"),
     ("edgecli/store/writer.py", "write", "SQLite insert and commit"),
-    ("edgecli/store/writer.py", "pump", "pipe reads"),
+    ("edgecli/store/writer.py", "pump", "pipe reads, waiting for the next commit"),
 ]
 
 
 WAITING = "waiting, or the loop's own C code (uvloop: epoll, socket reads)"
 # Innermost Python frames where a thread waits (or runs C code py-spy does not see into).
-WAIT_LEAVES = ("run (", "run_until_complete (", "run_forever (", "pump (", "select (", "wait (")
+WAIT_LEAVES = {"run", "run_until_complete", "run_forever", "pump", "select"}
 
 
 def classify(stack: list[str], rules: list[tuple[str, str, str]]) -> str:
     """`stack`: py-spy frames, outermost first, each `function (file:line)`."""
-    if stack and stack[-1].startswith(WAIT_LEAVES):
+    if stack and stack[-1].partition(" (")[0].rpartition(".")[2] in WAIT_LEAVES:
         return WAITING
     for frame in reversed(stack):
         function, _, where = frame.partition(" (")
+        function = function.rpartition(".")[2]  # py-spy names methods Class.method
         for part, name, stage in rules:
             if part in where and (not name or name == function):
                 return stage

@@ -243,9 +243,10 @@ def _storable(value: Any) -> Any:
 
 def pump(fd: int, writer: StoreWriter, every: float | None = None) -> None:
     """Hand every complete line read from `fd` to the writer, until EOF: at most one write (one
-    commit) per `every` seconds. A commit costs about as much for 20 rows as for 2,000 (the same
-    few index pages are written to the WAL each time), so under load rows read since the last commit
-    wait for the next; an event after a quiet spell is written at once."""
+    commit) per `every` seconds. Each commit writes the same few hot pages (the table's and each
+    index's last) to the WAL again, a cost that 20 rows share far worse than 2,000 (bench/README.md),
+    so under load the rows read since the last commit wait for the next; an event after a quiet spell
+    is written at once."""
     every = COMMIT_EVERY_S if every is None else every
     partial = b""
     held: list[bytes] = []  # complete lines read, not written yet
