@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import cast
@@ -50,12 +51,19 @@ def have_wrk() -> bool:
 
 
 def run_load(
-    tool: str, url: str, connections: int, seconds: float, procs: int, rate: float = 0
+    tool: str,
+    url: str,
+    connections: int,
+    seconds: float,
+    procs: int,
+    rate: float = 0,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> LoadResult:
-    """Closed loop with `tool`; a paced (`rate` > 0) load always uses the Python generator."""
+    """Closed loop with `tool`; a paced (`rate` > 0) load always uses the Python generator. `headers` are
+    sent with every request (e.g. an Authorization header)."""
     if tool == "wrk" and not rate:
-        return run_wrk(url, connections, seconds)
-    return run_python(url, connections, seconds, procs, rate)
+        return run_wrk(url, connections, seconds, headers)
+    return run_python(url, connections, seconds, procs, rate, headers)
 
 
 # -- wrk ---------------------------------------------------------------------------------------------
@@ -63,9 +71,14 @@ def run_load(
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def run_wrk(url: str, connections: int, seconds: float) -> LoadResult:
+def run_wrk(
+    url: str, connections: int, seconds: float, headers: Sequence[tuple[str, str]] = ()
+) -> LoadResult:
     threads = min(2, connections)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in headers:
+        cmd += ["-H", f"{name}: {value}"]
+    cmd.append(url)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
@@ -102,7 +115,14 @@ def _wrk_percentile(out: str, pct: str) -> float:
 # -- the Python generator ----------------------------------------------------------------------------
 
 
-def run_python(url: str, connections: int, seconds: float, procs: int, rate: float = 0) -> LoadResult:
+def run_python(
+    url: str,
+    connections: int,
+    seconds: float,
+    procs: int,
+    rate: float = 0,
+    headers: Sequence[tuple[str, str]] = (),
+) -> LoadResult:
     """Split the connections over `procs` processes; all start together and stop at the same instant."""
     procs = max(1, min(procs, connections))
     parts = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
@@ -116,7 +136,7 @@ def run_python(url: str, connections: int, seconds: float, procs: int, rate: flo
     first = 0
     for part in parts:
         ours, theirs = ctx.Pipe(duplex=False)
-        args = (url, range(first, first + part), pacing, start_at, stop_at, theirs)
+        args = (url, tuple(headers), range(first, first + part), pacing, start_at, stop_at, theirs)
         first += part
         proc = ctx.Process(target=_generator_main, args=args, daemon=True)
         proc.start()
@@ -171,7 +191,13 @@ class _Pacing:
 
 
 def _generator_main(
-    url: str, indexes: range, pacing: _Pacing, start_at: float, stop_at: float, out: Connection
+    url: str,
+    headers: tuple[tuple[str, str], ...],
+    indexes: range,
+    pacing: _Pacing,
+    start_at: float,
+    stop_at: float,
+    out: Connection,
 ) -> None:
     try:
         import uvloop
@@ -181,7 +207,7 @@ def _generator_main(
         pass
     stats = _Stats(start_at, stop_at)
     try:
-        asyncio.run(_generate(url, indexes, pacing, stats))
+        asyncio.run(_generate(url, headers, indexes, pacing, stats))
     except KeyboardInterrupt:
         return  # Ctrl-C reached the whole process group: the benchmark itself reports it
     out.send((stats.ok, stats.errors, stats.latencies.tobytes()))
@@ -207,11 +233,14 @@ class _Stats:
             self.errors += 1
 
 
-async def _generate(url: str, indexes: range, pacing: _Pacing, stats: _Stats) -> None:
+async def _generate(
+    url: str, headers: tuple[tuple[str, str], ...], indexes: range, pacing: _Pacing, stats: _Stats
+) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     request = (
-        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: edgecli-bench\r\n\r\n"
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: edgecli-bench\r\n{extra}\r\n"
     ).encode()
     loop = asyncio.get_running_loop()
     clients = []

@@ -62,6 +62,7 @@ class Server:
     log_path: Path
     env: dict[str, str] | None = None  # None: the benchmark's own environment
     events_db: Path | None = None  # edgecli's event store, where boots are counted
+    headers: dict[str, str] = field(default_factory=dict)  # sent with each request (Authorization)
     proc: subprocess.Popen[bytes] | None = None
     # psutil.Process objects, not bare pids: is_running() then also checks the start time, so a pid the
     # system has since reused for someone else's process is never mistaken for ours.
@@ -90,7 +91,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as resp:
+                request = urllib.request.Request(self.url, headers=self.headers)
+                with urllib.request.urlopen(request, timeout=2) as resp:
                     if resp.status == 200:
                         self.family()
                         return
@@ -136,18 +138,25 @@ class Server:
         return None
 
     def cpu(self) -> CpuSample:
-        assert self.proc is not None
-        host = _cpu(psutil.Process(self.proc.pid), children=False)
-        workers = 0.0
-        forkserver = self.forkserver()
-        if forkserver is not None:
-            # children_* hold the workers already reaped (every oneshot worker); live ones are added.
-            # The keepers, their workers, what those started. A keeper outlives its workers: the ones it
-            # reaped are in its children_* times, as the keepers already reaped are in the server's.
-            below = _descendants(forkserver)
-            workers = _cpu(forkserver, children=True) + sum(_cpu(p, _name(p) == KEEPER) for p in below)
-        store = self.store()
-        return CpuSample(host, workers, 0.0 if store is None else _cpu(store, children=False))
+        """Summed over the whole family: with replicas (`serve --workers N`, `uvicorn --workers N`) the
+        server's part is every serving process, and each replica has a fork server of its own."""
+        host = workers = store = 0.0
+        family = self.family()
+        forkservers = [p for p in family if FORKSERVER_MODULE in " ".join(_cmdline(p))]
+        # A fork server's children_* hold the keepers already reaped (every oneshot worker); below it, the
+        # keepers, their workers and what those started. A keeper outlives its workers: the ones it reaped
+        # are in its children_* times.
+        below = {p.pid for f in forkservers for p in _descendants(f)}
+        for proc in family:
+            if proc in forkservers:
+                workers += _cpu(proc, children=True)
+            elif proc.pid in below:
+                workers += _cpu(proc, children=_name(proc) == KEEPER)
+            elif STORE_MODULE in " ".join(_cmdline(proc)):
+                store += _cpu(proc, children=False)
+            else:
+                host += _cpu(proc, children=False)
+        return CpuSample(host, workers, store)
 
     def memory(self) -> list[MemorySample]:
         samples = []

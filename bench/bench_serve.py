@@ -1,6 +1,6 @@
-"""Serving benchmark: `edgecli serve` (per_worker, oneshot) against bare uvicorn + Starlette.
+"""Serving benchmark: `edgecli serve` (per_worker, oneshot, --prod --workers N) against bare uvicorn.
 
-    python bench/bench_serve.py [--quick] [--rounds 3] [--seconds 5] [--load auto|wrk|python] [--also SRC]
+    python bench/bench_serve.py [--quick] [--rounds 5] [--seconds 5] [--load auto|wrk|python] [--also SRC]
 
 Every server serves the same hello-world JSON handler. Bare uvicorn is one process with httptools, uvloop
 and no access log; edgecli serve runs with its defaults (terminal log to a file, event store on). All
@@ -8,10 +8,17 @@ servers are started first, then loaded one after the other, round after round, s
 machine load; before each load the servers are left to go idle (log and store written, workers reaped).
 Scenarios:
 
-  uvicorn      64 connections   the baseline every ratio is taken against
-  per_worker   64 connections   target >= 0.5x the baseline
-  uvicorn@8     8 connections   bare uvicorn at oneshot's concurrency, for comparison
-  oneshot       8 connections   target >= 0.02x the baseline, p50 <= 10 ms (a fresh worker per request)
+  uvicorn           32 connections   the baseline every ratio is taken against (one process)
+  per_worker        32 connections   verify_jwt off (--no-verify-jwt)
+  per_worker+jwt    32 connections   verify_jwt on, the anon key sent: goal >= 0.8x the baseline, floor
+                                     0.65x; within 5 % of per_worker
+  uvicorn x2        32 connections   `uvicorn --workers 2`
+  prod x2           32 connections   `edgecli serve --prod --workers 2` (anon key): goal >= 0.8x uvicorn x2
+  uvicorn@8          8 connections   bare uvicorn at oneshot's concurrency, for comparison
+  oneshot            8 connections   target >= 0.02x the baseline, p50 <= 10 ms (a fresh worker per request)
+
+Then, paced at half of per_worker+jwt's own peak (its median closed-loop rate), per_worker+jwt and bare
+uvicorn in alternating rounds: p50 and p99 latency when neither is saturated.
 
 Reported: requests/s, p50/p99 latency and the ratio to the baseline (medians across rounds), the workers
 booted (oneshot: one per request), the CPU each request costs in serve's own process, in its workers
@@ -59,7 +66,10 @@ BASELINE = (
 PATH = "/functions/v1/hello"
 POLICIES = ("per_worker", "oneshot")
 
-TARGET_PER_WORKER = 0.5
+GOAL_PER_WORKER = 0.8  # per_worker+jwt against bare uvicorn
+FLOOR_PER_WORKER = 0.65
+JWT_APART = 0.05  # per_worker+jwt against per_worker
+GOAL_PROD = 0.8  # prod xN against uvicorn xN
 TARGET_ONESHOT = 0.02
 TARGET_ONESHOT_P50_MS = 10.0
 TARGET_IDLE_RSS_MB = 30.0
@@ -85,29 +95,48 @@ class Measured:
 # -- setup ---------------------------------------------------------------------------------------------
 
 
-def edgecli_server(tmp: Path, policy: str, src: Path | None = None) -> Server:
-    name = policy if src is None else f"{policy}[{src.name}]"
-    root = tmp / name
+def anon_headers() -> dict[str, str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from edgecli.config import DEFAULT_JWT_SECRET
+    from edgecli.host.auth import make_key
+
+    return {"Authorization": f"Bearer {make_key(DEFAULT_JWT_SECRET, 'anon')}"}
+
+
+def edgecli_server(
+    tmp: Path, policy: str, src: Path | None = None, jwt: bool = False, prod_workers: int = 0
+) -> Server:
+    """`prod_workers` > 0: `serve --prod --workers N` (JWT on, no store), else serve with its defaults."""
+    label = f"prod x{prod_workers}" if prod_workers else policy + ("+jwt" if jwt else "")
+    name = label if src is None else f"{label}[{src.name}]"
+    root = tmp / name.replace(" ", "_")
     (root / "supabase" / "functions" / "hello").mkdir(parents=True)
     (root / "supabase" / "config.toml").write_text(f'[edge_runtime]\npolicy = "{policy}"\n')
     (root / "supabase" / "functions" / "hello" / "index.py").write_text(FUNCTION)
     port = free_port()
     cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(root), "--port", str(port)]
-    cmd += ["--no-verify-jwt", "--policy", policy]
-    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
-    db = root / "supabase" / ".temp" / "edgecli" / "events.db"
-    return Server(name, cmd, f"http://127.0.0.1:{port}{PATH}", tmp / f"{name}.log", env=env, events_db=db)
+    cmd += ["--policy", policy]
+    if prod_workers:
+        cmd += ["--prod", "--host", "127.0.0.1", "--workers", str(prod_workers)]
+    elif not jwt:
+        cmd.append("--no-verify-jwt")
+    env = {**os.environ, "PORT": ""} if src is None else {**os.environ, "PORT": "", "PYTHONPATH": str(src)}
+    db = None if prod_workers else root / "supabase" / ".temp" / "edgecli" / "events.db"
+    headers = anon_headers() if jwt or prod_workers else {}
+    url = f"http://127.0.0.1:{port}{PATH}"
+    return Server(name, cmd, url, tmp / f"{root.name}.log", env=env, events_db=db, headers=headers)
 
 
-def uvicorn_server(tmp: Path) -> Server:
-    app_dir = tmp / "uvicorn"
+def uvicorn_server(tmp: Path, workers: int = 1) -> Server:
+    name = "uvicorn" if workers == 1 else f"uvicorn x{workers}"
+    app_dir = tmp / name.replace(" ", "_")
     app_dir.mkdir()
     (app_dir / "baseline.py").write_text(BASELINE)
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "baseline:app", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-    cmd += ["--log-level", "warning"]
-    return Server("uvicorn", cmd, f"http://127.0.0.1:{port}{PATH}", tmp / "uvicorn.log")
+    cmd += ["--log-level", "warning"] + (["--workers", str(workers)] if workers > 1 else [])
+    return Server(name, cmd, f"http://127.0.0.1:{port}{PATH}", tmp / f"{app_dir.name}.log")
 
 
 def check_source(src: Path, cwd: Path) -> None:
@@ -119,15 +148,21 @@ def check_source(src: Path, cwd: Path) -> None:
         raise RuntimeError(f"--also {src}: edgecli is imported from {found.stdout.strip() or found.stderr}")
 
 
-def make_servers(tmp: Path, also: list[Path], policies: list[str]) -> dict[str, Server]:
+def make_servers(tmp: Path, args: argparse.Namespace) -> dict[str, Server]:
     servers = {"uvicorn": uvicorn_server(tmp)}
-    for checkout in also:
+    for checkout in args.also:
         check_source(checkout, tmp)
-    sources: list[Path | None] = [None, *also]
+    sources: list[Path | None] = [None, *args.also]
     for src in sources:
-        for policy in policies:
-            server = edgecli_server(tmp, policy, src)
-            servers[server.name] = server
+        for policy in args.policies:
+            made = [edgecli_server(tmp, policy, src)]
+            if policy == "per_worker":
+                made.append(edgecli_server(tmp, policy, src, jwt=True))
+            servers.update((server.name, server) for server in made)
+    if args.prod_workers > 1 and "per_worker" in args.policies:
+        servers[f"uvicorn x{args.prod_workers}"] = uvicorn_server(tmp, args.prod_workers)
+        server = edgecli_server(tmp, "per_worker", prod_workers=args.prod_workers)  # --also: no --workers
+        servers[server.name] = server
     return servers
 
 
@@ -136,6 +171,7 @@ def make_scenarios(servers: dict[str, Server], args: argparse.Namespace) -> list
     scenarios = [Scenario("uvicorn", servers["uvicorn"], args.connections)]
     of = {policy: [s for s in servers.values() if s.name.startswith(policy)] for policy in args.policies}
     scenarios += [Scenario(s.name, s, args.connections) for s in of.get("per_worker", [])]
+    scenarios += [Scenario(s.name, s, args.connections) for s in servers.values() if " x" in s.name]
     if "oneshot" in of:
         conns, rate = args.oneshot_clients, args.oneshot_rate
         scenarios.append(Scenario(f"uvicorn@{conns}", servers["uvicorn"], conns))
@@ -160,7 +196,8 @@ def measure(scenario: Scenario, servers: list[Server], args: argparse.Namespace,
     settle(servers)
     server = scenario.server
     cpu0, boots0 = server.cpu(), boots(server)
-    load = run_load(args.tool, server.url, scenario.connections, seconds, args.procs, scenario.rate)
+    headers = list(server.headers.items())
+    load = run_load(args.tool, server.url, scenario.connections, seconds, args.procs, scenario.rate, headers)
     settle(servers)  # the round's log lines, store writes and worker exits belong to the round
     cpu1, boots1 = server.cpu(), boots(server)
     per_request = 1e6 / max(load.requests, 1)
@@ -202,20 +239,59 @@ def run(args: argparse.Namespace, servers: dict[str, Server]) -> None:
             print(f"  round {round_ + 1} {scenario.label:<24} {got.load.rps:9,.0f} req/s  "
                   f"p50 {got.load.p50_ms:7.2f} ms  p99 {got.load.p99_ms:7.2f} ms  "
                   f"errors {got.load.errors}", flush=True)  # fmt: skip
+    paced = paced_rounds(results, servers, everyone, args)
     settle(everyone)
     memory_load = {s.name: s.memory() for s in edgecli}
     report(scenarios, results)
+    report_paced(paced)
     report_memory(memory_boot, memory_load)
     verdicts(results, memory_load)
+
+
+def paced_rounds(
+    results: dict[str, list[Measured]],
+    servers: dict[str, Server],
+    everyone: list[Server],
+    args: argparse.Namespace,
+) -> dict[str, list[Measured]]:
+    """per_worker+jwt and bare uvicorn paced at half of per_worker+jwt's median closed-loop rate, by turns."""
+    if "per_worker+jwt" not in results or not args.paced_rounds:
+        return {}
+    rate = round(_med(r.load.rps for r in results["per_worker+jwt"]) / 2)
+    pair = [
+        Scenario(f"{name}@{rate}/s", servers[name], args.connections, rate)
+        for name in ("uvicorn", "per_worker+jwt")
+    ]
+    paced: dict[str, list[Measured]] = {s.label: [] for s in pair}
+    for round_ in range(args.paced_rounds):
+        for scenario in pair:
+            got = measure(scenario, everyone, args, args.seconds)
+            paced[scenario.label].append(got)
+            print(f"  paced {round_ + 1} {scenario.label:<24} {got.load.rps:9,.0f} req/s  "
+                  f"p50 {got.load.p50_ms:7.2f} ms  p99 {got.load.p99_ms:7.2f} ms", flush=True)  # fmt: skip
+    return paced
+
+
+def report_paced(paced: dict[str, list[Measured]]) -> None:
+    if not paced:
+        return
+    print(f"\n{'paced (python generator)':<32} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'host µs/req':>11}")
+    for label, rounds in paced.items():
+        rps, p50 = _med(r.load.rps for r in rounds), _med(r.load.p50_ms for r in rounds)
+        p99, host = _med(r.load.p99_ms for r in rounds), _med(r.cpu_host_us for r in rounds)
+        print(f"{label:<32} {rps:>9,.0f} {p50:>7.2f} {p99:>7.2f} {host:>11.0f}")
 
 
 # -- report --------------------------------------------------------------------------------------------
 
 
-def ratio(results: dict[str, list[Measured]], label: str) -> float:
-    """Median over rounds of (this scenario's req/s / the baseline's req/s in the same round)."""
-    base = results["uvicorn"]
-    return statistics.median(r.load.rps / b.load.rps for r, b in zip(results[label], base, strict=True))
+def ratio(results: dict[str, list[Measured]], label: str, base: str = "") -> float:
+    """Median over rounds of (this scenario's req/s / the baseline's req/s in the same round). The
+    baseline: `base`, else `uvicorn xN` for a `... xN` scenario, else bare uvicorn."""
+    if not base:
+        base = f"uvicorn x{label.split(' x')[1].split('[')[0]}" if " x" in label else "uvicorn"
+    rounds = results[base]
+    return statistics.median(r.load.rps / b.load.rps for r, b in zip(results[label], rounds, strict=True))
 
 
 def report(scenarios: list[Scenario], results: dict[str, list[Measured]]) -> None:
@@ -253,10 +329,19 @@ def verdicts(results: dict[str, list[Measured]], memory: dict[str, list[MemorySa
         return _med(r.load.p50_ms for r in results[label])
 
     checks: list[tuple[str, bool]] = []
-    if "per_worker" in results:
+    if "per_worker+jwt" in results:
+        jwt = ratio(results, "per_worker+jwt")
         checks.append(
-            (f"per_worker >= {TARGET_PER_WORKER}x uvicorn", ratio(results, "per_worker") >= TARGET_PER_WORKER)
+            (f"per_worker+jwt >= {GOAL_PER_WORKER}x uvicorn (goal): {jwt:.3f}x", jwt >= GOAL_PER_WORKER)
         )
+        checks.append((f"per_worker+jwt >= {FLOOR_PER_WORKER}x uvicorn (floor)", jwt >= FLOOR_PER_WORKER))
+        apart = ratio(results, "per_worker+jwt", base="per_worker")
+        checks.append(
+            (f"verify_jwt on vs off within {JWT_APART:.0%}: {apart:.3f}x", abs(apart - 1) <= JWT_APART)
+        )
+    for label in [label for label in results if label.startswith("prod x")]:
+        got = ratio(results, label)
+        checks.append((f"{label} >= {GOAL_PROD}x uvicorn x{label[6:]}: {got:.3f}x", got >= GOAL_PROD))
     if "oneshot" in results:
         checks.append((f"oneshot >= {TARGET_ONESHOT}x uvicorn", ratio(results, "oneshot") >= TARGET_ONESHOT))
         checks.append(
@@ -301,12 +386,16 @@ def parse_args() -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="one short round (a smoke run, not a measurement)")
-    add("--rounds", type=int, default=3, help="rounds over every scenario (default 3)")
+    add("--rounds", type=int, default=5, help="rounds over every scenario (default 5)")
     add("--seconds", type=float, default=5.0, help="load per scenario per round (default 5)")
     add("--warmup", type=float, default=1.0, help="unrecorded load per scenario first (default 1)")
     add("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator (default auto)")
     add("--procs", type=int, default=2, help="processes of the Python load generator (default 2)")
-    add("--connections", type=int, default=64, help="connections for uvicorn and per_worker (default 64)")
+    add("--connections", type=int, default=32, help="connections for uvicorn and per_worker (default 32)")
+    add(
+        "--prod-workers", type=int, default=2, help="processes of prod xN and uvicorn xN; 0: none (default 2)"
+    )
+    add("--paced-rounds", type=int, default=3, help="rounds paced at half per_worker+jwt's peak (default 3)")
     add("--oneshot-clients", type=int, default=8, help="connections for oneshot (default 8)")
     add("--oneshot-rate", type=float, default=50, help="oneshot paced at this req/s too; 0: not (default 50)")
     add("--only", choices=POLICIES, action="append", dest="policies", help="bench only this policy")
@@ -314,7 +403,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.policies = args.policies or list(POLICIES)
     if args.quick:
-        args.rounds, args.seconds, args.warmup = 1, 2.0, 0.5
+        args.rounds, args.seconds, args.warmup, args.paced_rounds = 1, 2.0, 0.5, 1
     if args.load == "wrk" and not have_wrk():
         parser.error("--load wrk: wrk is not installed (e.g. `apt-get install wrk`); or use --load python")
     for src in args.also:
@@ -335,7 +424,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgecli-bench-serve-") as tmp:
         servers: dict[str, Server] = {}
         try:
-            servers.update(make_servers(Path(tmp), args.also, args.policies))
+            servers.update(make_servers(Path(tmp), args))
             run(args, servers)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the servers", file=sys.stderr)

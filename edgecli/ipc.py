@@ -25,13 +25,13 @@ host's connection to each worker and by the worker's connection to the host.
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, cast
 
 from edgecli.batching import PassBatchingTransport
-from edgecli.compact_json import decode_json, encode_json
 
 HEADER = struct.Struct("!BBII")
 COUNT = struct.Struct("!I")
@@ -75,13 +75,16 @@ def pack_json(kind: Kind, channel: int, obj: Any) -> bytes:
     return pack(kind, channel, dumps(obj))
 
 
+# Compact ASCII JSON, `str()` for what JSON cannot hold; one encoder for every frame.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def dumps(obj: Any) -> bytes:
-    return encode_json(obj).encode()
+    return _encode(obj).encode()
 
 
 def loads(payload: bytes) -> Any:
-    # Frames are UTF-8 (dumps writes them): decoding first skips json.loads' encoding detection.
-    return decode_json(payload.decode())
+    return json.loads(payload)
 
 
 class FrameParser:

@@ -19,9 +19,6 @@ FORBIDDEN = {
     layer: ABOVE for layer in ("edgecli.runtime", "edgecli.store", "edgecli.config", "edgecli.events")
 }
 
-# Cycles being taken apart on a branch of their own: delete the entry when that lands.
-UNTANGLING = {frozenset({"edgecli.host.exchange", "edgecli.host.relay"})}
-
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -112,7 +109,7 @@ def within(name: str, package: str) -> bool:
 
 
 def test_the_package_has_no_import_cycle() -> None:
-    found = [c for c in cycles(graph()) if frozenset(c) not in UNTANGLING]
+    found = cycles(graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edgecli.cli.app import JsonOpt, WorkdirOpt, app, output, until_ctrl_c, workdir_of
+from edgecli.errors import UsageError
 
 DEFAULT_INSPECT = "127.0.0.1:5678"  # debugpy's usual port, what editors' attach configurations expect
 
@@ -61,6 +62,10 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="--prod: serve processes sharing the port (default 1)."),
+    ] = 1,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Serve the project's functions with hot reload until Ctrl-C."""
@@ -83,11 +88,17 @@ def serve(
     )
 
     def go() -> int:
+        if workers > 1 and not prod:
+            raise UsageError(
+                f"--workers {workers} runs several serve processes on one port, which only --prod does "
+                "(in development one serve reloads and records events for all): add --prod, or drop "
+                "--workers."
+            )
         config = load_config(project.find_project(workdir_of(ctx, workdir)), overrides)
         # Imported after the config is loaded: bad config is reported before any server code is loaded.
         from edgecli.host.server import serve as run_server
 
-        return run_server(config, output(), overrides)
+        return run_server(config, output(), overrides, workers)
 
     raise typer.Exit(until_ctrl_c(go))
 

@@ -14,14 +14,23 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edgecli import ipc
+from edgecli.host.answers import (
+    JSON,
+    REQUEST_ID,
+    Receive,
+    Scope,
+    Send,
+    json_body,
+    plain,
+    too_large,
+    worker_failed,
+)
 from edgecli.host.http import on_client_gone
 
 if TYPE_CHECKING:
     from edgecli.config import Limits
-    from edgecli.host.relay import Receive, Relay, Scope, Send
     from edgecli.host.worker import Worker
 
-REQUEST_ID = b"x-request-id"
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request", as Supabase records it
 MB = 1024 * 1024
 
@@ -78,10 +87,10 @@ class Exchange:
         "body_pending",
         "channel",
         "conn",
+        "idle_watch",
         "limits",
         "pump",
         "receive",
-        "relay",
         "request_id",
         "scope",
         "send",
@@ -91,7 +100,7 @@ class Exchange:
 
     def __init__(
         self,
-        relay: Relay,
+        idle_watch: IdleWatch,
         worker: Worker,
         limits: Limits,
         scope: Scope,
@@ -99,7 +108,7 @@ class Exchange:
         send: Send,
         request_id: str,
     ) -> None:
-        self.relay = relay
+        self.idle_watch = idle_watch
         self.worker = worker
         self.conn = worker.conn
         self.limits = limits
@@ -137,7 +146,7 @@ class Exchange:
         idle = self.limits.request_idle_timeout_sec
         if not idle:
             return await self.stream.get()
-        watch = self.relay.idle_watch
+        watch = self.idle_watch
         watch.add(self, idle)
         try:
             return await self.stream.get()
@@ -208,22 +217,17 @@ class Exchange:
 
     async def refuse(self, item: Any) -> int:
         """The response did not start: answer for the worker."""
-        relay, scope, send, request_id = self.relay, self.scope, self.send, self.request_id
+        scope, send, request_id = self.scope, self.send, self.request_id
         if item is CLIENT_GONE:
             return CLIENT_CLOSED
         if item is TOO_LARGE:
-            return await relay.too_large(scope, send, request_id, self.limits.max_body_mb)
+            return await too_large(scope, send, request_id, self.limits.max_body_mb)
         if item is IDLE:
             idle = self.limits.request_idle_timeout_sec
-            body = _json_body("IDLE_TIMEOUT", f"The function did not start a response within {idle:g} s")
-            return await relay.plain(scope, send, 504, body, request_id, "application/json", "IDLE_TIMEOUT")
+            body = json_body("IDLE_TIMEOUT", f"The function did not start a response within {idle:g} s")
+            return await plain(scope, send, 504, body, request_id, JSON, "IDLE_TIMEOUT")
         if item is BODY_TIMEOUT:
-            body = _json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
-            return await relay.plain(
-                scope, send, 408, body, request_id, "application/json", "REQUEST_TIMEOUT", close=True
-            )
-        return await relay.worker_failed(self.worker, item, scope, send, request_id)
-
-
-def _json_body(code: str, message: str) -> bytes:
-    return ipc.dumps({"code": code, "message": message})
+            body = json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
+            return await plain(scope, send, 408, body, request_id, JSON, "REQUEST_TIMEOUT", close=True)
+        worker = self.worker
+        return await worker_failed(item, worker.kill_reason, worker.deadline, scope, send, request_id)

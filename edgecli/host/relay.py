@@ -10,7 +10,7 @@ Supabase returns, with `sb-error-code`, and every response carries `x-request-id
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import random
 import re
@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgecli.events import Event
+from edgecli.host.answers import JSON, REQUEST_ID, Receive, Scope, Send, json_body, plain, too_large
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
-from edgecli.host.connection import LOST, BootError
+from edgecli.host.connection import BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
 from edgecli.host.websocket import SocketExchange
@@ -28,16 +29,8 @@ from edgecli.host.worker import Worker
 
 PREFIX = "/functions/v1/"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-REQUEST_ID = b"x-request-id"
 CLAIMS = CLAIMS_HEADER.encode()
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
-
-
-JSON = "application/json"
-ERROR_CODE = b"sb-error-code"
 ROOT_PATH = "/functions/v1"
 
 
@@ -62,19 +55,21 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-def _json_body(code: str, message: str) -> bytes:
-    return json.dumps({"code": code, "message": message}).encode()
-
-
-# Request ids are uuid4-shaped but drawn from a seeded PRNG: uuid.uuid4() reads the kernel's random source
-# and builds a UUID object per call, ~4 µs on the relay's hottest path; ids are labels, not secrets.
+# A request id is a UUID of RFC 9562's vendor-specific version 8: its first 32 bits count this serve's
+# requests from a random start, the other bits are random. Counted rather than all random because the
+# event store indexes events by request: a random key dirties another index page for every event, keys
+# in order fill the same few (the store's CPU per event, bench/README.md). The first 8 hex digits, which
+# the terminal prints and the --request filters accept, still tell a run's requests apart. The random
+# bits come from a seeded PRNG: ids are labels, not secrets.
+_request_counter = itertools.count(int.from_bytes(os.urandom(4)))
 _random_bits = random.Random(os.urandom(16)).getrandbits
-_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (0x4 << 76)
+_VERSION_8 = (0x8 << 76) | (0b10 << 62)  # the version nibble and RFC 4122's variant bits
+_RANDOM_MASK = ((1 << 96) - 1) & ~((0xF << 76) | (0b11 << 62))
 
 
 def new_request_id() -> str:
-    h = f"{_random_bits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    value = (next(_request_counter) & 0xFFFFFFFF) << 96 | _random_bits(96) & _RANDOM_MASK | _VERSION_8
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -95,23 +90,20 @@ class Relay:
         self.idle_watch = IdleWatch()  # the idle timeouts of the requests waiting for a response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-            return
         if scope["type"] not in ("http", "websocket"):
-            return
+            return  # lifespan: serve runs uvicorn with lifespan="off"
         started = time.perf_counter()
         request_id = self.request_id(scope)
         if self.health is not None and scope["path"] == self.health[0]:
             status, body = self.health[1]()
-            await self.plain(scope, send, status, body, request_id, "application/json")
+            await plain(scope, send, status, body, request_id, "application/json")
             return
         name = self.route(scope["path"])
         pool = self.pools.get(name) if name else None
         status, worker = 500, None
         try:
             if pool is None:
-                status = await self.plain(scope, send, 404, b"Function not found", request_id)
+                status = await plain(scope, send, 404, b"Function not found", request_id)
             else:
                 status, worker = await self.dispatch(pool, scope, receive, send, request_id)
         finally:
@@ -141,13 +133,13 @@ class Relay:
             try:
                 claims = self.verifier.verify(_text(picked.get(b"authorization")))
             except AuthFailure as exc:
-                return await self.plain(scope, send, exc.status, exc.body, request_id, JSON), None
+                return await plain(scope, send, exc.status, exc.body, request_id, JSON), None
             headers.append((CLAIMS, claims_header(claims)))
         limits = pool.function.limits
         websocket = scope["type"] == "websocket"
         length = picked.get(b"content-length", b"")
         if limits.max_body_mb and length.isdigit() and int(length) > limits.max_body_mb * MB:
-            return await self.too_large(scope, send, request_id, limits.max_body_mb), None
+            return await too_large(scope, send, request_id, limits.max_body_mb), None
         first: dict[str, Any] | None = None
         if websocket or picked.get(b"expect", b"").lower() != b"100-continue":
             first = await receive()  # a body waiting for 100-continue is asked for by the app, later
@@ -156,15 +148,15 @@ class Relay:
         try:
             worker = await pool.acquire()
         except BootError as exc:
-            body = _json_body("BOOT_ERROR", f"Function failed to boot: {exc.message}")
-            return await self.plain(scope, send, 503, body, request_id, JSON, "BOOT_ERROR"), None
+            body = json_body("BOOT_ERROR", f"Function failed to boot: {exc.message}")
+            return await plain(scope, send, 503, body, request_id, JSON, "BOOT_ERROR"), None
         except NoWorkerAvailable:
-            body = _json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
-            return await self.plain(scope, send, 504, body, request_id, JSON, "WORKER_TIMEOUT"), None
+            body = json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
+            return await plain(scope, send, 504, body, request_id, JSON, "WORKER_TIMEOUT"), None
         # As under uvicorn mounted at /functions/v1: path and raw_path as the client sent them.
         inner = dict(scope, root_path=ROOT_PATH, headers=headers)
         kind = SocketExchange if websocket else Exchange
-        exchange = kind(self, worker, limits, scope, receive, send, request_id)
+        exchange = kind(self.idle_watch, worker, limits, scope, receive, send, request_id)
         try:
             if isinstance(exchange, SocketExchange):
                 return await exchange.websocket(inner), worker
@@ -172,34 +164,6 @@ class Relay:
         finally:
             exchange.close()
             pool.release(worker)
-
-    async def too_large(self, scope: Scope, send: Send, request_id: str, limit_mb: float) -> int:
-        body = _json_body(
-            "PAYLOAD_TOO_LARGE",
-            f"The request body is larger than max_body_mb ({limit_mb:g} MB): raise max_body_mb in "
-            "[edge_runtime] or [functions.<name>] of config.toml to accept it.",
-        )
-        # connection: close, so that uvicorn does not read the rest of a body nobody wants.
-        return await self.plain(scope, send, 413, body, request_id, JSON, "PAYLOAD_TOO_LARGE", close=True)
-
-    async def worker_failed(
-        self, worker: Worker, item: Any, scope: Scope, send: Send, request_id: str
-    ) -> int:
-        if item is LOST:
-            reason = worker.kill_reason
-            if reason in ("wall_clock", "cpu", "memory"):
-                limit = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}[reason]
-                body = _json_body("WORKER_LIMIT", f"Worker was terminated: {limit} limit reached")
-                return await self.plain(scope, send, 546, body, request_id, JSON, "WORKER_LIMIT")
-            what = "The worker exited before sending a response"
-        else:
-            what = "The function raised an error or returned no response"
-        if worker.deadline is not None:  # see docs/architecture.md, "Workers"
-            what += f", cut off by serve's {worker.deadline} deadline (graceful_exit_timeout_sec)"
-        # The error's own text may hold secrets: it stays in the logs, where the message points.
-        message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
-        body = _json_body("WORKER_ERROR", message)
-        return await self.plain(scope, send, 500, body, request_id, JSON, "WORKER_ERROR")
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -209,32 +173,6 @@ class Relay:
             if key == name:
                 return value.decode("latin-1")
         return None
-
-    @staticmethod
-    async def plain(
-        scope: Scope,
-        send: Send,
-        status: int,
-        body: bytes,
-        request_id: str,
-        content_type: str = "text/plain; charset=utf-8",
-        error_code: str | None = None,
-        close: bool = False,
-    ) -> int:
-        """A response edgecli makes itself; to a WebSocket, as the HTTP response that refuses it."""
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (REQUEST_ID, request_id.encode("latin-1")),
-        ]
-        if error_code is not None:
-            headers.append((ERROR_CODE, error_code.encode()))
-        if close:
-            headers.append((b"connection", b"close"))
-        prefix = "websocket.http" if scope["type"] == "websocket" else "http"
-        await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
-        await send({"type": f"{prefix}.response.body", "body": body})
-        return status
 
     def log_request(
         self,
@@ -261,13 +199,3 @@ class Relay:
                 fields={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
             )
         )
-
-    @staticmethod
-    async def lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return

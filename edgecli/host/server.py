@@ -25,6 +25,7 @@ from edgecli.config import Config, Overrides
 from edgecli.console import Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
 from edgecli.events import Event, EventSink
+from edgecli.host import replicas
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
@@ -333,8 +334,13 @@ class ServeCommand:
         self.printer.flush()
 
 
-def serve(config: Config, output: Output, overrides: Overrides | None = None) -> int:
-    sock = bind(config.host, config.port)
+def serve(config: Config, output: Output, overrides: Overrides | None = None, workers: int = 1) -> int:
+    """Serve until a signal; `workers` > 1 (--prod): that many serve processes on one socket."""
+    sock = replicas.inherited_socket()
+    if sock is None:
+        sock = bind(config.host, config.port)
+        if workers > 1:
+            return replicas.Replicas(sock, workers, sys.argv[1:]).run()
     if config.port == 0:
         # `--port 0`: the port the system picked is the one to show and inject, and the one a reload of
         # config.toml keeps (else it would read 0 again and say that the port changed).

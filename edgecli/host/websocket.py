@@ -20,11 +20,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 from edgecli import ipc
+from edgecli.host.answers import plain
 from edgecli.host.connection import ResponseStream, StreamItem
 from edgecli.host.exchange import CLIENT_GONE, Exchange
 
 if TYPE_CHECKING:
-    from edgecli.host.relay import Scope
+    from edgecli.host.answers import Scope
 
 ABNORMAL = 1006  # the client's connection ended without a close frame
 
@@ -133,9 +134,7 @@ class SocketExchange(Exchange):
         if isinstance(item, Closing):
             # Still in its handshake at the deadline: refused as uvicorn refuses one when it stops.
             self.conn.disconnect(self.channel, item.code)
-            return await self.relay.plain(
-                self.scope, self.send, 500, b"Internal Server Error", self.request_id
-            )
+            return await plain(self.scope, self.send, 500, b"Internal Server Error", self.request_id)
         if not isinstance(item, tuple) or item[0] != "accept":
             return await self.refuse(item)
         _, subprotocol, headers = item

@@ -3,8 +3,8 @@
     python -m edgecli.store.writer DB_PATH RETENTION RETENTION_MB
 
 One loop, one thread: read what serve sent down the pipe (event rows in JSON, one a line, as
-`Event.to_row_json()` writes them) → one INSERT of those rows → commit. What arrives while a commit
-runs waits in the pipe and makes the next read, and so the next batch, larger. Any number of these
+`Event.to_row_json()` writes them) → one INSERT of those rows → commit, at most one commit per
+COMMIT_EVERY_S: what arrives meanwhile waits for the next, which is then larger. Any number of these
 processes may write one store: SQLite numbers the rows. A process of its own, not a thread in serve,
 because whatever Python a thread runs holds serve's event loop up; it runs at idle priority, and
 ignores SIGINT and SIGTERM (they reach serve's whole process group): it stops on EOF, once serve
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import sys
@@ -27,12 +28,14 @@ from edgecli.events import ROW_LENGTH
 from edgecli.store.schema import FileId, StoreError, file_id, open_writer, restrict
 
 READ_SIZE = 1 << 20
+COMMIT_EVERY_S = 0.1  # under load, one commit per this long (see pump)
 REOPEN_EVERY_S = 1.0  # an unusable store file is tried again this often while events arrive
 TRIM_TO = 0.9  # past the size limit, trim to this share of it, so trims do not follow every batch
 _INSERT = (
     "INSERT INTO events (ts, kind, function, worker, request, task, level, message, extra) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_BOUNDS = "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
 _ESCAPED_SURROGATE = b"\\ud"  # how a lone surrogate (text UTF-8 cannot hold) looks in ASCII JSON
 Values = tuple[Any, ...]  # one row's values, in _INSERT's order
 
@@ -138,7 +141,10 @@ class StoreWriter:
         """Delete the oldest events past the retention (by count, or by bytes in use). Between
         trims the store may run a little past either, so that not every batch deletes."""
         assert self._conn is not None
-        oldest, newest = self._conn.execute("SELECT min(id), max(id) FROM events").fetchone()
+        # Two subqueries, not `SELECT min(id), max(id)`: SQLite answers a lone min() or max() from the
+        # primary key's b-tree, but a query holding both scans the whole table (~30 ms at 100,000
+        # events, on every batch; bench/README.md).
+        oldest, newest = self._conn.execute(_BOUNDS).fetchone()
         if newest is None:
             return
         count = newest - oldest + 1  # ids are consecutive: SQLite gives each row the largest id + 1
@@ -235,15 +241,33 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def pump(fd: int, writer: StoreWriter) -> None:
-    """Hand every complete line read from `fd` to the writer, a read at a time, until EOF."""
+def pump(fd: int, writer: StoreWriter, every: float | None = None) -> None:
+    """Hand every complete line read from `fd` to the writer, until EOF: at most one write (one
+    commit) per `every` seconds. Each commit writes the same few hot pages (the table's and each
+    index's last) to the WAL again, a cost that 20 rows share far worse than 2,000 (bench/README.md),
+    so under load the rows read since the last commit wait for the next; an event after a quiet spell
+    is written at once."""
+    every = COMMIT_EVERY_S if every is None else every
     partial = b""
-    while chunk := os.read(fd, READ_SIZE):
+    held: list[bytes] = []  # complete lines read, not written yet
+    last = 0.0
+    while True:
+        due = last + every - time.monotonic()
+        if held and (due <= 0 or not select.select([fd], [], [], due)[0]):
+            writer.write(b"".join(held))
+            held.clear()
+            last = time.monotonic()
+            continue
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            break
         data = partial + chunk if partial else chunk
         end = data.rfind(b"\n") + 1
         partial = data[end:]
         if end:
-            writer.write(data[:end])
+            held.append(data[:end])
+    if held:
+        writer.write(b"".join(held))
     if partial:  # serve died in the middle of a write: a cut row is not a row
         _to_stderr(f"edgecli: the event store dropped a row cut short ({len(partial)} bytes)")
 

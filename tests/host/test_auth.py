@@ -166,3 +166,20 @@ def test_failures_are_not_cached() -> None:
     verifier = Verifier(SECRET)
     _failure(verifier, "Bearer garbage")
     assert not verifier._cache
+
+
+@pytest.mark.timeout(5)
+def test_a_cached_token_never_vouches_for_a_forged_or_foreign_one() -> None:
+    verifier = Verifier(SECRET)
+    good = _token({"role": "anon", "sub": "a"})
+    assert verifier.verify(f"Bearer {good}")["sub"] == "a"
+    head, payload, signature = good.split(".")
+    forged_signature = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    _, elevated, _ = _token({"role": "service_role", "sub": "a"}).split(".")
+    for forged in (
+        forged_signature,  # the same claims, another signature
+        f"{head}.{elevated}.{signature}",  # other claims under the cached token's signature
+        _token({"role": "anon", "sub": "a"}, secret="another secret of at least 32 chars!"),
+    ):
+        assert _failure(verifier, f"Bearer {forged}").body == b'{"msg":"Invalid JWT"}'
+    assert list(verifier._cache) == [good]  # and none of them was cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -117,12 +118,18 @@ def test_proxies_to_the_function_path_with_request_id() -> None:
     assert json.loads(claims)["role"] == "anon"
 
 
-def test_new_request_ids_are_distinct_uuid4s() -> None:
+def test_new_request_ids_are_distinct_uuids_counted_in_their_first_digits() -> None:
     ids = [new_request_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
+    # The printed prefix (the first 8 hex digits) differs between any two requests.
+    assert len({text[:8] for text in ids}) == len(ids)
+    for before, after in itertools.pairwise(ids):
+        assert (int(after[:8], 16) - int(before[:8], 16)) % 2**32 == 1
     for text in ids[:200]:
         parsed = uuid.UUID(text)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+        assert parsed.version == 8 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+    # The rest is random: no two ids share it.
+    assert len({text[9:] for text in ids}) == len(ids)
 
 
 def test_client_request_id_is_echoed() -> None:

@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -314,3 +316,45 @@ def test_the_read_loop_keeps_whole_lines_and_drops_a_row_cut_short(
     os.close(read)
     assert blocks.rows == [b'[1,"a"]', b'[2,"b"]']
     assert "dropped a row cut short (5 bytes)" in capfd.readouterr().err
+
+
+def test_the_trim_reads_the_id_bounds_without_scanning_the_table(tmp_path: Path) -> None:
+    # Every batch asks for the oldest and newest ids: a full scan there made the store's cost per event
+    # grow with its size.
+    writer = _writer(tmp_path / "events.db")
+    writer.write(rows(*(Event("log", f"line {i}") for i in range(10))))
+    assert writer._conn is not None
+    plan = writer._conn.execute(f"EXPLAIN QUERY PLAN {writer_module._BOUNDS}").fetchall()
+    writer.close()
+    details = [row[-1] for row in plan]
+    assert "SEARCH events" in details and not [d for d in details if d.startswith("SCAN events")], details
+
+
+class _TimedBlocks(_Blocks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[tuple[float, int]] = []  # (when, rows)
+
+    def write(self, block: bytes) -> None:
+        super().write(block)
+        self.blocks.append((time.monotonic(), block.count(b"\n")))
+
+
+def test_the_read_loop_commits_at_most_once_an_interval_and_a_lone_row_at_once() -> None:
+    read, write = os.pipe()
+    blocks = _TimedBlocks()
+    pumping = threading.Thread(target=pump, args=(read, blocks, 0.5), daemon=True)
+    pumping.start()
+    sent = time.monotonic()
+    os.write(write, b'[1,"a"]\n')
+    wait_until(lambda: blocks.blocks, 5, what="the first row written")
+    assert blocks.blocks[0][0] - sent < 0.4  # nothing written for a while: written at once
+    for i in range(2, 6):  # four rows within the interval that follows: one write
+        os.write(write, f'[{i},"b"]\n'.encode())
+    wait_until(lambda: len(blocks.blocks) == 2, 5, what="the second write")
+    (first, _), (second, rows_in_second) = blocks.blocks
+    assert rows_in_second == 4 and second - first >= 0.45
+    os.close(write)
+    pumping.join(5)
+    os.close(read)
+    assert len(blocks.rows) == 5 and not pumping.is_alive()

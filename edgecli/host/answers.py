@@ -1,0 +1,84 @@
+"""The responses serve makes itself, in place of a function's: 404, 401, 413, 5xx and the rest.
+
+Shared by the relay (before a worker is involved) and the exchange (when a worker fails to answer), so
+that neither imports the other. Each carries `x-request-id`, and the error ones `sb-error-code`, as
+Supabase's do; to a WebSocket, the answer is the HTTP response that refuses its handshake.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from edgecli.host.connection import LOST
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+JSON = "application/json"
+ERROR_CODE = b"sb-error-code"
+REQUEST_ID = b"x-request-id"
+LIMIT_NAMES = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}
+
+
+def json_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+async def plain(
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    content_type: str = "text/plain; charset=utf-8",
+    error_code: str | None = None,
+    close: bool = False,
+) -> int:
+    """A response edgecli makes itself; to a WebSocket, as the HTTP response that refuses it."""
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (REQUEST_ID, request_id.encode("latin-1")),
+    ]
+    if error_code is not None:
+        headers.append((ERROR_CODE, error_code.encode()))
+    if close:
+        headers.append((b"connection", b"close"))
+    prefix = "websocket.http" if scope["type"] == "websocket" else "http"
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
+    return status
+
+
+async def too_large(scope: Scope, send: Send, request_id: str, limit_mb: float) -> int:
+    body = json_body(
+        "PAYLOAD_TOO_LARGE",
+        f"The request body is larger than max_body_mb ({limit_mb:g} MB): raise max_body_mb in "
+        "[edge_runtime] or [functions.<name>] of config.toml to accept it.",
+    )
+    # connection: close, so that uvicorn does not read the rest of a body nobody wants.
+    return await plain(scope, send, 413, body, request_id, JSON, "PAYLOAD_TOO_LARGE", close=True)
+
+
+async def worker_failed(
+    item: Any, kill_reason: str | None, deadline: str | None, scope: Scope, send: Send, request_id: str
+) -> int:
+    """The worker lost the request (`item` is LOST: it died, `kill_reason` says whether a limit killed
+    it) or failed it; `deadline`: serve's drain deadline that cut it off, if one did."""
+    if item is LOST:
+        if kill_reason in LIMIT_NAMES:
+            body = json_body(
+                "WORKER_LIMIT", f"Worker was terminated: {LIMIT_NAMES[kill_reason]} limit reached"
+            )
+            return await plain(scope, send, 546, body, request_id, JSON, "WORKER_LIMIT")
+        what = "The worker exited before sending a response"
+    else:
+        what = "The function raised an error or returned no response"
+    if deadline is not None:  # see docs/architecture.md, "Workers"
+        what += f", cut off by serve's {deadline} deadline (graceful_exit_timeout_sec)"
+    # The error's own text may hold secrets: it stays in the logs, where the message points.
+    message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
+    return await plain(scope, send, 500, json_body("WORKER_ERROR", message), request_id, JSON, "WORKER_ERROR")
