@@ -232,11 +232,15 @@ class Served:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.proc.args} exited with {self.proc.returncode}")  # output: the caller
-        try:
-            record = json.loads((self.state_dir() / f"serve-{self.proc.pid}.json").read_text())
-        except (OSError, ValueError):
-            return None  # not listening yet (the record is written whole, once serve listens)
-        return str(record["url"])
+        # serve's own record, or under `--prod --workers N` one of its replicas' (each records itself)
+        pids = [self.proc.pid, *(p.pid for p in self.family()[1:])]
+        for pid in pids:
+            try:
+                record = json.loads((self.state_dir() / f"serve-{pid}.json").read_text())
+            except (OSError, ValueError):
+                continue  # not listening yet (the record is written whole, once serve listens)
+            return str(record["url"])
+        return None
 
     def __enter__(self) -> Served:
         return self.start()

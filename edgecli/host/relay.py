@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edgecli import events
 from edgecli.events import Event
 from edgecli.host.answers import JSON, REQUEST_ID, Receive, Scope, Send, json_body, plain, too_large
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
@@ -184,18 +185,12 @@ class Relay:
         started: float,
     ) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        level = "error" if status >= 500 else "warning" if status >= 400 else "info"
         method, path = scope.get("method", "WEBSOCKET"), scope["path"]
         if scope["type"] == "websocket":
             method = "WEBSOCKET"
+        worker_id = worker.id if worker else None
         self.emit(
-            Event(
-                kind="request",
-                message=f"{method} {path} {status} {duration_ms} ms",
-                level=level,
-                function=function,
-                worker=worker.id if worker else None,
-                request=request_id,
-                fields={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
+            events.request(
+                method, path, status, duration_ms, function=function, worker=worker_id, request=request_id
             )
         )

@@ -45,25 +45,21 @@ def replicas(srv: Served) -> list[psutil.Process]:
 
 
 def serve_pid_of_answer(srv: Served) -> int:
-    """The replica that answered: the function reports its fork server's parent. A fresh connection
-    each time, so that the socket's next accept decides."""
+    """The replica that answered: the function reports its parent (its keeper), whose ancestor just
+    below serve is the replica. A fresh connection each time, so that the socket's next accept decides."""
+    assert srv.proc is not None
     with httpx.Client(base_url=srv.base_url, timeout=10) as client:
         r = client.get("/functions/v1/hello")
     assert r.status_code == 200, r.text
-    forkserver = psutil.Process(int(r.json()["serve"]))
-    return forkserver.ppid()
+    proc = psutil.Process(int(r.json()["serve"]))
+    while proc.ppid() != srv.proc.pid:
+        proc = psutil.Process(proc.ppid())
+    return proc.pid
 
 
 def worker_pids(srv: Served) -> set[int]:
-    """The workers of every replica: the children of each fork server under serve."""
-    pids = set()
-    for proc in srv.family():
-        try:
-            if "edgecli.runtime.forkserver" in " ".join(proc.cmdline()):
-                pids.update(c.pid for c in proc.children())
-        except psutil.Error:
-            pass
-    return pids
+    """The workers of every replica (each below a keeper under its replica's fork server)."""
+    return srv.worker_pids()
 
 
 def started(tmp_path: Path, count: int) -> tuple[Served, list[psutil.Process]]:
