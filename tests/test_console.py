@@ -10,17 +10,10 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from edgecli.console import Output, make_console, print_banner, print_table
-from edgecli.events import Event
 
 pytestmark = pytest.mark.timeout(10)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-TRACEBACK = (
-    "Traceback (most recent call last):\n"
-    '  File "index.py", line 7, in notify\n'
-    '    raise ValueError("boom")\n'
-    "ValueError: boom"
-)
 
 
 class CountingBuffer(io.StringIO):
@@ -42,31 +35,6 @@ def _coloured() -> tuple[Output, io.StringIO]:
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, color_system="truecolor")
     return Output(out=console, err=console), buffer
-
-
-def _events() -> list[Event]:
-    base = {"function": "hello", "worker": "hello-3", "request": "9f8e7d6c-5b4a-4321-8765-0123456789ab"}
-    return [
-        Event("boot", "", **{**base, "request": None}, fields={"boot_ms": 41.7}),
-        Event("log", "hi from the handler", **base),
-        Event("task_start", "task notify started", **base, task="hello-3.t-1", fields={"name": "notify"}),
-        Event(
-            "request",
-            "",
-            **base,
-            fields={"method": "POST", "path": "/hello", "status": 200, "duration_ms": 3.2},
-        ),
-        Event("log", "careful now", "warning", **base, task="hello-3.t-1"),
-        Event(
-            "task_end",
-            "task notify failed: ValueError: boom",
-            "error",
-            **base,
-            task="hello-3.t-1",
-            fields={"name": "notify", "status": "failed", "duration_ms": 1500, "error": TRACEBACK},
-        ),
-        Event("shutdown", "", function="hello", worker="hello-3", fields={"reason": "memory", "cpu_ms": 5}),
-    ]
 
 
 def test_banner_lists_function_urls_policy_and_keys() -> None:
