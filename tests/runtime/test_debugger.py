@@ -37,6 +37,7 @@ class Dap:
         self.sock = wait_until(lambda: _connect(port), timeout=30, what="the debugger's port")
         self.buffer = b""
         self.seq = 0
+        self.unread: list[dict[str, Any]] = []  # messages that came before the one waited for
 
     def send(self, command: str, **arguments: Any) -> None:
         self.seq += 1
@@ -54,10 +55,19 @@ class Dap:
         return dict(json.loads(rest[:length]))
 
     def wait_for(self, kind: str, name: str) -> dict[str, Any]:
-        while True:
-            message = self.receive()
-            if message.get("type") == kind and name in (message.get("event"), message.get("command")):
+        """The first message of that kind and name, earlier ones included: debugpy may send an event
+        before the response to the request that caused it."""
+
+        def matches(message: dict[str, Any]) -> bool:
+            return message.get("type") == kind and name in (message.get("event"), message.get("command"))
+
+        for message in self.unread:
+            if matches(message):
+                self.unread.remove(message)
                 return message
+        while not matches(message := self.receive()):
+            self.unread.append(message)
+        return message
 
 
 @pytest.mark.timeout(60)
@@ -91,6 +101,8 @@ def test_breakpoint_stops_the_request_in_an_attached_debugger(tmp_path: Path, mo
         dap.send("attach", justMyCode=True)
         dap.wait_for("event", "initialized")
         dap.send("configurationDone")
+        # Until debugpy has answered, a breakpoint() in "run" mode finds no client and is passed by.
+        dap.wait_for("response", "configurationDone")
         if mode == "brk":  # stopped before the module runs
             at_boot = dap.wait_for("event", "stopped")
             dap.send("continue", threadId=at_boot["body"]["threadId"])
