@@ -50,6 +50,12 @@ def _lines(messages: list[str]) -> list[tuple[str, int, int]]:
     return found
 
 
+def _printed_lines(followed: list[str]) -> int:
+    """How many `line ...` log lines (load and invoked) `logs -f --json` printed so far."""
+    messages = [json.loads(line)["message"] for line in list(followed)]
+    return sum(1 for message in messages if message.startswith("line "))
+
+
 def _check_every_line_once_in_order(found: list[tuple[str, int, int]]) -> None:
     clients = [f"{name}{c}" for name in "ab" for c in range(CLIENTS)]
     expected = {(client, n, i) for client in clients for n in range(REQUESTS) for i in range(LINES)}
@@ -87,10 +93,11 @@ def test_two_serves_write_one_store_and_readers_see_every_event_once(tmp_path: P
         assert invoked.returncode == 0, invoked.stdout + invoked.stderr
         assert "line invoked 0" in invoked.stdout and "job invoked" in invoked.stdout
         assert invoked.stdout.rstrip().endswith("1 task: 1 completed"), invoked.stdout
+        # The invoked request may be the last one stored: wait for its lines too, not only the load's.
         wait_until(
-            lambda: len(_lines([json.loads(line)["message"] for line in list(followed)])) >= total,
+            lambda: _printed_lines(followed) >= total + LINES,
             timeout=60,
-            what="`logs -f` to print every load line",
+            what="`logs -f` to print every load line and the invoked request's",
         )
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=30) == 0
