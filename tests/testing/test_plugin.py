@@ -319,6 +319,32 @@ def test_a_server_that_dies_fails_the_next_test_and_the_session_loudly(project: 
 
 
 @pytest.mark.timeout(NESTED_S)
+def test_a_session_split_by_pytest_xdist_gives_each_worker_its_own_server(project: pytest.Pytester) -> None:
+    result = run(
+        project,
+        """
+        import os, pathlib, pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_work(edge, n):
+            r = edge.invoke("work", json={"tag": n, "sleep": 0.05})
+            [task] = edge.wait_for_tasks(r, timeout=10)
+            assert task.status == "completed"
+            with open(pathlib.Path(__file__).parent / "served.txt", "a") as served:
+                served.write(f"{os.environ['PYTEST_XDIST_WORKER']} {edge.url}\\n")
+        """,
+        "-n",
+        "2",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=6)
+    served = {tuple(line.split()) for line in (project.path / "served.txt").read_text().splitlines()}
+    workers = {worker for worker, _ in served}
+    assert len(workers) == 2, served  # both test processes ran tests...
+    assert len(served) == 2 and len({url for _, url in served}) == 2, served  # ...each on its own server
+
+
+@pytest.mark.timeout(NESTED_S)
 def test_ctrl_c_during_a_test_still_stops_its_server(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_edge="""
