@@ -1,4 +1,5 @@
-"""Micro-benchmarks behind two hot-path choices (bench/README.md, "Throughput with verify_jwt on...").
+"""Micro-benchmarks behind hot-path choices (bench/README.md, "Throughput with verify_jwt on...", "The hop's
+per-request Python...").
 
     python bench/micro_hotpath.py store [--batch 30] [--prefill 100000]
     python bench/micro_hotpath.py json [--also SRC]
