@@ -1,12 +1,18 @@
-"""Micro-benchmarks behind two hot-path choices (bench/README.md, "Throughput with verify_jwt on...").
+"""Micro-benchmarks behind hot-path choices (bench/README.md, "Throughput with verify_jwt on...", "The hop's
+per-request Python...").
 
     python bench/micro_hotpath.py store [--batch 30] [--prefill 100000]
     python bench/micro_hotpath.py json [--also SRC]
+    python bench/micro_hotpath.py request [--also SRC] [--rounds 3]
 
 `store`: CPU per event of `StoreWriter.write` on a store prefilled with request events, for request ids
 drawn at random (uuid4) and in order (as serve's are), with the request index or no secondary index.
 `json`: the JSON work of one request on each side of the worker socket (`ipc.encode_scope` and the
 response start), for this tree and, with `--also`, another checkout (run in a process of its own).
+`request`: the Python of one hello-world request's hop that can be timed apart from the sockets: in
+serve, the relay reading the client's headers, the scope out, the response start in and the request's
+record (its event, terminal line and store row); in the worker, the scope in, the channel and the
+response start out. The checkouts take turns in fresh processes, `--rounds` times; best of each.
 """
 
 from __future__ import annotations
@@ -116,20 +122,97 @@ def json_side(src: Path) -> None:
     )
 
 
+def request_side(src: Path) -> None:
+    sys.path.insert(0, str(src))
+    import io
+
+    from rich.console import Console
+
+    from edgecli import events, ipc
+    from edgecli.console import Output
+    from edgecli.host import relay
+    from edgecli.printer import EventPrinter
+    from edgecli.runtime.channels import Channel
+
+    token = b"Bearer " + b"x" * 170
+    raw = [(b"host", b"127.0.0.1:54321"), (b"user-agent", b"wrk"), (b"authorization", token)]
+    scope = {
+        "type": "http",
+        "path": "/functions/v1/hello",
+        "raw_path": b"/functions/v1/hello",
+        "root_path": "",
+        "query_string": b"",
+        "method": "GET",
+        "scheme": "http",
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 54321),
+        "headers": raw,
+    }
+    rid = "1a2b3c4d-0000-8000-8000-000000000000"
+    message = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"26")]}
+    start = ipc.start_frame(1, message)[ipc.HEADER.size :]
+    console = Console(file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    printer = EventPrinter(Output(out=console, err=console), json_output=False, functions=["hello"])
+
+    def headers_in() -> None:
+        if hasattr(relay.Relay, "request_id"):  # the tree before: the request id in a pass of its own
+            relay.Relay.request_id(scope)
+        relay.inbound(raw)
+
+    def scope_out() -> None:
+        inner = dict(scope, root_path=relay.ROOT_PATH, headers=raw)
+        ipc.encode_scope(inner, rid)
+
+    def start_in() -> None:
+        msg = ipc.loads(start)
+        ipc.decode_headers(msg["headers"])
+
+    def record() -> None:
+        event = events.request("GET", scope["path"], 200, 1.23, function="hello", worker="w1", request=rid)
+        printer.format(event)
+        event.to_row_json()
+
+    payload = ipc.encode_scope(dict(scope, root_path=relay.ROOT_PATH), rid)
+    calls = 20000
+    serve = {
+        "headers": best_us(headers_in, calls),
+        "scope out": best_us(scope_out, calls),
+        "start in": best_us(start_in, calls),
+        "record": best_us(record, calls),
+    }
+    worker = {
+        "scope in": best_us(lambda: ipc.decode_scope(payload), calls),
+        "channel": best_us(Channel, calls),
+        "start out": best_us(lambda: ipc.start_frame(1, message), calls),
+    }
+    for side, parts in (("serve", serve), ("worker", worker)):
+        detail = ", ".join(f"{name} {us:.1f}" for name, us in parts.items())
+        print(f"  {src.name:>8} {side:<6} {sum(parts.values()):5.1f} µs ({detail})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", choices=["store", "json", "json-one"])
+    parser.add_argument("part", choices=["store", "json", "json-one", "request", "request-one"])
     parser.add_argument("--batch", type=int, default=30)
     parser.add_argument("--prefill", type=int, default=100_000)
     parser.add_argument("--also", type=Path, action="append", default=[], metavar="SRC")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--src", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "store":
         store(args.batch, args.prefill)
     elif args.part == "json-one":
         json_side(args.src)
+    elif args.part == "request-one":
+        request_side(args.src)
+    elif args.part == "request":
+        for _ in range(args.rounds):
+            for src in [ROOT, *args.also]:
+                cmd = [sys.executable, __file__, "request-one", "--src", str(src.resolve())]
+                subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
     else:
         for src in [ROOT, *args.also]:  # each in a fresh process: one edgecli per interpreter
             cmd = [sys.executable, __file__, "json-one", "--src", str(src.resolve())]

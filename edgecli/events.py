@@ -40,6 +40,8 @@ TASK_KINDS = ("task_start", "task_end")
 TASK_STATUSES = ("completed", "failed", "cancelled")  # a task_end's status
 BASE_FIELDS = ("ts", "kind", "function", "worker", "request", "task", "level", "message")
 ROW_LENGTH = len(BASE_FIELDS) + 1  # the wire row: the base fields, then the kind's as an object
+# One encoder for every row: `json.dumps` with options builds a new encoder per call, on every event.
+_encode_row = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ class Event:
             self.message,
             dict(self.fields) or None,
         ]
-        return json.dumps(row, separators=(",", ":"), default=str).encode()
+        return _encode_row(row).encode()
 
     @classmethod
     def from_row_json(cls, payload: bytes) -> Event:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, cast
@@ -83,8 +84,13 @@ def dumps(obj: Any) -> bytes:
     return _encode(obj).encode()
 
 
+# A frame's payload is one JSON document from our own peer, in UTF-8: decoded as such, without
+# `json.loads`' encoding detection and whitespace checks on every frame.
+_decode = json.JSONDecoder().raw_decode
+
+
 def loads(payload: bytes) -> Any:
-    return json.loads(payload)
+    return _decode(payload.decode())[0]
 
 
 class FrameParser:
@@ -228,6 +234,36 @@ class Credit:
                 await self._waiter
             finally:
                 self._waiter = None
+
+
+class Inbox:
+    """One channel's items in arrival order: one reader, one writer (the socket's frame handler).
+
+    Not an asyncio.Queue: a queue's bookkeeping (getter deque, loop checks, wake-up machinery, made anew
+    for every request) is a cost on both ends' per-request path. Here a future is made only when the
+    reader has to wait.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 def message_cost(data: bytes) -> int:

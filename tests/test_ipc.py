@@ -229,3 +229,25 @@ def test_plain_protocol_writes_at_once() -> None:
     proto.write(b"a")
     proto.write(b"b")
     assert transport.writes == [b"a", b"b"]
+
+
+@pytest.mark.timeout(10)
+def test_an_inbox_hands_items_over_in_order_and_a_cancelled_reader_loses_none() -> None:
+    async def main() -> None:
+        inbox = ipc.Inbox()
+        inbox.put("a")
+        inbox.put("b")
+        assert [await inbox.get(), await inbox.get()] == ["a", "b"]
+        waiting = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)  # the reader is now waiting for an item
+        inbox.put("c")
+        assert await asyncio.wait_for(waiting, 5) == "c"
+        cancelled = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        inbox.put("d")  # arrives after its reader gave up: the next reader gets it
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await asyncio.wait_for(inbox.get(), 5) == "d"
+
+    asyncio.run(main())

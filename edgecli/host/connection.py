@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,34 +38,10 @@ LOST = Lost()
 StreamItem = Any
 
 
-class ResponseStream:
-    """One request's items from the worker, in order; one reader (the relay), one writer (the socket).
+class ResponseStream(ipc.Inbox):
+    """One request's items from the worker, in order; one reader (the relay), one writer (the socket)."""
 
-    Not an asyncio.Queue: a queue's bookkeeping (getter deque, loop checks, wake-up machinery) was the
-    largest Python cost left on the relay's per-request path. Here a future is made only when the reader
-    has to wait.
-    """
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: deque[StreamItem] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, item: StreamItem) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> StreamItem:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.popleft()
+    __slots__ = ()
 
 
 class WorkerConnection:

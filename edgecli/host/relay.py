@@ -35,7 +35,7 @@ CLAIMS = CLAIMS_HEADER.encode()
 ROOT_PATH = "/functions/v1"
 
 
-PICKED = (b"authorization", b"content-length", b"expect")
+PICKED = (b"authorization", b"content-length", b"expect", REQUEST_ID)
 
 
 def inbound(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]]:
@@ -94,7 +94,9 @@ class Relay:
         if scope["type"] not in ("http", "websocket"):
             return  # lifespan: serve runs uvicorn with lifespan="off"
         started = time.perf_counter()
-        request_id = self.request_id(scope)
+        headers, picked = inbound(scope["headers"])
+        # The client's own x-request-id when it sent a non-empty one, else a new one.
+        request_id = _text(picked.get(REQUEST_ID)) or new_request_id()
         if self.health is not None and scope["path"] == self.health[0]:
             status, body = self.health[1]()
             await plain(scope, send, status, body, request_id, "application/json")
@@ -106,7 +108,7 @@ class Relay:
             if pool is None:
                 status = await plain(scope, send, 404, b"Function not found", request_id)
             else:
-                status, worker = await self.dispatch(pool, scope, receive, send, request_id)
+                status, worker = await self.dispatch(pool, scope, receive, send, request_id, headers, picked)
         finally:
             self.log_request(scope, name if pool else None, worker, request_id, status, started)
 
@@ -119,17 +121,19 @@ class Relay:
         name = path[len(PREFIX) :].partition("/")[0]
         return name if NAME.match(name) else ""
 
-    @classmethod
-    def request_id(cls, scope: Scope) -> str:
-        """The client's own x-request-id when it sent a non-empty one, else a new one."""
-        return cls.header(scope["headers"], REQUEST_ID) or new_request_id()
-
     # -- one request -----------------------------------------------------------------------------------
 
     async def dispatch(
-        self, pool: Pool, scope: Scope, receive: Receive, send: Send, request_id: str
+        self,
+        pool: Pool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        headers: list[tuple[bytes, bytes]],
+        picked: dict[bytes, bytes],
     ) -> tuple[int, Worker | None]:
-        headers, picked = inbound(scope["headers"])
+        """`headers`, `picked`: the scope's headers as `inbound` splits them."""
         if self.verify_jwt and pool.function.verify_jwt and scope.get("method") != "OPTIONS":
             try:
                 claims = self.verifier.verify(_text(picked.get(b"authorization")))
@@ -167,13 +171,6 @@ class Relay:
             pool.release(worker)
 
     # -- helpers ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-        for key, value in headers:
-            if key == name:
-                return value.decode("latin-1")
-        return None
 
     def log_request(
         self,

@@ -44,7 +44,7 @@ class Channel:
     )
 
     def __init__(self) -> None:
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()  # bounded by the host's credit (ipc.WINDOW)
+        self.inbox = ipc.Inbox()  # bounded by the host's credit (ipc.WINDOW)
         self.credit = ipc.Credit()  # response bytes out that the host has not yet passed on
         self.started = False  # http.response.start sent / websocket accepted or closed
         self.complete = False  # the last body message was sent
@@ -59,7 +59,7 @@ class Channel:
     def disconnect(self) -> None:
         self.disconnected = True
         self.credit.close()
-        self.inbox.put_nowait(DISCONNECT)
+        self.inbox.put(DISCONNECT)
 
 
 def http_io(out: Outbox, channel: int, chan: Channel, scope: dict[str, Any]) -> tuple[Any, Any]:
@@ -85,7 +85,7 @@ def http_io(out: Outbox, channel: int, chan: Channel, scope: dict[str, Any]) -> 
                 if flags & MORE:  # the last piece needs no credit: nothing follows it
                     out.write(ipc.pack_count(Kind.CREDIT, channel, len(body)))
                 return {"type": "http.request", "body": body, "more_body": bool(flags & MORE)}
-        chan.inbox.put_nowait(DISCONNECT)  # every later receive() also sees the disconnect
+        chan.inbox.put(DISCONNECT)  # every later receive() also sees the disconnect
         return {"type": "http.disconnect"}
 
     async def send(message: Any) -> None:
@@ -128,4 +128,4 @@ def finish_body(out: Outbox, channel: int, chan: Channel, frame: bytes) -> None:
     chan.complete = True
     out.write_last(frame)
     if chan.waiting:
-        chan.inbox.put_nowait(DISCONNECT)  # the receive() waiting now learns the response is done
+        chan.inbox.put(DISCONNECT)  # the receive() waiting now learns the response is done

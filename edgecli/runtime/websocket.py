@@ -42,7 +42,7 @@ class SocketIO:
             return {"type": "websocket.connect"}
         item = await chan.inbox.get()
         if type(item) is not tuple:  # the disconnect marker: every later receive() sees it too
-            chan.inbox.put_nowait(item)
+            chan.inbox.put(item)
             return {"type": "websocket.disconnect", "code": chan.close_code}
         data, flags = item
         credit = self.owed.took(ipc.message_cost(data))

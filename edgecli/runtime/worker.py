@@ -145,7 +145,7 @@ class Worker:
         if kind == Kind.BODY or kind == Kind.WS_RECEIVE:
             chan = self.channels.get(channel)
             if chan is not None:
-                chan.inbox.put_nowait((payload, flags))
+                chan.inbox.put((payload, flags))
         elif kind == Kind.REQUEST:
             self.open_channel(channel, payload)
         elif kind == Kind.CREDIT:
