@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from edgecli.events import TASK_KINDS, TASK_STATUSES, Event, iso_ts
 from edgecli.inspect.logs import store_path
 from edgecli.printer import EventPrinter
 from edgecli.render import fmt_duration, last_line, short_id
-from edgecli.store.reader import EventQuery, EventReader, StoredEvent
+from edgecli.store.reader import EventQuery, EventReader, StoredEvent, TaskRow
 
 STATUSES = ("running", *TASK_STATUSES)
 _STATUS_TONE = {"running": "accent", "completed": "good", "failed": "bad", "cancelled": "warn"}
@@ -87,12 +88,28 @@ def summarize(events: Iterable[Event]) -> list[TaskSummary]:
     return list(tasks.values())
 
 
+def from_row(row: TaskRow) -> TaskSummary:
+    """A task the store folded (see EventReader.tasks): `summarize`'s result, its one end decoded here."""
+    summary = TaskSummary(row.task, row.function, row.name, row.request, row.worker, started=row.started)
+    if row.ended is None:  # still running
+        return summary
+    fields = json.loads(row.end_fields) if row.end_fields else {}
+    summary.status = str(fields.get("status") or "failed")
+    summary.ended = row.ended
+    summary.duration_ms = fields.get("duration_ms")
+    summary.error = fields.get("error")
+    summary.reason = fields.get("reason")
+    if summary.started is None:
+        summary.started = row.started_by_end
+    return summary
+
+
 def run(workdir: Path | None, args: TasksArgs, output: Output) -> int:
     if args.status is not None and args.status not in STATUSES:
         raise UsageError(f"--status {args.status!r} is not a task status. Use one of: {', '.join(STATUSES)}.")
     query = EventQuery(function=args.function, request=args.request, kinds=TASK_KINDS)
     with EventReader(store_path(workdir)) as reader:
-        tasks = summarize(event for _, event in reader.all(reader.resolve_ids(query)))
+        tasks = [from_row(row) for row in reader.tasks(reader.resolve_ids(query))]
     tasks = [t for t in tasks if args.status is None or t.status == args.status]
     if args.json_output:
         output.records(task.record() for task in tasks)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecli.errors import EdgecliError
-from edgecli.events import LEVELS, Event
+from edgecli.events import LEVELS, TASK_KINDS, Event
 from edgecli.store.schema import FileId, file_id, open_reader, unreadable
 
 
@@ -25,6 +25,61 @@ class NoStoreError(EdgecliError):
 
 StoredEvent = tuple[int, Event]  # (store id: commit order, event)
 _SELECT = "SELECT id, ts, kind, function, worker, request, task, level, message, extra FROM events"
+# The rows `_stored` makes an event of: a number for a time and a JSON object (or nothing) for fields.
+# CASE rather than AND: json_type fails on text that is not JSON, and SQLite may evaluate either side.
+_WELL_FORMED = (
+    "typeof(ts) IN ('integer', 'real') AND coalesce(extra, '') = '' OR "
+    "typeof(ts) IN ('integer', 'real') AND CASE WHEN json_valid(extra) THEN json_type(extra) = 'object' END"
+)
+# One row per task, folded from its task_start / task_end events in SQL: each value picked by the id of
+# the event that gives it (the first that has it, else the last; the last start and end), so the events
+# are not fetched and decoded one by one. The same fold as `edgecli.inspect.tasks.summarize`, which
+# `tasks show` runs over one task's timeline; a test checks that the two agree.
+_TASKS = """
+WITH task_events AS ({events}),
+folded AS (
+    SELECT
+        task,
+        min(id) AS first_id,
+        coalesce(min(CASE WHEN function != '' THEN id END), max(id)) AS function_id,
+        coalesce(min(CASE WHEN worker != '' THEN id END), max(id)) AS worker_id,
+        coalesce(min(CASE WHEN request != '' THEN id END), max(id)) AS request_id,
+        coalesce(min(CASE WHEN json_extract(extra, '$.name') != '' THEN id END), max(id)) AS name_id,
+        max(CASE WHEN kind = 'task_start' THEN id END) AS start_id,
+        max(CASE WHEN kind = 'task_end' THEN id END) AS end_id,
+        min(CASE WHEN kind = 'task_end' AND json_extract(extra, '$.duration_ms') IS NOT NULL THEN id END)
+            AS timed_end_id
+    FROM task_events GROUP BY task
+)
+SELECT
+    folded.task, f.function, w.worker, r.request, json_extract(n.extra, '$.name'),
+    s.ts, e.ts, e.extra, t.ts - json_extract(t.extra, '$.duration_ms') / 1000.0
+FROM folded
+LEFT JOIN events AS f ON f.id = function_id
+LEFT JOIN events AS w ON w.id = worker_id
+LEFT JOIN events AS r ON r.id = request_id
+LEFT JOIN events AS n ON n.id = name_id
+LEFT JOIN events AS s ON s.id = start_id
+LEFT JOIN events AS e ON e.id = end_id
+LEFT JOIN events AS t ON t.id = timed_end_id
+ORDER BY first_id
+"""
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task as the store folds it: who ran it, its last start's time, and its last end (if any) with
+    that event's fields still as JSON text, decoded only by who prints them."""
+
+    task: str
+    function: str | None
+    worker: str | None
+    request: str | None
+    name: Any
+    started: float | None  # the last task_start's time
+    ended: float | None
+    end_fields: str | None  # the last task_end's `extra`
+    started_by_end: float | None  # without a start: the first end's time less its duration
 
 
 @dataclass(frozen=True)
@@ -117,6 +172,17 @@ class EventReader:
     def all(self, query: EventQuery) -> list[StoredEvent]:
         clauses, params = query.where()
         return self._select(clauses, params, "ORDER BY id")
+
+    def tasks(self, query: EventQuery) -> list[TaskRow]:
+        """The tasks of the task_start / task_end events matching `query`, in the order they started."""
+        clauses, params = replace(query, kinds=TASK_KINDS).where()
+        where = " AND ".join([*clauses, "task IS NOT NULL", f"({_WELL_FORMED})"])
+        events = f"SELECT id, task, kind, function, worker, request, extra FROM events WHERE {where}"
+        try:
+            rows = self._conn.execute(_TASKS.format(events=events), params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
+        return [TaskRow(*row) for row in rows]
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):
