@@ -12,7 +12,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgecli.errors import EdgecliError
 from edgecli.events import LEVELS, TASK_KINDS, Event
@@ -31,55 +31,56 @@ _WELL_FORMED = (
     "typeof(ts) IN ('integer', 'real') AND coalesce(extra, '') = '' OR "
     "typeof(ts) IN ('integer', 'real') AND CASE WHEN json_valid(extra) THEN json_type(extra) = 'object' END"
 )
-# One row per task, folded from its task_start / task_end events in SQL: each value picked by the id of
-# the event that gives it (the first that has it, else the last; the last start and end), so the events
-# are not fetched and decoded one by one. The same fold as `edgecli.inspect.tasks.summarize`, which
-# `tasks show` runs over one task's timeline; a test checks that the two agree.
+# One row per task: its last start and last end side by side, with only the fields of theirs a task's
+# summary reads (json_extract runs in SQLite, on those two rows alone), and whether they are all its
+# events. So `tasks` makes a task of each row rather than fetching and decoding every task event.
 _TASKS = """
 WITH task_events AS ({events}),
 folded AS (
     SELECT
         task,
         min(id) AS first_id,
-        coalesce(min(CASE WHEN function != '' THEN id END), max(id)) AS function_id,
-        coalesce(min(CASE WHEN worker != '' THEN id END), max(id)) AS worker_id,
-        coalesce(min(CASE WHEN request != '' THEN id END), max(id)) AS request_id,
-        coalesce(min(CASE WHEN json_extract(extra, '$.name') != '' THEN id END), max(id)) AS name_id,
+        count(*) = count(DISTINCT kind) AS whole,
         max(CASE WHEN kind = 'task_start' THEN id END) AS start_id,
-        max(CASE WHEN kind = 'task_end' THEN id END) AS end_id,
-        min(CASE WHEN kind = 'task_end' AND json_extract(extra, '$.duration_ms') IS NOT NULL THEN id END)
-            AS timed_end_id
+        max(CASE WHEN kind = 'task_end' THEN id END) AS end_id
     FROM task_events GROUP BY task
 )
 SELECT
-    folded.task, f.function, w.worker, r.request, json_extract(n.extra, '$.name'),
-    s.ts, e.ts, e.extra, t.ts - json_extract(t.extra, '$.duration_ms') / 1000.0
+    first_id, folded.task, whole,
+    s.id, s.ts, s.function, s.worker, s.request, json_extract(s.extra, '$.name'),
+    e.id, e.ts, e.function, e.worker, e.request, json_extract(e.extra, '$.name'),
+    json_extract(e.extra, '$.status'), json_extract(e.extra, '$.duration_ms'),
+    json_extract(e.extra, '$.error'), json_extract(e.extra, '$.reason')
 FROM folded
-LEFT JOIN events AS f ON f.id = function_id
-LEFT JOIN events AS w ON w.id = worker_id
-LEFT JOIN events AS r ON r.id = request_id
-LEFT JOIN events AS n ON n.id = name_id
 LEFT JOIN events AS s ON s.id = start_id
 LEFT JOIN events AS e ON e.id = end_id
-LEFT JOIN events AS t ON t.id = timed_end_id
 ORDER BY first_id
 """
+# The tasks with more than one start or end (an id that a later serve gave again): all their events.
+_REPEATED = "task IN (SELECT task FROM ({events}) GROUP BY task HAVING count(*) > count(DISTINCT kind))"
 
 
-@dataclass(frozen=True)
-class TaskRow:
-    """One task as the store folds it: who ran it, its last start's time, and its last end (if any) with
-    that event's fields still as JSON text, decoded only by who prints them."""
+class TaskRow(NamedTuple):
+    """A task with one start and one end (or either alone), the fields of each a summary reads."""
 
+    first_id: int
     task: str
-    function: str | None
-    worker: str | None
-    request: str | None
-    name: Any
-    started: float | None  # the last task_start's time
+    start_id: int | None
+    started: float | None
+    start_function: str | None
+    start_worker: str | None
+    start_request: str | None
+    start_name: Any
+    end_id: int | None
     ended: float | None
-    end_fields: str | None  # the last task_end's `extra`
-    started_by_end: float | None  # without a start: the first end's time less its duration
+    end_function: str | None
+    end_worker: str | None
+    end_request: str | None
+    end_name: Any
+    status: Any
+    duration_ms: Any
+    error: Any
+    reason: Any
 
 
 @dataclass(frozen=True)
@@ -173,16 +174,22 @@ class EventReader:
         clauses, params = query.where()
         return self._select(clauses, params, "ORDER BY id")
 
-    def tasks(self, query: EventQuery) -> list[TaskRow]:
-        """The tasks of the task_start / task_end events matching `query`, in the order they started."""
+    def tasks(self, query: EventQuery) -> tuple[list[TaskRow], list[StoredEvent]]:
+        """The tasks of the task_start / task_end events matching `query`: a row for each with one start
+        and one end (or either alone), in the order they began, and every event of the others."""
         clauses, params = replace(query, kinds=TASK_KINDS).where()
         where = " AND ".join([*clauses, "task IS NOT NULL", f"({_WELL_FORMED})"])
-        events = f"SELECT id, task, kind, function, worker, request, extra FROM events WHERE {where}"
+        events = f"SELECT id, task, kind FROM events WHERE {where}"
         try:
             rows = self._conn.execute(_TASKS.format(events=events), params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from None
-        return [TaskRow(*row) for row in rows]
+        whole = [TaskRow._make(row[:2] + row[3:]) for row in rows if row[2]]
+        if len(whole) == len(rows):
+            return whole, []
+        return whole, self._select(
+            [*clauses, _REPEATED.format(events=events)], [*params, *params], "ORDER BY id"
+        )
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):

@@ -12,7 +12,7 @@ import pytest
 from serving import rows
 
 from edgecli.events import LEVELS, TASK_KINDS, Event
-from edgecli.inspect.tasks import from_row, summarize
+from edgecli.inspect.tasks import from_rows, summarize
 from edgecli.store.reader import EventQuery, EventReader, NoStoreError
 from edgecli.store.schema import StoreError
 from edgecli.store.writer import StoreWriter
@@ -139,8 +139,9 @@ def _task(kind: str, task: str, ts: float, **fields: object) -> Event:
     return Event(kind, f"{kind} {task}", task=task, ts=ts, fields=fields, **context)  # type: ignore[arg-type]
 
 
-def test_the_store_folds_tasks_as_summarize_does_with_every_event(tmp_path: Path) -> None:
-    """`tasks` folds in SQL what `tasks show` folds in Python: the same summaries, odd stores included."""
+def test_the_tasks_the_store_folds_are_those_all_their_events_give(tmp_path: Path) -> None:
+    """`tasks` makes a task of the row the store folds (its start and end side by side): the same
+    summaries as from all the task events, odd stores included."""
     path = tmp_path / "events.db"
     writer = StoreWriter(path, 100_000, 1 << 30)
     writer.write(rows(*EVENTS))
@@ -178,8 +179,8 @@ def test_the_store_folds_tasks_as_summarize_does_with_every_event(tmp_path: Path
             EventQuery(task="w2"),
         ):
             expected = summarize(event for _, event in reader.all(replace(query, kinds=TASK_KINDS)))
-            assert [from_row(row) for row in reader.tasks(query)] == expected, query
-        (retained,) = map(from_row, reader.tasks(EventQuery(task="w2.t-1")))
+            assert from_rows(*reader.tasks(query)) == expected, query
+        (retained,) = from_rows(*reader.tasks(EventQuery(task="w2.t-1")))
     assert (retained.function, retained.worker, retained.name, retained.started) == ("d", "w2", "late", 30.75)
     assert (retained.status, retained.ended, retained.duration_ms, retained.reason) == (
         "completed",
