@@ -28,8 +28,8 @@
               is the noise floor to read the figure by.
 
 5. readers  — a store of `reader-events` events (logs, requests, tasks of ten functions) written by the
-              store process; the median wall time of `edgecli logs`, `logs --function F` and `tasks
-              --json`, each a fresh process, as a user runs them.
+              store process; the median wall and CPU time of `edgecli logs`, `logs --function F` and
+              `tasks --json`, each a fresh process, as a user runs them, and of importing the CLI.
 6. indexes  — SQLite's CPU per event written and deleted, and the readers' queries on that many
               events, with no secondary index, with two and with all of the schema's (this tree only).
 
@@ -429,18 +429,22 @@ def readers(count: int, workdir: Path, runs: int = 5) -> None:
     feed.close()
     print(f"readers: {stored_count(db):,} events stored; median of {runs} runs, each a fresh process")
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
-    for args in (["logs"], ["logs", "--function", "fn3"], ["tasks", "--json"]):
-        times = []
+    # CPU time too (user + sys of the child): on a shared machine the wall time moves with the load.
+    for command in (["-m", "edgecli", "logs"], ["-m", "edgecli", "logs", "--function", "fn3"],
+                    ["-m", "edgecli", "tasks", "--json"], ["-c", "import edgecli.cli"]):  # fmt: skip
+        walls, cpus = [], []
         for _ in range(runs):
-            started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "edgecli", *args], cwd=root, env=env,
+            before, started = os.times(), time.perf_counter()
+            result = subprocess.run([sys.executable, *command], cwd=root, env=env,
                                     capture_output=True, check=True)  # fmt: skip
-            times.append(time.perf_counter() - started)
+            walls.append(time.perf_counter() - started)
+            after = os.times()
+            cpus.append(sum(after[2:4]) - sum(before[2:4]))  # children's user + system
         lines = result.stdout.count(b"\n")
-        print(f"  edgecli {' '.join(args):<22} {statistics.median(times):.3f} s  ({lines:,} lines)")
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import edgecli.cli"], env=env, cwd=root, check=True)
-    print(f"  (python -c 'import edgecli.cli': {time.perf_counter() - started:.3f} s of that)")
+        name = "edgecli " + " ".join(command[2:]) if command[0] == "-m" else "python -c 'import edgecli.cli'"
+        print(f"  {name:<30} wall {statistics.median(walls):.3f} s  CPU {statistics.median(cpus):.3f} s "
+              f"(min {min(cpus):.3f})  ({lines:,} lines)")  # fmt: skip
+    print(f"  load average {os.getloadavg()[0]:.1f}")
 
 
 def _ints(text: str) -> list[int]:

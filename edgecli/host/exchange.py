@@ -110,6 +110,8 @@ class Exchange:
     ) -> None:
         self.idle_watch = idle_watch
         self.worker = worker
+        # What carries the request's messages once it is open (flow control, body, disconnect). The
+        # worker's own state (what is in flight, why it failed) is reached through its verbs only.
         self.conn = worker.conn
         self.limits = limits
         self.scope = scope
@@ -123,15 +125,13 @@ class Exchange:
 
     def open(self, inner: Scope, first_body: bytes | None, more: bool) -> None:
         payload = ipc.encode_scope(inner, self.request_id)
-        self.channel, self.stream = self.conn.open(payload, first_body, more)
-        self.worker.opened(self.channel, self.request_id)
+        self.channel, self.stream = self.worker.open_request(payload, first_body, more, self.request_id)
 
     def close(self) -> None:
         if self.pump is not None:
             self.pump.cancel()
         if self.channel:
-            self.conn.close_channel(self.channel)
-            self.worker.closed(self.channel)
+            self.worker.close_request(self.channel)
 
     def cut(self, marker: Cut) -> None:
         self.conn.disconnect(self.channel)
@@ -229,5 +229,5 @@ class Exchange:
         if item is BODY_TIMEOUT:
             body = json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
             return await plain(scope, send, 408, body, request_id, JSON, "REQUEST_TIMEOUT", close=True)
-        worker = self.worker
-        return await worker_failed(item, worker.kill_reason, worker.deadline, scope, send, request_id)
+        kill_reason, deadline = self.worker.why_failed()
+        return await worker_failed(item, kill_reason, deadline, scope, send, request_id)

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Context, Event
-from edgecli.host.connection import WorkerConnection
+from edgecli.host.connection import ResponseStream, WorkerConnection
 from edgecli.host.output import PipeLines
 from edgecli.host.usage import TreeUsage, descendants
 
@@ -123,6 +123,25 @@ class Worker:
         return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
+
+    def open_request(
+        self, payload: bytes, first_body: bytes | None, more: bool, request_id: str
+    ) -> tuple[int, ResponseStream]:
+        """Send a request on a channel of its own: the channel, and the stream its answers arrive on.
+        It counts as in flight from here, so the channel and the count cannot disagree."""
+        channel, stream = self.conn.open(payload, first_body, more)
+        self.opened(channel, request_id)
+        return channel, stream
+
+    def close_request(self, channel: int) -> None:
+        """The exchange on `channel` is over, however it ended: the channel is freed, and the slot."""
+        self.conn.close_channel(channel)
+        self.closed(channel)
+
+    def why_failed(self) -> tuple[str | None, str | None]:
+        """What to tell a client whose request this worker lost or failed: why serve killed it (a
+        limit's name, say) and the drain deadline it was under ("shutdown"); None for what did not."""
+        return self.kill_reason, self.deadline
 
     def opened(self, channel: int, request_id: str, close: Callable[[int], None] | None = None) -> None:
         """A request is in flight on `channel`; `close(code)`, for a WebSocket, closes it at a deadline."""

@@ -103,6 +103,21 @@ def test_an_idle_worker_is_told_to_stop_at_once_and_a_drain_names_its_deadline()
     asyncio.run(main())
 
 
+def test_a_request_opened_through_the_handle_is_in_flight_until_closed_and_a_failure_says_why() -> None:
+    async def main() -> None:
+        worker, conn, _ = make_worker()
+        channel, stream = worker.open_request(json.dumps({"request_id": "r1"}).encode(), b"", False, "r1")
+        assert isinstance(stream, ResponseStream) and worker.inflight == {channel: "r1"}
+        assert conn.sent == [("request", "r1")]
+        assert worker.why_failed() == (None, None)
+        worker.drain(3.0, "shutdown")
+        assert worker.why_failed() == (None, "shutdown")
+        worker.close_request(channel)
+        assert not worker.inflight and ("closed", channel) in conn.sent
+
+    asyncio.run(main())
+
+
 def test_open_sockets_get_the_graceful_timeout_then_serve_closes_them() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
