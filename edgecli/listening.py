@@ -56,6 +56,8 @@ def running(state_dir: Path) -> list[Listening]:
         return []
     found = []
     for path in paths:
+        if not path.stem[len(_PREFIX) :].isdigit():
+            continue  # not a serve's own record (serve-status.json, say, which `functions list` reads)
         listening = _read(path)
         if listening is not None and _alive(listening.pid):
             found.append(listening)

@@ -50,6 +50,14 @@ def test_a_record_that_is_not_ours_is_ignored(tmp_path: Path) -> None:
     assert listening.running(tmp_path) == []
 
 
+def test_each_serve_is_listed_once_beside_its_status_record(tmp_path: Path) -> None:
+    listening.record(tmp_path, listening.Listening("http://127.0.0.1:1001", os.getpid(), ("a",)))
+    # The status server's record, in the same folder, also names serve's pid and url.
+    status = f'{{"pid": {os.getpid()}, "url": "http://127.0.0.1:1001", "status": "http://127.0.0.1:9/"}}'
+    tmp_path.joinpath("serve-status.json").write_text(status)
+    assert [s.url for s in listening.running(tmp_path)] == ["http://127.0.0.1:1001"]
+
+
 @pytest.mark.parametrize(
     ("host", "url"),
     [("127.0.0.1", "http://127.0.0.1:9"), ("0.0.0.0", "http://127.0.0.1:9"), ("::", "http://[::1]:9")],
