@@ -10,7 +10,20 @@
 // request and background task they belong to.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Frame, Kind, MORE, Output, pack, packCount, packJson, parseJson, readFrames, TEXT, WINDOW } from "./ipc.ts";
+import {
+  Credit,
+  type Frame,
+  Kind,
+  MORE,
+  Output,
+  pack,
+  packCount,
+  packJson,
+  parseJson,
+  readFrames,
+  TEXT,
+  WINDOW,
+} from "./ipc.ts";
 import { sendBody } from "./response.ts";
 import { allowUpgrade, type EdgeWebSocket, makeUpgradeWebSocket, takeUpgrade } from "./websocket.ts";
 
@@ -174,9 +187,16 @@ class Channel {
   body: ReadableStreamDefaultController<Uint8Array> | null = null;
   socket: EdgeWebSocket | null = null; // the function accepted this request's WebSocket
   abort = new AbortController();
+  credit = new Credit(); // response body or WebSocket message bytes out that the host has not passed on
   done: Promise<void> = Promise.resolve();
   owed = 0; // body bytes received and not yet credited back to the host
   expects = false; // the client waits for 100-continue: the host sends no body until the app reads
+
+  /** The client left, or the worker is stopping: the request's signal aborts, its sender stops. */
+  end() {
+    this.abort.abort();
+    this.credit.close();
+  }
 }
 
 // The request body's stream holds this much before the host is asked to wait (the wire's flow control).
@@ -212,7 +232,7 @@ function open(channel: number, scope: Scope) {
     )
     : null;
   const request = new Request(url, { method: scope.method, headers, body, signal: chan.abort.signal });
-  if (scope.type === "websocket") allowUpgrade(request, channel, url.replace(/^http/, "ws"));
+  if (scope.type === "websocket") allowUpgrade(request, channel, chan.credit, url.replace(/^http/, "ws"));
   chan.done = tags.run({ request: scope.request_id, task: null }, () => respond(channel, chan, request));
 }
 
@@ -257,7 +277,7 @@ async function respond(channel: number, chan: Channel, request: Request) {
     }
     const headers = [...response.headers];
     const start = packJson(Kind.START, channel, { status: response.status, headers });
-    await sendBody(write, channel, chan.abort.signal, start, response.body);
+    await sendBody(write, channel, chan.credit, start, response.body);
   } catch (error) {
     if (!chan.abort.signal.aborted) {
       // Tagged explicitly: the handler's own tags object may have become a background task's.
@@ -294,7 +314,7 @@ async function stop(grace: number, reason: string) {
   await new Promise((r) => setTimeout(r, 0)); // let listeners' own logging reach the wire first
   for (const id of [...tasks.keys()]) taskEnded(id, "cancelled", null, reason === "early_drop" ? "termination" : reason);
   for (const [channel, chan] of channels) {
-    chan.abort.abort();
+    chan.end();
     if (chan.socket) {
       chan.socket.closeWith(1001); // the worker is going away
       continue;
@@ -313,11 +333,14 @@ function onFrame({ kind, flags, channel, payload }: Frame) {
   else if (kind === Kind.WS_RECEIVE && chan?.socket) {
     const socket = chan.socket;
     tags.run({ request: chan.request, task: null }, () => socket.received(payload, (flags & TEXT) !== 0));
+  } else if (kind === Kind.CREDIT && chan) {
+    chan.credit.consumed(new DataView(payload.buffer, payload.byteOffset).getUint32(0));
   } else if (kind === Kind.DISCONNECT && chan?.socket) {
     const socket = chan.socket;
+    chan.credit.close();
     const code = payload.length === 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 1005;
     tags.run({ request: chan.request, task: null }, () => socket.clientClosed(code));
-  } else if (kind === Kind.DISCONNECT && chan) chan.abort.abort();
+  } else if (kind === Kind.DISCONNECT && chan) chan.end();
   else if (kind === Kind.NOTICE) fireBeforeunload(parseJson<{ reason: string }>(payload).reason);
   else if (kind === Kind.STOP) {
     const { grace, reason } = parseJson<{ grace: number; reason: string }>(payload);
