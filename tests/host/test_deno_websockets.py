@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import websockets.sync.client
-from serving import Served
+from serving import Served, wait_until
 from test_serve_deno import project
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -204,3 +206,65 @@ def test_messages_to_a_slow_client_wait_for_it_and_serve_holds_only_the_window(t
         grown = {pid: round(peak[pid] - base[pid]) for pid in peak}
         # A window is 512 KB and a message: without flow control most of the 200 MB piled up in serve.
         assert grown[serve] < 60 and grown[worker] < 120, grown
+
+
+# Says what binaryType a socket starts with and what each message arrived as, then echoes it; a text
+# message sets binaryType. Runs unchanged under bare `deno run`, which calls onListen (our worker doesn't).
+BINARY_TYPE = """
+Deno.serve({ port: 0, onListen: ({ port }) => console.log(`listening ${port}`) }, (req: Request) => {
+  const { socket, response } = Deno.upgradeWebSocket(req);
+  socket.onopen = () => socket.send(`starts as ${socket.binaryType}`);
+  socket.onmessage = (ev: MessageEvent) => {
+    const data = ev.data;
+    if (typeof data === "string") socket.binaryType = data as BinaryType;
+    const size = typeof data === "string" ? data.length : (data.size ?? data.byteLength);
+    socket.send(`${Object.prototype.toString.call(data)} of ${size}, binaryType ${socket.binaryType}`);
+    if (typeof data !== "string") socket.send(data);
+  };
+  return response;
+});
+"""
+
+
+def binary_type_exchange(url: str) -> list[str | bytes]:
+    seen: list[str | bytes] = []
+    with websockets.sync.client.connect(url, open_timeout=90) as ws:
+        seen.append(ws.recv(timeout=30))
+        for message in [b"\x01\x02\x03", "blob", b"\x04\x05", "arraybuffer", b"\x06"]:
+            ws.send(message)
+            seen.append(ws.recv(timeout=10))
+            if isinstance(message, bytes):
+                seen.append(ws.recv(timeout=10))
+    return seen
+
+
+def test_binary_type_and_binary_messages_are_as_under_bare_deno(tmp_path: Path) -> None:
+    root = project(tmp_path, {"echo/index.ts": BINARY_TYPE})
+    entry = root / "supabase" / "functions" / "echo" / "index.ts"
+    deno = deno_binary()
+    assert deno is not None
+    out_path = tmp_path / "bare-deno.out"
+    with open(out_path, "wb") as out:
+        bare = subprocess.Popen(
+            [deno, "run", "--allow-net", str(entry)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        found = wait_until(lambda: re.search(r"listening (\d+)", out_path.read_text()), 60, what="bare deno")
+        under_deno = binary_type_exchange(f"ws://127.0.0.1:{found[1]}/")
+    finally:
+        bare.terminate()
+        bare.wait(10)
+    with Served(root) as srv:
+        under_serve = binary_type_exchange(f"ws://127.0.0.1:{srv.port}/functions/v1/echo")
+    assert under_serve == under_deno
+    assert under_deno == [
+        "starts as arraybuffer",  # not a browser's "blob"
+        "[object ArrayBuffer] of 3, binaryType arraybuffer",
+        b"\x01\x02\x03",
+        "[object String] of 4, binaryType blob",
+        "[object Blob] of 2, binaryType blob",
+        b"\x04\x05",  # a Blob sent back goes as bytes
+        "[object String] of 11, binaryType arraybuffer",
+        "[object ArrayBuffer] of 1, binaryType arraybuffer",
+        b"\x06",
+    ]

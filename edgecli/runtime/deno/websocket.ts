@@ -60,7 +60,7 @@ export class EdgeWebSocket extends EventTarget {
   readonly CLOSING = 2;
   readonly CLOSED = 3;
   readyState = 0;
-  binaryType: BinaryType = "arraybuffer";
+  binaryType: BinaryType = "arraybuffer"; // as Deno's own upgradeWebSocket, not a browser's "blob"
   bufferedAmount = 0;
   readonly extensions = "";
   onopen: Listener = null;
