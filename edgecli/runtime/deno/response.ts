@@ -31,7 +31,7 @@ export async function sendBody(
       const { done, value } = await next;
       if (done) break;
       for (let at = 0; at < value.length && !credit.closed; at += PIECE) {
-        const piece = at || value.length > PIECE ? value.subarray(at, at + PIECE) : value;
+        const piece = value.subarray(at, at + PIECE);
         frames.push(pack(Kind.RESPONSE, channel, piece, MORE));
         size += piece.length;
         credit.sent(piece.length);
