@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,12 +31,15 @@ FETCH_HINT = (
 )
 
 
-def worker_argv(function: FunctionConfig, worker_id: str) -> list[str]:
-    """The command a Deno worker execs: `deno run` of our worker, told which module to serve."""
+def worker_argv(function: FunctionConfig, worker_id: str, lock: Path | None = None) -> list[str]:
+    """The command a Deno worker execs: `deno run` of our worker, told which module to serve (`lock`:
+    the lock file its type check used, `TypeChecks.lock_for`)."""
     argv = [_binary(function), "run", "--allow-all", "--quiet", "--no-prompt"]
     config = function_config(function)
     if config is not None:
         argv += ["--config", config]
+    if lock is not None:
+        argv += ["--lock", str(lock)]
     spec = {"worker": worker_id, "function": function.name, "entrypoint": str(function.entrypoint)}
     return [*argv, str(WORKER_TS), json.dumps(spec)]
 
@@ -78,6 +83,22 @@ class TypeChecks:
     def __init__(self) -> None:
         # function name -> (the code's key, its check); a new key starts a new check
         self._checks: dict[str, tuple[object, asyncio.Task[None]]] = {}
+        self._locks: Path | None = None  # serve's own copies of the functions' deno.lock
+
+    def lock_for(self, function: FunctionConfig) -> Path | None:
+        """The lock file Deno reads and updates for `function`: serve's copy of the function's deno.lock.
+
+        Deno writes deno.lock beside a function's deno.json as it resolves npm: and jsr: imports, and
+        the watcher would take that write for a change of the function: one more reload, for nothing
+        the user did. A copy keeps what the user's file pins (and its integrity checks) while the
+        function's folder stays as the user left it, so that a change there is always the user's. None
+        without a deno.json: Deno keeps no lock file then.
+        """
+        if function_config(function) is None:
+            return None
+        if self._locks is None:
+            self._locks = Path(tempfile.mkdtemp(prefix="edgecli-deno-locks-"))
+        return self._locks / f"{function.name}.lock"
 
     async def ensure(
         self, function: FunctionConfig, key: object, env: Mapping[str, str], timeout: float
@@ -88,15 +109,32 @@ class TypeChecks:
         started = None
         if known is None or known[0] != key or _worth_again(known[1]):
             started = time.monotonic()
-            task = asyncio.get_running_loop().create_task(_check(function, env, timeout))
+            task = asyncio.get_running_loop().create_task(
+                _check(function, env, timeout, self._fresh_lock(function))
+            )
             known = self._checks[function.name] = (key, task)
         await asyncio.shield(known[1])
         return None if started is None else (time.monotonic() - started) * 1000
+
+    def _fresh_lock(self, function: FunctionConfig) -> Path | None:
+        """`lock_for(function)`, now a copy of the function's deno.lock (none if it has none), for a
+        new generation of its code: a user's edit of their deno.lock counts from the next check on."""
+        lock = self.lock_for(function)
+        if lock is not None:
+            theirs = function.directory / "deno.lock"
+            if theirs.is_file():
+                shutil.copyfile(theirs, lock)
+            else:
+                lock.unlink(missing_ok=True)
+        return lock
 
     def forget(self) -> None:
         for _, task in self._checks.values():
             task.cancel()
         self._checks.clear()
+        if self._locks is not None:
+            shutil.rmtree(self._locks, ignore_errors=True)
+            self._locks = None
 
 
 def _worth_again(task: asyncio.Task[None]) -> bool:
@@ -108,9 +146,10 @@ def _worth_again(task: asyncio.Task[None]) -> bool:
     return not isinstance(error, TypeCheckError) or error.transient
 
 
-async def _check(function: FunctionConfig, env: Mapping[str, str], timeout: float) -> None:
+async def _check(function: FunctionConfig, env: Mapping[str, str], timeout: float, lock: Path | None) -> None:
     config = function_config(function)
     argv = [_binary(function), "check", "--quiet", *(["--config", config] if config else [])]
+    argv += ["--lock", str(lock)] if lock is not None else []
     # The declarations go in as a root of their own: their globals are then the whole program's.
     argv += [str(DECLARATIONS), str(function.entrypoint)]
     proc = await asyncio.create_subprocess_exec(
@@ -138,6 +177,8 @@ async def _check(function: FunctionConfig, env: Mapping[str, str], timeout: floa
     if proc.returncode == 0:
         return
     report = re.sub(r"\n+Stack backtrace:[\s\S]*$", "", output.decode(errors="replace")).strip()
+    if lock is not None and (function.directory / "deno.lock").is_file():
+        report = report.replace(str(lock), str(function.directory / "deno.lock"))  # the file the user has
     raise TypeCheckError(summary(report), report)
 
 
@@ -149,9 +190,14 @@ def summary(report: str) -> str:
         return f"deno check failed: {report.splitlines()[0] if report else 'no output'}"
     causes: list[str] = []
     where = ""
+    caused_by = False
     for line in lines[first + 1 :]:
         if re.match(r"\d+: ", line) and not where:
             causes.append(line.split(": ", 1)[1])
+        elif line == "Caused by:":
+            caused_by = True
+        elif caused_by and line and not line.startswith("at ") and not where:
+            causes.append(line)  # a single cause, which Deno does not number
         elif line.startswith("at file://"):
             where = line.removeprefix("at file://")
             break

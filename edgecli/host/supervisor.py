@@ -117,7 +117,7 @@ class Supervisor:
         ]
         spec = {"worker": worker_id, **self.spec_for(function), "deps": str(deps) if deps is not None else ""}
         if function.runtime == "deno":
-            spec["argv"] = deno.worker_argv(function, worker_id)
+            spec["argv"] = deno.worker_argv(function, worker_id, self.type_checks.lock_for(function))
         if self.forkserver.gone:
             await self.revive_forkserver()
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from serving import Served, make_project
 
@@ -147,3 +149,56 @@ def test_a_typescript_function_takes_part_in_the_flow_control(tmp_path: Path) ->
         assert r.json() == {"size": len(body), "sha256": digest, "path": "/digest/a"}
         r = srv.post("digest", content=b"x" * 1000, headers={"expect": "100-continue"}, timeout=30)
         assert r.status_code == 200 and r.json()["size"] == 1000
+
+
+TS_STREAM = """
+Deno.serve((req: Request) => {
+  const left = { mb: Number(new URL(req.url).searchParams.get("mb") ?? "0") };
+  const block = new Uint8Array(1 << 20).fill(122);
+  // Pulled as fast as the worker takes chunks: only flow control keeps it from running ahead.
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (left.mb-- > 0) controller.enqueue(block);
+      else controller.close();
+    },
+  });
+  return new Response(body, { headers: { "x-pid": String(Deno.pid) } });
+});
+"""
+
+
+def rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(deno_binary() is None, reason="Deno is not installed (edgecli[deno])")
+def test_a_large_typescript_response_to_a_slow_client_holds_only_the_window(tmp_path: Path) -> None:
+    project = make_project(tmp_path, {}, CONFIG)
+    ts = project / "supabase" / "functions" / "stream" / "index.ts"
+    ts.parent.mkdir(parents=True)
+    ts.write_text(TS_STREAM)
+    with Served(project) as srv:
+        first = srv.get("stream", params={"mb": "1"}, timeout=120)  # boots (and type-checks) the worker
+        assert first.status_code == 200 and len(first.content) == 1 << 20
+        worker = int(first.headers["x-pid"])
+        assert srv.proc is not None
+        serve = srv.proc.pid
+        base = {pid: rss_mb(pid) for pid in (serve, worker)}
+        peak = dict(base)
+        size = 0
+        with srv.client.stream("GET", srv.url("stream"), params={"mb": "200"}, timeout=60) as r:
+            assert r.status_code == 200 and r.headers["x-pid"] == str(worker)
+            started = time.monotonic()
+            for chunk in r.iter_raw(1 << 16):
+                assert chunk.count(b"z") == len(chunk)
+                size += len(chunk)
+                if size % (4 << 20) < len(chunk):
+                    peak = {pid: max(peak[pid], rss_mb(pid)) for pid in peak}
+                # About 25 MB/s: far slower than the worker makes the body, which must wait for it.
+                time.sleep(max(0.0, started + size / (25 << 20) - time.monotonic()))
+        assert size == 200 << 20
+        grown = {pid: round(peak[pid] - base[pid]) for pid in peak}
+        # A window is 512 KB; without flow control most of the 200 MB piled up in serve. The worker's
+        # share is garbage: V8 collects array buffers once some 64 MB of them are unreferenced.
+        assert grown[serve] < 60 and grown[worker] < 120, grown

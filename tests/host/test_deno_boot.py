@@ -97,3 +97,52 @@ def test_a_package_neither_cached_nor_reachable_is_a_one_line_boot_error(tmp_pat
             assert f"(at {root}/supabase/functions/{kind}/index.ts:1:" in error["message"]
             assert name in r.json()["message"]
             assert "run `deno cache" in error["message"]  # and how to get it there
+
+
+LOCKED = """
+import leftPad from "pad";
+Deno.serve(() => new Response(leftPad("7", 3, "0")));
+"""
+
+
+def test_deno_keeps_its_lock_file_out_of_the_function_folder_and_honours_the_users(tmp_path: Path) -> None:
+    config = '{"imports": {"pad": "npm:left-pad-mini@1.0.0"}}'
+    root = project(tmp_path, {"locked/index.ts": LOCKED, "locked/deno.json": config})
+    folder = root / "supabase" / "functions" / "locked"
+    with (
+        Registry(tmp_path / "registry") as registry,
+        Served(root, env=registry.env(tmp_path / "deno")) as srv,
+    ):
+        r = srv.get("locked", timeout=120)
+        assert (r.status_code, r.text) == (200, "007"), r.text
+        assert not (folder / "deno.lock").exists()  # Deno locked the package, in a file of serve's
+        # One reload, for the one change the user made: had Deno written deno.lock in the folder, its
+        # reload would have come first (or with this one).
+        write(root, "locked/index.ts", LOCKED.replace('"0"', '"-"'))
+        srv.wait_event(kind="reload", function="locked", timeout=30)
+        wait_until(lambda: srv.get("locked").text == "--7", 120, what="the new code to serve")
+        assert [e["changes"] for e in srv.events(kind="reload")] == [["supabase/functions/locked/index.ts"]]
+
+        # The user's own deno.lock counts: a change to it reloads, and what it pins is checked.
+        deno = deno_binary()
+        assert deno is not None
+        cached = subprocess.run(
+            [deno, "cache", "--quiet", "--config", str(folder / "deno.json"), str(folder / "index.ts")],
+            env={**os.environ, **registry.env(tmp_path / "deno"), "NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cached.returncode == 0 and (folder / "deno.lock").is_file(), cached.stderr
+        changes = ["supabase/functions/locked/deno.lock"]
+        wait_until(lambda: changes in [e["changes"] for e in srv.events(kind="reload")], 30)
+        lock = (folder / "deno.lock").read_text()
+        write(root, "locked/deno.lock", f"<<<<<<< HEAD\n{lock}")  # a merge left unresolved
+        error = srv.wait_event(kind="boot_error", function="locked", timeout=120)
+        message = (
+            f"Failed reading lockfile at '{folder / 'deno.lock'}': Failed parsing. Lockfile may be corrupt"
+        )
+        assert error["message"] == message, error  # the user's file, not serve's copy of it
+        write(root, "locked/deno.lock", lock)
+        wait_until(lambda: srv.get("locked").text == "--7", 120, what="the function to serve again")

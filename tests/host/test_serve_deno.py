@@ -103,6 +103,22 @@ def test_a_stock_supabase_function_serves_beside_a_python_one(tmp_path: Path) ->
         srv.wait_event(kind="log", message="Function will be shutdown due to termination")
 
 
+HEADERS = """
+Deno.serve((req: Request) => Response.json({ url: req.url, headers: [...req.headers] }));
+"""
+
+
+def test_request_headers_reach_the_function_as_sent_repeats_joined(tmp_path: Path) -> None:
+    with Served(project(tmp_path, {"headers/index.ts": HEADERS})) as srv:
+        sent = [("x-one", "1"), ("X-Two", "a b"), ("x-two", "c"), ("apikey", "k" * 200)]
+        r = srv.get("headers", "/p", params={"q": "1"}, headers=sent)
+        assert r.status_code == 200, r.text
+        assert r.json()["url"] == f"http://127.0.0.1:{srv.port}/headers/p?q=1"
+        got = dict(r.json()["headers"])
+        assert got["x-one"] == "1" and got["x-two"] == "a b, c" and got["apikey"] == "k" * 200
+        assert got["host"] == f"127.0.0.1:{srv.port}"
+
+
 def test_oneshot_cuts_the_task_off_and_says_so(tmp_path: Path) -> None:
     with Served(project(tmp_path, {"seed/index.ts": SEED}, policy="oneshot")) as srv:
         r = srv.post("seed", json={"name": "x"}, params={"ms": "3000"})

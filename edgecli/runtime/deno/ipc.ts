@@ -29,8 +29,9 @@ export const Kind = {
 
 export const MORE = 0x01; // flags bit: more body follows
 export const TEXT = 0x02; // flags bit: a WebSocket message is text (UTF-8), not bytes
-export const WINDOW = 1 << 19; // unconsumed body bytes the host may have out per channel (ipc.py)
-const HEADER = 10;
+export const WINDOW = 1 << 19; // unconsumed body or message bytes a sender may have out per channel (ipc.py)
+export const PIECE = 1 << 16; // larger body chunks travel cut into pieces of this size
+export const HEADER = 10;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -64,6 +65,45 @@ export function packJson(kind: number, channel: number, value: unknown): Uint8Ar
 
 export function parseJson<T>(payload: Uint8Array): T {
   return JSON.parse(decoder.decode(payload)) as T;
+}
+
+/**
+ * A sender's side of one channel's flow control (ipc.py's Credit): bytes sent that the host has not yet
+ * passed on. A sender with `full` true awaits `wait()`, which settles when CREDIT frames bring the count
+ * under the window or the channel closes (the host then drops what it is sent).
+ */
+export class Credit {
+  out = 0;
+  closed = false;
+  private wake: (() => void) | null = null;
+
+  get full(): boolean {
+    return this.out >= WINDOW && !this.closed;
+  }
+
+  sent(count: number) {
+    this.out += count;
+  }
+
+  consumed(count: number) {
+    this.out -= count;
+    if (this.out < WINDOW) this.settle();
+  }
+
+  close() {
+    this.closed = true;
+    this.settle();
+  }
+
+  async wait(): Promise<void> {
+    while (this.full) await new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  private settle() {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
 }
 
 /** Turns a byte stream into frames; feed it whatever a read returned. Payloads are copies, not views of

@@ -1,38 +1,49 @@
 // A response's frames, from a Deno worker to the host: START, the body as RESPONSE frames with MORE, and
-// the last RESPONSE frame (ipc.ts; edgecli/runtime/worker.py does the same for Python functions).
+// the last RESPONSE frame (ipc.ts; edgecli/runtime/channels.py does the same for Python functions).
 
-import { joined, Kind, MORE, pack } from "./ipc.ts";
+import { type Credit, joined, Kind, MORE, pack, PIECE } from "./ipc.ts";
 
 // Frames of a response that are ready together leave in one write: a body the handler already has
 // (a string, JSON, bytes) goes with START and the end in one frame batch, which the host then reads in
-// one pass. A body that streams goes out as it comes.
+// one pass. A body that streams goes out as it comes, as fast as the client takes it: at most a window
+// of it is out at a time (the wire's flow control, `credit`), so a slow client holds up this body only,
+// and neither the worker nor serve holds more of it than that.
 const BATCH = 1 << 16;
 
 export async function sendBody(
   write: (frame: Uint8Array) => Promise<void>,
   channel: number,
-  aborted: AbortSignal,
+  credit: Credit,
   start: Uint8Array,
   body: ReadableStream<Uint8Array> | null,
 ) {
   const frames = [start];
   let size = start.length;
+  const flush = async () => {
+    await write(joined(frames));
+    frames.length = size = 0;
+  };
   if (body) {
     const reader = body.getReader();
     let next = reader.read();
     for (;;) {
-      if (frames.length && (size >= BATCH || !(await settlesNow(next)))) {
-        await write(joined(frames));
-        frames.length = size = 0;
-      }
+      if (frames.length && (size >= BATCH || !(await settlesNow(next)))) await flush();
       const { done, value } = await next;
       if (done) break;
-      if (aborted.aborted) {
-        reader.cancel().catch(() => {});
-        break;
+      for (let at = 0; at < value.length && !credit.closed; at += PIECE) {
+        const piece = value.subarray(at, at + PIECE);
+        frames.push(pack(Kind.RESPONSE, channel, piece, MORE));
+        size += piece.length;
+        credit.sent(piece.length);
+        if (credit.full) {
+          await flush();
+          await credit.wait();
+        }
       }
-      frames.push(pack(Kind.RESPONSE, channel, value, MORE));
-      size += frames[frames.length - 1].length;
+      if (credit.closed) { // the client left: the host drops whatever comes after
+        reader.cancel().catch(() => {});
+        return;
+      }
       next = reader.read();
     }
   }

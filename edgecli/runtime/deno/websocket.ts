@@ -6,10 +6,10 @@
 //   WS_RECEIVE (flag TEXT) → a "message" event;  socket.send() → WS_SEND
 //   socket.close(code, reason) → WS_CLOSE;  DISCONNECT with the client's close code → a "close" event
 //
-// Everything the TypeScript worker does for WebSockets is in this file, so that flow control for their
-// messages has one place to go.
+// Everything the TypeScript worker does for WebSockets is in this file. Messages go under the channel's
+// flow control: send() holds a message back while the client has a window of them unread.
 
-import { Kind, pack, packJson, TEXT } from "./ipc.ts";
+import { type Credit, HEADER, Kind, pack, packJson, TEXT } from "./ipc.ts";
 
 type Write = (frame: Uint8Array) => Promise<void>;
 type Data = string | ArrayBufferLike | ArrayBufferView | Blob;
@@ -17,12 +17,12 @@ type Listener = ((this: EdgeWebSocket, ev: Event) => unknown) | null;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const upgradable = new WeakMap<Request, { channel: number; url: string }>(); // requests of websocket scopes
+const upgradable = new WeakMap<Request, { channel: number; credit: Credit; url: string }>(); // requests of websocket scopes
 const upgrades = new WeakMap<Response, EdgeWebSocket>(); // upgrade responses not yet returned
 
 /** The worker calls this for every request of a websocket scope, so that upgradeWebSocket knows it. */
-export function allowUpgrade(request: Request, channel: number, url: string) {
-  upgradable.set(request, { channel, url });
+export function allowUpgrade(request: Request, channel: number, credit: Credit, url: string) {
+  upgradable.set(request, { channel, credit, url });
 }
 
 /** The socket behind a response the handler returned, if it is an upgrade's (and forgets it). */
@@ -39,7 +39,7 @@ export function makeUpgradeWebSocket(write: Write) {
       throw new TypeError("Invalid Header: 'upgrade' header must contain 'websocket'");
     }
     upgradable.delete(request); // one socket per request
-    const socket = new EdgeWebSocket(target.channel, write, options.protocol ?? "", target.url);
+    const socket = new EdgeWebSocket(target.channel, target.credit, write, options.protocol ?? "", target.url);
     // A Response cannot be made with status 101, which is what Deno's upgrade answers: only the status
     // the function sees is 101; the host does the actual handshake.
     const response = new Response(null, { status: 200 });
@@ -60,7 +60,7 @@ export class EdgeWebSocket extends EventTarget {
   readonly CLOSING = 2;
   readonly CLOSED = 3;
   readyState = 0;
-  binaryType: BinaryType = "arraybuffer";
+  binaryType: BinaryType = "arraybuffer"; // as Deno's own upgradeWebSocket, not a browser's "blob"
   bufferedAmount = 0;
   readonly extensions = "";
   onopen: Listener = null;
@@ -72,7 +72,13 @@ export class EdgeWebSocket extends EventTarget {
   private settle!: () => void;
   private tail: Promise<void> = Promise.resolve(); // the socket's writes, in the order they were asked
 
-  constructor(private channel: number, private write: Write, readonly protocol: string, readonly url: string) {
+  constructor(
+    private channel: number,
+    private credit: Credit,
+    private write: Write,
+    readonly protocol: string,
+    readonly url: string,
+  ) {
     super();
     this.closed = new Promise((resolve) => (this.settle = resolve));
   }
@@ -84,7 +90,12 @@ export class EdgeWebSocket extends EventTarget {
     this.bufferedAmount += size;
     this.queue(async () => {
       const [bytes, flags] = await frameOf(data);
-      await this.write(pack(Kind.WS_SEND, this.channel, bytes, flags));
+      // A message waits while the client has a window of this socket's messages unread (ipc.py).
+      if (this.credit.full) await this.credit.wait();
+      if (!this.credit.closed) {
+        this.credit.sent(bytes.length + HEADER);
+        await this.write(pack(Kind.WS_SEND, this.channel, bytes, flags));
+      }
       this.bufferedAmount -= size;
     });
   }
