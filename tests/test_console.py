@@ -6,39 +6,17 @@ import io
 import re
 
 import pytest
+from outputs import ANSI, coloured_output, plain_output
 from rich.cells import cell_len
 from rich.console import Console
 
-from edgecli.console import Output, make_console, print_banner, print_table
+from edgecli.console import Output, print_banner, print_table
 
 pytestmark = pytest.mark.timeout(10)
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class CountingBuffer(io.StringIO):
-    """A non-terminal stdout that counts flushes."""
-
-    flushes = 0
-
-    def flush(self) -> None:
-        self.flushes += 1
-        super().flush()
-
-
-def _plain() -> tuple[Output, CountingBuffer]:
-    buffer = CountingBuffer()
-    return Output(out=make_console(buffer), err=make_console(io.StringIO())), buffer
-
-
-def _coloured() -> tuple[Output, io.StringIO]:
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, color_system="truecolor")
-    return Output(out=console, err=console), buffer
-
 
 def test_banner_lists_function_urls_policy_and_keys() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     print_banner(
         output,
         project="demo",
@@ -98,7 +76,7 @@ TABLE = (
 
 
 def test_a_table_aligns_its_columns_by_cell_width_without_trailing_spaces() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     print_table(output, *TABLE)
     header, rule, first, second = buffer.getvalue().splitlines()
     assert header.index("name") == first.index("notify") == second.index("写真")
@@ -110,7 +88,7 @@ def test_a_table_aligns_its_columns_by_cell_width_without_trailing_spaces() -> N
 
 
 def test_a_table_on_a_terminal_colours_its_tones_and_folds_only_when_too_narrow() -> None:
-    output, buffer = _coloured()
+    output, buffer = coloured_output()
     output.out.width = 200
     print_table(output, *TABLE)
     lines = buffer.getvalue().splitlines()
@@ -120,7 +98,7 @@ def test_a_table_on_a_terminal_colours_its_tones_and_folds_only_when_too_narrow(
         and "\x1b[1;31mfailed" in lines[3]
     )
     assert len(lines) == 4
-    output, buffer = _coloured()
+    output, buffer = coloured_output()
     output.out.width = 40
     print_table(output, *TABLE)
     folded = [ANSI.sub("", line) for line in buffer.getvalue().splitlines()]

@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from rich.console import Console
+from outputs import ANSI, CountingBuffer, coloured_output, plain_output
 
 import edgecli.printer
 from edgecli.console import Output, function_colour, make_console
@@ -18,34 +18,12 @@ from edgecli.printer import EventPrinter
 
 pytestmark = pytest.mark.timeout(10)
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "index.py", line 7, in notify\n'
     '    raise ValueError("boom")\n'
     "ValueError: boom"
 )
-
-
-class CountingBuffer(io.StringIO):
-    """A non-terminal stdout that counts flushes."""
-
-    flushes = 0
-
-    def flush(self) -> None:
-        self.flushes += 1
-        super().flush()
-
-
-def _plain() -> tuple[Output, CountingBuffer]:
-    buffer = CountingBuffer()
-    return Output(out=make_console(buffer), err=make_console(io.StringIO())), buffer
-
-
-def _coloured() -> tuple[Output, io.StringIO]:
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, color_system="truecolor")
-    return Output(out=console, err=console), buffer
 
 
 def _events() -> list[Event]:
@@ -75,7 +53,7 @@ def _events() -> list[Event]:
 
 @pytest.mark.timeout(10)
 def test_plain_lines_are_aligned_one_per_event_and_flushed_each() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     printer = EventPrinter(output, json_output=False)
     events = _events()
     for event in events:
@@ -153,7 +131,7 @@ def test_json_records_on_a_loop_leave_at_the_end_of_the_pass() -> None:
 
 
 def test_a_traceback_prints_once_indented_under_its_line() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     printer = EventPrinter(output, json_output=False)
     logged = Event("log", TRACEBACK, "error", function="hello", task="hello-3.t-1")
     printer.emit(logged)
@@ -168,13 +146,13 @@ def test_a_traceback_prints_once_indented_under_its_line() -> None:
 
 
 def test_long_lines_are_not_wrapped_when_stdout_is_not_a_terminal() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     EventPrinter(output, json_output=False).emit(Event("log", "x" * 500, function="hello"))
     assert len(buffer.getvalue().splitlines()) == 1
 
 
 def test_json_lines_carry_every_record_field() -> None:
-    output, buffer = _plain()
+    output, buffer = plain_output()
     printer = EventPrinter(output, json_output=True)
     for event in _events():
         printer.emit(event)
@@ -186,7 +164,7 @@ def test_json_lines_carry_every_record_field() -> None:
 
 
 def test_colours_status_by_class_level_and_function_stably() -> None:
-    output, buffer = _coloured()
+    output, buffer = coloured_output()
     printer = EventPrinter(output, json_output=False)
     for status in (200, 404, 500):
         printer.emit(
