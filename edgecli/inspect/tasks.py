@@ -14,7 +14,7 @@ from edgecli.events import TASK_KINDS, TASK_STATUSES, Event, iso_ts
 from edgecli.inspect.logs import store_path
 from edgecli.printer import EventPrinter
 from edgecli.render import fmt_duration, last_line, short_id
-from edgecli.store.reader import EventQuery, EventReader, StoredEvent, TaskRow
+from edgecli.store.reader import EventQuery, EventReader, StoredEvent
 
 STATUSES = ("running", *TASK_STATUSES)
 _STATUS_TONE = {"running": "accent", "completed": "good", "failed": "bad", "cancelled": "warn"}
@@ -87,48 +87,12 @@ def summarize(events: Iterable[Event]) -> list[TaskSummary]:
     return list(tasks.values())
 
 
-def from_rows(rows: list[TaskRow], repeated: list[StoredEvent]) -> list[TaskSummary]:
-    """The tasks of EventReader.tasks, in the order they began: `summarize`'s fold, of the one or two
-    events of each row here, of the repeated tasks' events by `summarize` itself."""
-    found = [(row.first_id, _from_row(row)) for row in rows]
-    if repeated:
-        first_ids: dict[str | None, int] = {}
-        for event_id, event in repeated:
-            first_ids.setdefault(event.task, event_id)
-        found += [(first_ids[task.task], task) for task in summarize(event for _, event in repeated)]
-        found.sort(key=lambda pair: pair[0])
-    return [task for _, task in found]
-
-
-def _from_row(row: TaskRow) -> TaskSummary:
-    start = (row.start_function, row.start_worker, row.start_request, row.start_name)
-    end = (row.end_function, row.end_worker, row.end_request, row.end_name)
-    # As `summarize`: each value from the first event that has one, in the order they were stored.
-    events = sorted(
-        (event_id, values)
-        for event_id, values in ((row.start_id, start), (row.end_id, end))
-        if event_id is not None
-    )
-    function = worker = request = name = None
-    for _, (event_function, event_worker, event_request, event_name) in events:
-        function, worker = function or event_function, worker or event_worker
-        request, name = request or event_request, name or event_name
-    task = TaskSummary(row.task, function, name, request, worker, started=row.started)
-    if row.ended is None:  # still running
-        return task
-    task.status = str(row.status or "failed")
-    task.ended, task.duration_ms, task.error, task.reason = row.ended, row.duration_ms, row.error, row.reason
-    if task.started is None and task.duration_ms is not None:
-        task.started = row.ended - task.duration_ms / 1000
-    return task
-
-
 def run(workdir: Path | None, args: TasksArgs, output: Output) -> int:
     if args.status is not None and args.status not in STATUSES:
         raise UsageError(f"--status {args.status!r} is not a task status. Use one of: {', '.join(STATUSES)}.")
     query = EventQuery(function=args.function, request=args.request, kinds=TASK_KINDS)
     with EventReader(store_path(workdir)) as reader:
-        tasks = from_rows(*reader.tasks(reader.resolve_ids(query)))
+        tasks = summarize(event for _, event in reader.all(reader.resolve_ids(query)))
     tasks = [t for t in tasks if args.status is None or t.status == args.status]
     if args.json_output:
         output.records(task.record() for task in tasks)

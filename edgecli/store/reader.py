@@ -12,10 +12,10 @@ import json
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from edgecli.errors import EdgecliError
-from edgecli.events import LEVELS, TASK_KINDS, Event
+from edgecli.events import LEVELS, Event
 from edgecli.store.schema import FileId, file_id, open_reader, unreadable
 
 
@@ -25,62 +25,6 @@ class NoStoreError(EdgecliError):
 
 StoredEvent = tuple[int, Event]  # (store id: commit order, event)
 _SELECT = "SELECT id, ts, kind, function, worker, request, task, level, message, extra FROM events"
-# The rows `_stored` makes an event of: a number for a time and a JSON object (or nothing) for fields.
-# CASE rather than AND: json_type fails on text that is not JSON, and SQLite may evaluate either side.
-_WELL_FORMED = (
-    "typeof(ts) IN ('integer', 'real') AND coalesce(extra, '') = '' OR "
-    "typeof(ts) IN ('integer', 'real') AND CASE WHEN json_valid(extra) THEN json_type(extra) = 'object' END"
-)
-# One row per task: its last start and last end side by side, with only the fields of theirs a task's
-# summary reads (json_extract runs in SQLite, on those two rows alone), and whether they are all its
-# events. So `tasks` makes a task of each row rather than fetching and decoding every task event.
-_TASKS = """
-WITH task_events AS ({events}),
-folded AS (
-    SELECT
-        task,
-        min(id) AS first_id,
-        count(*) = count(DISTINCT kind) AS whole,
-        max(CASE WHEN kind = 'task_start' THEN id END) AS start_id,
-        max(CASE WHEN kind = 'task_end' THEN id END) AS end_id
-    FROM task_events GROUP BY task
-)
-SELECT
-    first_id, folded.task, whole,
-    s.id, s.ts, s.function, s.worker, s.request, json_extract(s.extra, '$.name'),
-    e.id, e.ts, e.function, e.worker, e.request, json_extract(e.extra, '$.name'),
-    json_extract(e.extra, '$.status'), json_extract(e.extra, '$.duration_ms'),
-    json_extract(e.extra, '$.error'), json_extract(e.extra, '$.reason')
-FROM folded
-LEFT JOIN events AS s ON s.id = start_id
-LEFT JOIN events AS e ON e.id = end_id
-ORDER BY first_id
-"""
-# The tasks with more than one start or end (an id that a later serve gave again): all their events.
-_REPEATED = "task IN (SELECT task FROM ({events}) GROUP BY task HAVING count(*) > count(DISTINCT kind))"
-
-
-class TaskRow(NamedTuple):
-    """A task with one start and one end (or either alone), the fields of each a summary reads."""
-
-    first_id: int
-    task: str
-    start_id: int | None
-    started: float | None
-    start_function: str | None
-    start_worker: str | None
-    start_request: str | None
-    start_name: Any
-    end_id: int | None
-    ended: float | None
-    end_function: str | None
-    end_worker: str | None
-    end_request: str | None
-    end_name: Any
-    status: Any
-    duration_ms: Any
-    error: Any
-    reason: Any
 
 
 @dataclass(frozen=True)
@@ -173,23 +117,6 @@ class EventReader:
     def all(self, query: EventQuery) -> list[StoredEvent]:
         clauses, params = query.where()
         return self._select(clauses, params, "ORDER BY id")
-
-    def tasks(self, query: EventQuery) -> tuple[list[TaskRow], list[StoredEvent]]:
-        """The tasks of the task_start / task_end events matching `query`: a row for each with one start
-        and one end (or either alone), in the order they began, and every event of the others."""
-        clauses, params = replace(query, kinds=TASK_KINDS).where()
-        where = " AND ".join([*clauses, "task IS NOT NULL", f"({_WELL_FORMED})"])
-        events = f"SELECT id, task, kind FROM events WHERE {where}"
-        try:
-            rows = self._conn.execute(_TASKS.format(events=events), params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise unreadable(self.path, exc) from None
-        whole = [TaskRow._make(row[:2] + row[3:]) for row in rows if row[2]]
-        if len(whole) == len(rows):
-            return whole, []
-        return whole, self._select(
-            [*clauses, _REPEATED.format(events=events)], [*params, *params], "ORDER BY id"
-        )
 
     def resolve_ids(self, query: EventQuery) -> EventQuery:
         """Ids match exactly when the store holds them as given, else as prefixes (ids print shortened):

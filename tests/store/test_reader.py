@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from serving import rows
 
-from edgecli.events import LEVELS, TASK_KINDS, Event
-from edgecli.inspect.tasks import from_rows, summarize
+from edgecli.events import LEVELS, Event
 from edgecli.store.reader import EventQuery, EventReader, NoStoreError
 from edgecli.store.schema import StoreError
 from edgecli.store.writer import StoreWriter
@@ -134,62 +132,6 @@ def test_rows_put_there_by_hand_cost_readers_only_themselves(tmp_path: Path) -> 
             assert [(i, e.message) for i, e in reader.between(query, 1, 5)] == [(5, "kept")], query
 
 
-def _task(kind: str, task: str, ts: float, **fields: object) -> Event:
-    context = {key: fields.pop(key) for key in ("function", "worker", "request") if key in fields}
-    return Event(kind, f"{kind} {task}", task=task, ts=ts, fields=fields, **context)  # type: ignore[arg-type]
-
-
-def test_the_tasks_the_store_folds_are_those_all_their_events_give(tmp_path: Path) -> None:
-    """`tasks` makes a task of the row the store folds (its start and end side by side): the same
-    summaries as from all the task events, odd stores included."""
-    path = tmp_path / "events.db"
-    writer = StoreWriter(path, 100_000, 1 << 30)
-    writer.write(rows(*EVENTS))
-    end = {"status": "completed", "duration_ms": 250}
-    writer.write(
-        rows(
-            # One id from two serves (worker names start again): two starts and two ends.
-            _task("task_start", "w1.t-1", 10.0, function="a", worker="w1", request="r-1", name="first"),
-            _task("task_end", "w1.t-1", 11.0, function="a", worker="w1", request="r-1", name="first", **end),
-            _task("task_start", "w1.t-1", 20.0, function="b", worker="w1", request="r-2", name="second"),
-            _task("log", "w1.t-1", 20.5, function="c", worker="w9"),  # not a task event: ignored
-            _task("task_end", "w1.t-1", 21.5, function="b", request="r-2", status="failed", error="boom"),
-            # Its start fell to retention: started from the first end that has a duration.
-            _task("task_end", "w2.t-1", 30.0, function="", worker="w2", status="cancelled", reason="x"),
-            _task("task_end", "w2.t-1", 31.0, function="d", name="late", **end),
-            _task("task_end", "w2.t-1", 32.0, function="e", status="completed", duration_ms=900.5),
-            # An end with no fields at all, then a start after it; a start alone.
-            _task("task_end", "w3.t-1", 40.0, function="f"),
-            _task("task_start", "w3.t-1", 41.0, name=""),
-            _task("task_start", "w4.t-1", 50.0, function="g", request="r-1", name="only"),
-        )
-    )
-    writer.close()
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO events (ts, kind, task, level, message, extra) "
-            "VALUES (?, ?, 'w5.t-1', 'info', '', ?)",
-            [(60.0, "task_start", "{not json"), ("noon", "task_end", None), (61.0, "task_end", "[1]")],
-        )
-    with EventReader(path) as reader:
-        for query in (
-            EventQuery(),
-            EventQuery(function="b"),
-            EventQuery(request="r-"),
-            EventQuery(task="w2"),
-        ):
-            expected = summarize(event for _, event in reader.all(replace(query, kinds=TASK_KINDS)))
-            assert from_rows(*reader.tasks(query)) == expected, query
-        (retained,) = from_rows(*reader.tasks(EventQuery(task="w2.t-1")))
-    assert (retained.function, retained.worker, retained.name, retained.started) == ("d", "w2", "late", 30.75)
-    assert (retained.status, retained.ended, retained.duration_ms, retained.reason) == (
-        "completed",
-        32.0,
-        900.5,
-        None,
-    )
-
-
 def test_no_store_yet_is_its_own_error(tmp_path: Path) -> None:
     with pytest.raises(NoStoreError, match="Start `edgecli serve`"):
         EventReader(tmp_path / "events.db")
@@ -216,7 +158,6 @@ def test_a_damaged_store_is_a_one_paragraph_error_for_every_query(tmp_path: Path
         for read in (
             lambda: reader.newest(EventQuery(), 1_000_000),
             lambda: reader.all(EventQuery(kinds=("task_start", "task_end"))),
-            lambda: reader.tasks(EventQuery()),
             lambda: reader.all(EventQuery(function="fn")),
         ):
             with pytest.raises(StoreError, match=r"Could not read the event store .*delete it") as info:
