@@ -106,10 +106,13 @@ def test_file_values(make_project: MakeProject) -> None:
         "[auth]\njwt_secret = 'a-secret-of-at-least-32-characters!!'\n"
         "[edge_runtime]\npolicy = 'oneshot'\nmemory_limit_mb = 128\nwall_clock_limit_sec = 5\n"
         "cpu_time_soft_limit_ms = 0\nevent_retention = 500\nevent_retention_mb = 20\n"
+        "request_head_timeout_sec = 2.5\n"
     )
     config = load(root)
     assert (config.port, config.policy, config.event_retention) == (60000, "oneshot", 500)
     assert config.event_retention_mb == 20
+    assert config.head_timeout_sec == 2.5
+    assert config.warnings == ()
     assert config.db_url == "postgresql://postgres:postgres@127.0.0.1:6000/postgres"
     assert config.jwt_secret == "a-secret-of-at-least-32-characters!!"
     assert config.limits == Limits(memory_limit_mb=128, wall_clock_limit_sec=5.0, cpu_time_soft_limit_ms=0)
@@ -246,6 +249,7 @@ def test_per_function_overrides_and_env_file(make_project: MakeProject) -> None:
         ),
         ("[edge_runtime]\nevent_retention = 0\n", 2, "[edge_runtime] event_retention", "from 1 to"),
         ("[edge_runtime]\nevent_retention_mb = 0\n", 2, "[edge_runtime] event_retention_mb", "from 1 to"),
+        ("[edge_runtime]\nrequest_head_timeout_sec = -1\n", 2, "request_head_timeout_sec", "from 0 to"),
         ('[edge_runtime]\nenabled = "yes"\n', 2, "[edge_runtime] enabled", "true or false"),
         ("[edge_runtime]\ncpu_time_soft_limit_ms = 3000\n", 2, "cpu_time_soft_limit_ms", "hard limit"),
         ("[api]\nport = 70000\n", 2, "[api] port", "from 1 to 65535"),

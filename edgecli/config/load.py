@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from edgecli.config.functions import Discovery, inspected, select_functions
 from edgecli.config.model import (
     DEFAULT_EVENT_RETENTION,
     DEFAULT_EVENT_RETENTION_MB,
+    DEFAULT_HEAD_TIMEOUT_SEC,
     DEFAULT_HOST,
     Config,
     Limits,
@@ -24,6 +26,7 @@ from edgecli.config.resolve import (
     ENV_NO_VERIFY_JWT,
     ENV_PLATFORM_PORT,
     ENV_STATE_DIR,
+    HEAD_TIMEOUT_RANGE,
     PORT_RANGE,
     PROD_HOST,
     RETENTION_MB_RANGE,
@@ -38,7 +41,7 @@ from edgecli.config.resolve import (
     resolve_signing_keys,
     unknown_edge_runtime_keys,
 )
-from edgecli.config.source import read_file, read_int, read_limits, table_in
+from edgecli.config.source import Source, read_file, read_int, read_limits, read_number, table_in
 from edgecli.errors import UsageError
 
 
@@ -96,11 +99,17 @@ def load_config(
         or DEFAULT_EVENT_RETENTION,
         event_retention_mb=read_int(src, ("edge_runtime",), "event_retention_mb", edge, *RETENTION_MB_RANGE)
         or DEFAULT_EVENT_RETENTION_MB,
+        head_timeout_sec=_head_timeout(src, edge),
         project_id=data["project_id"] if isinstance(data.get("project_id"), str) else "",
         state_root=Path(env[ENV_STATE_DIR]).resolve() if env.get(ENV_STATE_DIR) else None,
         store=over.store is not False,
     )
     return _prod_settings(config, env, over) if over.prod else config
+
+
+def _head_timeout(src: Source, edge: Mapping[str, Any]) -> float:
+    value = read_number(src, ("edge_runtime",), "request_head_timeout_sec", edge, float, *HEAD_TIMEOUT_RANGE)
+    return DEFAULT_HEAD_TIMEOUT_SEC if value is None else float(value)
 
 
 def _prod_settings(config: Config, env: Mapping[str, str], over: Overrides) -> Config:

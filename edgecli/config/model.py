@@ -22,6 +22,8 @@ DEFAULT_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 DEFAULT_DB_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 DEFAULT_EVENT_RETENTION = 200_000
 DEFAULT_EVENT_RETENTION_MB = 100
+# How long a request's head (request line and headers) may take to arrive: a slow-loris bound.
+DEFAULT_HEAD_TIMEOUT_SEC = 30.0
 # A function whose entrypoint ends so is served by Deno.
 DENO_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs")
 
@@ -113,6 +115,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     event_retention: int = DEFAULT_EVENT_RETENTION
     event_retention_mb: int = DEFAULT_EVENT_RETENTION_MB  # the store's size in MB, at most
+    head_timeout_sec: float = DEFAULT_HEAD_TIMEOUT_SEC  # [edge_runtime] request_head_timeout_sec
     project_id: str = ""  # config.toml's top-level project_id (Supabase's name for the project), if any
     inspect: str | None = None  # HOST:PORT of the debugger for the (one) function served, if inspecting
     inspect_mode: str = "run"  # run | brk | wait

@@ -34,10 +34,13 @@ PROD_HOST = "0.0.0.0"
 ENV_STATE_DIR = "EDGECLI_STATE_DIR"
 RETENTION_RANGE = (1, 100_000_000)
 RETENTION_MB_RANGE = (1, 1_000_000)
+HEAD_TIMEOUT_RANGE = (0, 3_600)
 PORT_RANGE = (1, 65_535)
 # Keys Supabase itself puts in [edge_runtime]; edgecli accepts them (inspector_port, deno_version unused).
 _EDGE_RUNTIME_KEYS = frozenset({"enabled", "policy", "inspector_port", "deno_version", "secrets"})
-_EDGECLI_EDGE_RUNTIME_KEYS = frozenset({*LIMIT_KEYS, "event_retention", "event_retention_mb"})
+_EDGECLI_EDGE_RUNTIME_KEYS = frozenset(
+    {*LIMIT_KEYS, "event_retention", "event_retention_mb", "request_head_timeout_sec"}
+)
 _ENV_REF = re.compile(r"^env\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})

@@ -7,7 +7,10 @@ Supabase's do; to a WebSocket, the answer is the HTTP response that refuses its 
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,18 @@ JSON = "application/json"
 ERROR_CODE = b"sb-error-code"
 REQUEST_ID = b"x-request-id"
 LIMIT_NAMES = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}
+
+
+_request_counter = itertools.count(int.from_bytes(os.urandom(4)))
+_random_bits = random.Random(os.urandom(16)).getrandbits
+_VERSION_8 = (0x8 << 76) | (0b10 << 62)  # the version nibble and RFC 4122's variant bits
+_RANDOM_MASK = ((1 << 96) - 1) & ~((0xF << 76) | (0b11 << 62))
+
+
+def new_request_id() -> str:
+    value = (next(_request_counter) & 0xFFFFFFFF) << 96 | _random_bits(96) & _RANDOM_MASK | _VERSION_8
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def json_body(code: str, message: str) -> bytes:

@@ -7,6 +7,10 @@ transport that holds writes until the end of the event loop's current pass and t
 Nothing waits longer than that pass: a streamed body still goes out chunk by chunk, and a response head
 whose body is not there yet goes out alone.
 
+The request head (request line and headers) is bounded, which bare uvicorn's httptools protocol does
+not do: over MAX_HEAD bytes it is refused with 431, and a head still incomplete `head_timeout` seconds
+after it began (or after the connection opened) ends the connection, with a 408 if part of it came.
+
 It also tells the relay when a client leaves mid-request (`on_client_gone`), so that a request whose
 body is all in needs no task of its own waiting in `receive()` just to notice that.
 """
@@ -20,6 +24,10 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from edgecli.batching import PassBatchingTransport
+from edgecli.config.model import DEFAULT_HEAD_TIMEOUT_SEC
+from edgecli.host.answers import ERROR_CODE, JSON, REQUEST_ID, json_body, new_request_id
+
+MAX_HEAD = 64 * 1024  # bytes of request line and headers; Supabase's gateway refuses far less with 431
 
 ON_CLIENT_GONE = "edgecli_on_client_gone"  # set by the relay on a request's cycle: called when it leaves
 
@@ -34,11 +42,120 @@ def on_client_gone(receive: Any, callback: Callable[[], None]) -> bool:
     return True
 
 
+class HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing: the parser turns it into an HttpParserError."""
+
+
+def head_answer(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole response, for the protocol to write before any request exists."""
+    body = json_body(code, message)
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+        f"{REQUEST_ID.decode()}: {new_request_id()}\r\n{ERROR_CODE.decode()}: {code}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 class HttpProtocol(HttpToolsProtocol):
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT_SEC  # 0: none; serve sets it with `bounded`
+
+    @classmethod
+    def bounded(cls, head_timeout: float) -> type[HttpProtocol]:
+        return type(cls.__name__, (cls,), {"head_timeout": head_timeout})
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(PassBatchingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._head_open = True  # between one message's end (or the connection's start) and the next head's
+        self._head_parsed = 0  # bytes of the head the parser handed over (url, headers)
+        self._head_chunks = 0  # bytes of reads the head had not ended by: the parts still in its buffer
+        self._head_refused = False
+        self._heads_done = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self.head_timeout > 0 and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_late)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        started = self._head_parsed or self._head_chunks
+        if started and (self.cycle is None or self.cycle.response_complete):
+            message = (
+                f"The request's headers did not arrive within {self.head_timeout:g} s: send them at once "
+                "(serve's bound is [edge_runtime] request_head_timeout_sec in config.toml)."
+            )
+            self.transport.write(head_answer(408, "Request Timeout", "REQUEST_TIMEOUT", message))
+        self.transport.close()
+
+    def _refuse_head(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:  # else a response is going out: just close
+            message = (
+                f"The request's line and headers are larger than {MAX_HEAD // 1024} KB: send fewer or "
+                "shorter headers (a large value belongs in the body)."
+            )
+            self.transport.write(
+                head_answer(
+                    431, "Request Header Fields Too Large", "REQUEST_HEADER_FIELDS_TOO_LARGE", message
+                )
+            )
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        whole = self._head_open  # this read starts inside a head...
+        heads = self._heads_done
+        super().data_received(data)
+        # ...and none ended in it: all of it is head (a body in the same read is not)
+        if whole and heads == self._heads_done and not self.transport.is_closing():
+            self._head_chunks += len(data)
+            if self._head_chunks > MAX_HEAD:
+                self._refuse_head()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_refused:  # the parser stopped at HeadTooLarge
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > MAX_HEAD:
+            self._head_refused = True
+            raise HeadTooLarge
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._heads_done += 1
+        self._head_parsed = self._head_chunks = 0
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_open = True
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
         cycle = self.cycle
         left = cycle is not None and not cycle.response_complete
         super().connection_lost(exc)

@@ -10,9 +10,6 @@ Supabase returns, with `sb-error-code`, and every response carries `x-request-id
 
 from __future__ import annotations
 
-import itertools
-import os
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +17,17 @@ from typing import Any
 
 from edgecli import events
 from edgecli.events import Event
-from edgecli.host.answers import JSON, REQUEST_ID, Receive, Scope, Send, json_body, plain, too_large
+from edgecli.host.answers import (
+    JSON,
+    REQUEST_ID,
+    Receive,
+    Scope,
+    Send,
+    json_body,
+    new_request_id,
+    plain,
+    too_large,
+)
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
@@ -62,16 +69,6 @@ def _text(value: bytes | None) -> str | None:
 # in order fill the same few (the store's CPU per event, bench/README.md). The first 8 hex digits, which
 # the terminal prints and the --request filters accept, still tell a run's requests apart. The random
 # bits come from a seeded PRNG: ids are labels, not secrets.
-_request_counter = itertools.count(int.from_bytes(os.urandom(4)))
-_random_bits = random.Random(os.urandom(16)).getrandbits
-_VERSION_8 = (0x8 << 76) | (0b10 << 62)  # the version nibble and RFC 4122's variant bits
-_RANDOM_MASK = ((1 << 96) - 1) & ~((0xF << 76) | (0b11 << 62))
-
-
-def new_request_id() -> str:
-    value = (next(_request_counter) & 0xFFFFFFFF) << 96 | _random_bits(96) & _RANDOM_MASK | _VERSION_8
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Relay:

@@ -11,20 +11,27 @@ accepting from that one socket. The parent only relays signals and waits:
 - A replica that exits while the others serve has crashed: the others are stopped too and the parent
   exits with its status, so the platform restarts the container rather than run it short of capacity.
 - Replicas get a parent-death signal: if the parent is killed outright, they drain and exit.
+- The replicas' stdout and stderr are pipes the parent reads, writing each line whole: a write of
+  more than PIPE_BUF (4 KB) to a shared pipe (a container's log) may interleave with another's, and
+  log records are often longer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from types import FrameType
+from typing import BinaryIO
 
 ENV_LISTEN_FD = "EDGECLI_LISTEN_FD"
 PR_SET_PDEATHSIG = 1
+RELAY_JOIN_S = 5.0  # after the replicas exit, at most this long for what they wrote last to be relayed
 
 
 def inherited_socket() -> socket.socket | None:
@@ -33,6 +40,25 @@ def inherited_socket() -> socket.socket | None:
     if not text.isdigit():
         return None
     return socket.socket(fileno=int(text))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _relay_lines(source: BinaryIO, fd: int, lock: threading.Lock) -> None:
+    """Copy `source` to `fd` a line at a time, each line in writes no other relay's come between."""
+    with source:
+        broken = False
+        for line in source:
+            if broken:
+                continue  # keep reading, so that the replica is never blocked on a full pipe
+            with lock:
+                try:
+                    _write_all(fd, line)
+                except OSError:  # the parent's stdout went away: nothing to show any more
+                    broken = True
 
 
 def _die_with_parent() -> None:
@@ -48,6 +74,8 @@ class Replicas:
         self.count = count
         self.argv = argv  # the command line each replica runs: this one
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.relays: list[threading.Thread] = []
+        self.locks = {1: threading.Lock(), 2: threading.Lock()}  # stdout's and stderr's
         self.stopping = False
 
     def run(self) -> int:
@@ -56,6 +84,8 @@ class Replicas:
             self._start()
             return self._wait()
         finally:
+            for relay in self.relays:
+                relay.join(RELAY_JOIN_S)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.sock.close()
@@ -63,19 +93,29 @@ class Replicas:
     def _start(self) -> None:
         fd = self.sock.fileno()
         env = {**os.environ, ENV_LISTEN_FD: str(fd)}
+        sys.stdout.flush()
+        sys.stderr.flush()
         for _ in range(self.count):
             if self.stopping:
                 return
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "edgecli", *self.argv],
-                    env=env,
-                    pass_fds=(fd,),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecli", *self.argv],
+                env=env,
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
+            self.procs.append(proc)
+            for source, out in ((proc.stdout, 1), (proc.stderr, 2)):
+                assert source is not None
+                relay = threading.Thread(
+                    target=_relay_lines, args=(source, out, self.locks[out]), daemon=True
+                )
+                relay.start()
+                self.relays.append(relay)
 
     def _forward(self, sig: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -99,12 +139,12 @@ class Replicas:
             ended.returncode = os.waitstatus_to_exitcode(code)
             exit_code = ended.returncode if ended.returncode >= 0 else 128 - ended.returncode
             if not self.stopping:
-                print(
+                message = (
                     f"edgecli: serve replica {pid} exited with status {ended.returncode}; stopping the "
-                    "others, so that the container is restarted whole.",
-                    file=sys.stderr,
-                    flush=True,
+                    "others, so that the container is restarted whole.\n"
                 )
+                with self.locks[2], contextlib.suppress(OSError):  # not inside a relayed line
+                    _write_all(2, message.encode())
                 self.stopping = True
                 self._signal(signal.SIGTERM)
                 exit_code = exit_code or 1

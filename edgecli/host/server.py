@@ -207,7 +207,7 @@ class ServeCommand:
             await self.status.start()  # for `edgecli functions list`; a container has no use for it
         uv_config = uvicorn.Config(
             relay,
-            http=HttpProtocol,
+            http=HttpProtocol.bounded(config.head_timeout_sec),
             ws=WebSocketProtocol,
             lifespan="off",
             log_level="warning",
