@@ -27,7 +27,7 @@ from edgecli.batching import PassBatchingTransport
 from edgecli.config.model import DEFAULT_HEAD_TIMEOUT_SEC
 from edgecli.host.answers import ERROR_CODE, JSON, REQUEST_ID, json_body, new_request_id
 
-MAX_HEAD = 64 * 1024  # bytes of request line and headers; Supabase's gateway refuses far less with 431
+MAX_HEAD = 64 * 1024  # bytes of request line and headers: far above what clients send, and bounded
 
 ON_CLIENT_GONE = "edgecli_on_client_gone"  # set by the relay on a request's cycle: called when it leaves
 
