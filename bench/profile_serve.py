@@ -46,7 +46,7 @@ SERVE_RULES = [
     ("edgecli/host/relay.py", "", "relay: routing and auth"),
     ("edgecli/host/pool.py", "", "relay: routing and auth"),
     ("edgecli/host/worker.py", "", "relay: routing and auth"),
-    ("edgecli/host/http.py", "", "HTTP parse (uvicorn, httptools)"),
+    ("edgecli/http_protocol.py", "", "HTTP parse (uvicorn, httptools)"),
     ("uvicorn/", "", "HTTP parse (uvicorn, httptools)"),
     ("edgecli/host/supervisor.py", "", "supervisor (limits sampling)"),
     ("edgecli/host/usage.py", "", "supervisor (limits sampling)"),

@@ -1,7 +1,7 @@
 """A transport wrapper that sends the writes of one event-loop pass as one write.
 
 Used on both sides of serve: by the host's and the worker's frame protocol (edgecli/ipc.py), where under
-load one pass opens or answers many requests, and by serve's HTTP protocol (edgecli/host/http.py), where
+load one pass opens or answers many requests, and by serve's HTTP protocol (edgecli/http_protocol.py), where
 uvicorn writes a response's head and body separately. One syscall instead of several is a large part of
 the per-request cost on loopback. Nothing waits longer than the current pass.
 """

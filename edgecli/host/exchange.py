@@ -14,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edgecli import ipc
-from edgecli.host.answers import (
+from edgecli.answers import (
     JSON,
     REQUEST_ID,
     Receive,
@@ -25,7 +25,8 @@ from edgecli.host.answers import (
     too_large,
     worker_failed,
 )
-from edgecli.host.http import on_client_gone
+from edgecli.host.connection import LOST
+from edgecli.http_protocol import on_client_gone
 
 if TYPE_CHECKING:
     from edgecli.config import Limits
@@ -230,4 +231,4 @@ class Exchange:
             body = json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
             return await plain(scope, send, 408, body, request_id, JSON, "REQUEST_TIMEOUT", close=True)
         kill_reason, deadline = self.worker.why_failed()
-        return await worker_failed(item, kill_reason, deadline, scope, send, request_id)
+        return await worker_failed(item is LOST, kill_reason, deadline, scope, send, request_id)

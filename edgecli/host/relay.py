@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgecli import events
-from edgecli.events import Event
-from edgecli.host.answers import (
+from edgecli.answers import (
     JSON,
     REQUEST_ID,
     Receive,
@@ -28,6 +27,7 @@ from edgecli.host.answers import (
     plain,
     too_large,
 )
+from edgecli.events import Event
 from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
 from edgecli.host.connection import BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch

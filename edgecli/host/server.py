@@ -29,7 +29,6 @@ from edgecli.host import replicas
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
-from edgecli.host.http import HttpProtocol
 from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
@@ -38,6 +37,7 @@ from edgecli.host.status import RequestCounter, StatusServer
 from edgecli.host.supervisor import Supervisor
 from edgecli.host.websocket import WebSocketProtocol
 from edgecli.host.worker import KILL_MARGIN
+from edgecli.http_protocol import HttpProtocol
 from edgecli.printer import EventPrinter
 from edgecli.runtime.debugger import ENV_ADDRESS as ENV_INSPECT_ADDRESS
 from edgecli.runtime.debugger import ENV_MODE as ENV_INSPECT_MODE

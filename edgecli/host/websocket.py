@@ -20,12 +20,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 from edgecli import ipc
-from edgecli.host.answers import plain
+from edgecli.answers import plain
 from edgecli.host.connection import ResponseStream, StreamItem
 from edgecli.host.exchange import CLIENT_GONE, Exchange
 
 if TYPE_CHECKING:
-    from edgecli.host.answers import Scope
+    from edgecli.answers import Scope
 
 ABNORMAL = 1006  # the client's connection ended without a close frame
 

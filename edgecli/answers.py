@@ -1,8 +1,9 @@
-"""The responses serve makes itself, in place of a function's: 404, 401, 413, 5xx and the rest.
+"""The responses edgecli makes itself, in place of a function's: 404, 401, 413, 5xx and the rest.
 
-Shared by the relay (before a worker is involved) and the exchange (when a worker fails to answer), so
-that neither imports the other. Each carries `x-request-id`, and the error ones `sb-error-code`, as
-Supabase's do; to a WebSocket, the answer is the HTTP response that refuses its handshake.
+Shared by the relay (before a worker is involved), the exchange (when a worker fails to answer) and a
+worker answering a lent connection itself (edgecli/runtime/lent.py), so that each says the same. Each
+carries `x-request-id`, and the error ones `sb-error-code`, as Supabase's do; to a WebSocket, the answer
+is the HTTP response that refuses its handshake.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import os
 import random
 from collections.abc import Callable
 from typing import Any
-
-from edgecli.host.connection import LOST
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -79,11 +78,11 @@ async def too_large(scope: Scope, send: Send, request_id: str, limit_mb: float) 
 
 
 async def worker_failed(
-    item: Any, kill_reason: str | None, deadline: str | None, scope: Scope, send: Send, request_id: str
+    lost: bool, kill_reason: str | None, deadline: str | None, scope: Scope, send: Send, request_id: str
 ) -> int:
-    """The worker lost the request (`item` is LOST: it died, `kill_reason` says whether a limit killed
-    it) or failed it; `deadline`: serve's drain deadline that cut it off, if one did."""
-    if item is LOST:
+    """The worker lost the request (`lost`: it died, `kill_reason` says whether a limit killed it) or
+    failed it; `deadline`: serve's drain deadline that cut it off, if one did."""
+    if lost:
         if kill_reason in LIMIT_NAMES:
             body = json_body(
                 "WORKER_LIMIT", f"Worker was terminated: {LIMIT_NAMES[kill_reason]} limit reached"

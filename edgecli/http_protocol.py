@@ -1,4 +1,5 @@
-"""The HTTP/1.1 protocol serve runs: uvicorn's httptools protocol, writing each response in one syscall.
+"""The HTTP/1.1 protocol serve and a worker serving a lent connection run: uvicorn's httptools protocol,
+writing each response in one syscall.
 
 uvicorn writes a response's head when the app sends `http.response.start` and its body when the app
 sends `http.response.body`: two `send` syscalls per request. On loopback each costs about as much as
@@ -23,9 +24,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from edgecli.answers import ERROR_CODE, JSON, REQUEST_ID, json_body, new_request_id
 from edgecli.batching import PassBatchingTransport
 from edgecli.config.model import DEFAULT_HEAD_TIMEOUT_SEC
-from edgecli.host.answers import ERROR_CODE, JSON, REQUEST_ID, json_body, new_request_id
 
 MAX_HEAD = 64 * 1024  # bytes of request line and headers: far above what clients send, and bounded
 
