@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from edgecli.config.keys import SigningKey
 
-CLAIMS_HEADER = "x-edgecli-jwt-claims"
 ALGORITHM = "HS256"
 # The `exp` of Supabase's published local demo keys (2032-11-10): far in the future, and fixed so the
 # keys `serve` prints are the same on every run and match what `invoke` sends.

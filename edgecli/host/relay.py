@@ -10,7 +10,6 @@ Supabase returns, with `sb-error-code`, and every response carries `x-request-id
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,40 +27,14 @@ from edgecli.answers import (
     too_large,
 )
 from edgecli.events import Event
-from edgecli.host.auth import CLAIMS_HEADER, AuthFailure, Verifier, claims_header
+from edgecli.host.auth import AuthFailure, Verifier, claims_header
 from edgecli.host.connection import BootError
 from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
 from edgecli.host.pool import NoWorkerAvailable, Pool
 from edgecli.host.websocket import SocketExchange
 from edgecli.host.worker import Worker
-
-PREFIX = "/functions/v1/"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-CLAIMS = CLAIMS_HEADER.encode()
-
-ROOT_PATH = "/functions/v1"
-
-
-PICKED = (b"authorization", b"content-length", b"expect", REQUEST_ID)
-
-
-def inbound(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]]:
-    """The headers the function gets, and the first of each header the relay itself reads, in one pass.
-    A client's own claims header never reaches the function, verified or not: functions trust it."""
-    headers: list[tuple[bytes, bytes]] = []
-    picked: dict[bytes, bytes] = {}
-    for key, value in raw:
-        if key == CLAIMS:
-            continue
-        if key in PICKED and key not in picked:
-            picked[key] = value
-        headers.append((key, value))
-    return headers, picked
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
-
+from edgecli.routing import CLAIMS, ROOT_PATH, function_name, inbound
+from edgecli.routing import text as _text
 
 # A request id is a UUID of RFC 9562's vendor-specific version 8: its first 32 bits count this serve's
 # requests from a random start, the other bits are random. Counted rather than all random because the
@@ -113,10 +86,7 @@ class Relay:
 
     @staticmethod
     def route(path: str) -> str:
-        if not path.startswith(PREFIX):
-            return ""
-        name = path[len(PREFIX) :].partition("/")[0]
-        return name if NAME.match(name) else ""
+        return function_name(path)
 
     # -- one request -----------------------------------------------------------------------------------
 
