@@ -13,6 +13,7 @@ import json
 import os
 import random
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 Scope = dict[str, Any]
@@ -77,17 +78,18 @@ async def too_large(scope: Scope, send: Send, request_id: str, limit_mb: float) 
     return await plain(scope, send, 413, body, request_id, JSON, "PAYLOAD_TOO_LARGE", close=True)
 
 
-async def worker_failed(
-    lost: bool, kill_reason: str | None, deadline: str | None, scope: Scope, send: Send, request_id: str
-) -> int:
-    """The worker lost the request (`lost`: it died, `kill_reason` says whether a limit killed it) or
-    failed it; `deadline`: serve's drain deadline that cut it off, if one did."""
+def failure(
+    lost: bool, kill_reason: str | None, deadline: str | None, request_id: str
+) -> tuple[int, str, bytes]:
+    """What to answer for a request its worker lost (`lost`: it died, `kill_reason` says whether a limit
+    killed it) or failed: status, sb-error-code, body. `deadline`: serve's drain deadline that cut it off,
+    if one did."""
     if lost:
         if kill_reason in LIMIT_NAMES:
             body = json_body(
                 "WORKER_LIMIT", f"Worker was terminated: {LIMIT_NAMES[kill_reason]} limit reached"
             )
-            return await plain(scope, send, 546, body, request_id, JSON, "WORKER_LIMIT")
+            return 546, "WORKER_LIMIT", body
         what = "The worker exited before sending a response"
     else:
         what = "The function raised an error or returned no response"
@@ -95,4 +97,26 @@ async def worker_failed(
         what += f", cut off by serve's {deadline} deadline (graceful_exit_timeout_sec)"
     # The error's own text may hold secrets: it stays in the logs, where the message points.
     message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
-    return await plain(scope, send, 500, json_body("WORKER_ERROR", message), request_id, JSON, "WORKER_ERROR")
+    return 500, "WORKER_ERROR", json_body("WORKER_ERROR", message)
+
+
+async def worker_failed(
+    lost: bool, kill_reason: str | None, deadline: str | None, scope: Scope, send: Send, request_id: str
+) -> int:
+    """`failure`'s answer, sent."""
+    status, code, body = failure(lost, kill_reason, deadline, request_id)
+    return await plain(scope, send, status, body, request_id, JSON, code)
+
+
+def whole_response(status: int, code: str, body: bytes, request_id: str) -> bytes:
+    """A JSON error response as bytes, for a socket no HTTP protocol is running on; the connection closes
+    after it. The status line's phrase is uvicorn's (none for a status HTTP does not name, like 546)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+        f"{REQUEST_ID.decode()}: {request_id}\r\n{ERROR_CODE.decode()}: {code}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body

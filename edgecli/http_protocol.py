@@ -24,7 +24,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from edgecli.answers import ERROR_CODE, JSON, REQUEST_ID, json_body, new_request_id
+from edgecli.answers import json_body, new_request_id, whole_response
 from edgecli.batching import PassBatchingTransport
 from edgecli.config.model import DEFAULT_HEAD_TIMEOUT_SEC
 
@@ -47,19 +47,14 @@ class HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing: the parser turns it into an HttpParserError."""
 
 
-def head_answer(status: int, reason: str, code: str, message: str) -> bytes:
+def head_answer(status: int, code: str, message: str) -> bytes:
     """A whole response, for the protocol to write before any request exists."""
-    body = json_body(code, message)
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
-        f"{REQUEST_ID.decode()}: {new_request_id()}\r\n{ERROR_CODE.decode()}: {code}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    return whole_response(status, code, json_body(code, message), new_request_id())
 
 
 class HttpProtocol(HttpToolsProtocol):
     head_timeout: float = DEFAULT_HEAD_TIMEOUT_SEC  # 0: none; serve sets it with `bounded`
+    held_bytes = b""  # read from the connection before this protocol took it (a lent one given back)
 
     @classmethod
     def bounded(cls, head_timeout: float) -> type[HttpProtocol]:
@@ -74,6 +69,20 @@ class HttpProtocol(HttpToolsProtocol):
         self._heads_done = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
+        if self.held_bytes:
+            held, self.held_bytes = self.held_bytes, b""
+            self.data_received(held)
+
+    def between_requests(self) -> bool:
+        """The last response is complete and nothing of a next request has been read."""
+        cycle = self.cycle
+        return (
+            (cycle is None or cycle.response_complete)
+            and self._head_open
+            and not (self._head_parsed or self._head_chunks)
+            and not self.pipeline
+            and not self.transport.is_closing()
+        )
 
     def _arm_head_timer(self) -> None:
         if self.head_timeout > 0 and self._head_timer is None:
@@ -94,7 +103,7 @@ class HttpProtocol(HttpToolsProtocol):
                 f"The request's headers did not arrive within {self.head_timeout:g} s: send them at once "
                 "(serve's bound is [edge_runtime] request_head_timeout_sec in config.toml)."
             )
-            self.transport.write(head_answer(408, "Request Timeout", "REQUEST_TIMEOUT", message))
+            self.transport.write(head_answer(408, "REQUEST_TIMEOUT", message))
         self.transport.close()
 
     def _refuse_head(self) -> None:
@@ -103,11 +112,7 @@ class HttpProtocol(HttpToolsProtocol):
                 f"The request's line and headers are larger than {MAX_HEAD // 1024} KB: send fewer or "
                 "shorter headers (a large value belongs in the body)."
             )
-            self.transport.write(
-                head_answer(
-                    431, "Request Header Fields Too Large", "REQUEST_HEADER_FIELDS_TOO_LARGE", message
-                )
-            )
+            self.transport.write(head_answer(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", message))
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:

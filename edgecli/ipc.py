@@ -24,8 +24,11 @@ host's connection to each worker and by the worker's connection to the host.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
+import os
+import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -54,6 +57,7 @@ class Kind(IntEnum):
     STOP = 5  # JSON {"grace": s, "reason": r}: drain then leave; grace 0 = cancel everything now
     WS_RECEIVE = 6  # a WebSocket message from the client; TEXT flag
     CREDIT = 7  # both ways: uint32, body (or message) bytes of the channel its reader consumed
+    RECALL = 8  # give every lent connection back once it is idle (the connection itself: LEND, below)
     # worker -> host
     READY = 10  # JSON {"boot_ms", "pid"}
     BOOT_ERROR = 11  # JSON {"message", "error"}
@@ -66,6 +70,11 @@ class Kind(IntEnum):
     WS_ACCEPT = 18  # JSON {"subprotocol", "headers"}: the app accepted the WebSocket
     WS_SEND = 19  # a WebSocket message from the app; TEXT flag
     WS_CLOSE = 20  # JSON {"code", "reason"}: the app closed (or refused, before accepting) the socket
+    # worker -> host, on a lent connection's channel (an EVENT there is its request's `request` event)
+    LENT_BUSY = 21  # "<request id> <method> <path>" (UTF-8): a request began
+    LENT_STARTED = 22  # the response's head left and its body is still coming
+    RELEASED = 23  # the connection is serve's again; the payload: the bytes read of its next request
+    LENT_CLOSED = 24  # the connection ended in the worker
 
 
 def pack(kind: Kind, channel: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
@@ -369,3 +378,37 @@ def encode_headers(headers: list[tuple[bytes, bytes]] | Any) -> list[list[str]]:
 
 def decode_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def busy_payload(request_id: str, method: str, path: str) -> bytes:
+    """LENT_BUSY's payload: plain text, since serve reads it only if the worker dies under the request."""
+    return f"{request_id} {method} {path}".encode("utf-8", "surrogateescape")
+
+
+def read_busy(payload: bytes) -> tuple[str, str, str]:
+    """(request id, method, path) of a LENT_BUSY payload."""
+    request_id, method, path = payload.decode("utf-8", "surrogateescape").split(" ", 2)
+    return request_id, method, path
+
+
+# -- lending: a client's socket handed to a worker (docs/architecture.md, "Lent connections") --------
+# Over a SOCK_SEQPACKET socket of its own, since a stream transport drops the fds attached to its bytes:
+# one JSON message per packet, the client's fd attached.
+
+LEND_PACKET = 1 << 16
+
+
+def send_lend(sock: socket.socket, message: Any, fd: int) -> None:
+    sock.sendmsg([dumps(message)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def receive_lend(sock: socket.socket) -> tuple[bytes, int | None]:
+    """One lend message and its fd (b"", None at EOF). Raises BlockingIOError when none is waiting."""
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = sock.recvmsg(LEND_PACKET, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    for extra in fds[1:]:
+        os.close(extra)
+    return msg, (fds[0] if fds else None)

@@ -15,6 +15,8 @@ from typing import Any
 from edgecli import ipc
 from edgecli.ipc import MORE, Kind
 
+LENT_KINDS = (Kind.LENT_BUSY, Kind.LENT_STARTED, Kind.RELEASED, Kind.LENT_CLOSED)
+
 
 class BootError(Exception):
     """The function failed to boot: import error, no handler, or the worker died while booting."""
@@ -50,6 +52,7 @@ class WorkerConnection:
         on_event: Callable[[bytes], None],  # an event's row as JSON (edgecli.events.Event.to_row_json)
         on_retire: Callable[[str], None],
         on_lost: Callable[[], None],
+        on_lent: Callable[[int, int, bytes], None] = lambda kind, channel, payload: None,
     ) -> None:
         self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost, coalesce=True)
         self.streams: dict[int, ResponseStream] = {}
@@ -60,6 +63,7 @@ class WorkerConnection:
         self._on_event = on_event
         self._on_retire = on_retire
         self._on_lost_cb = on_lost
+        self._on_lent = on_lent  # what the worker says about a lent connection: (kind, channel, payload)
 
     @property
     def closed(self) -> bool:
@@ -99,6 +103,13 @@ class WorkerConnection:
                 self.credits[channel].sent(len(first_body))
         self.proto.write(frames)
         return channel, stream
+
+    def new_channel(self) -> int:
+        """A channel for a lent connection: numbered with the requests', so the two never meet."""
+        return next(self._channels)
+
+    def recall(self) -> None:
+        self.proto.write(ipc.pack(Kind.RECALL))
 
     def open_socket(self, scope_payload: bytes, stream: ResponseStream) -> int:
         """Start a WebSocket: the client's messages then go under the channel's window (`ws_send`)."""
@@ -184,6 +195,8 @@ class WorkerConnection:
                 stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
             self._on_event(payload)
+            if channel:  # a lent connection's request ended
+                self._on_lent(kind, channel, payload)
         elif kind == Kind.CREDIT:
             credit = self.credits.get(channel)
             if credit is not None:
@@ -217,6 +230,8 @@ class WorkerConnection:
             self._on_retire(ipc.loads(payload)["reason"])
         elif kind == Kind.BYE:
             self.bye = ipc.loads(payload)
+        elif kind in LENT_KINDS:
+            self._on_lent(kind, channel, payload)
 
     def _on_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():

@@ -27,6 +27,7 @@ from edgecli.answers import (
 )
 from edgecli.host.connection import LOST
 from edgecli.http_protocol import on_client_gone
+from edgecli.idle_watch import IdleWatch
 
 if TYPE_CHECKING:
     from edgecli.config import Limits
@@ -47,36 +48,6 @@ CLIENT_GONE = Cut("the client left")
 IDLE = Cut("no response within request_idle_timeout_sec")
 TOO_LARGE = Cut("the body went over max_body_mb")
 BODY_TIMEOUT = Cut("the body stalled")
-
-
-class IdleWatch:
-    """The idle timeouts of every request waiting for its response to start, kept by one timer that
-    looks every `PERIOD` s: a loop timer per request cost more than the rest of relaying a small one
-    (bench/README.md), and a timeout counted in seconds needs no finer grain."""
-
-    PERIOD = 0.25
-
-    def __init__(self) -> None:
-        self.deadlines: dict[Exchange, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, exchange: Exchange, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.deadlines[exchange] = loop.time() + timeout
-        if self._timer is None:
-            self._timer = loop.call_later(self.PERIOD, self.sweep)
-
-    def remove(self, exchange: Exchange) -> None:
-        self.deadlines.pop(exchange, None)
-
-    def sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for exchange, deadline in list(self.deadlines.items()):
-            if deadline <= now:
-                del self.deadlines[exchange]
-                exchange.idle()
-        self._timer = loop.call_later(self.PERIOD, self.sweep) if self.deadlines else None
 
 
 class WorkerGone(Exception):
@@ -101,7 +72,7 @@ class Exchange:
 
     def __init__(
         self,
-        idle_watch: IdleWatch,
+        idle_watch: IdleWatch[Exchange],
         worker: Worker,
         limits: Limits,
         scope: Scope,

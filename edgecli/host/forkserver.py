@@ -1,6 +1,6 @@
 """Host side of the fork server (see edgecli/runtime/forkserver.py for why it exists).
 
-`ForkServer.spawn()` hands the server a worker spec and the worker's three fds and resolves with the
+`ForkServer.spawn()` hands the server a worker spec and the worker's four fds and resolves with the
 new pid; exits of forked workers come back through `on_exit(pid, code)`.
 
 The server starts with the filtered host environment (host/env.py), not serve's own: a worker's

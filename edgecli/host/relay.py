@@ -29,10 +29,12 @@ from edgecli.answers import (
 from edgecli.events import Event
 from edgecli.host.auth import AuthFailure, Verifier, claims_header
 from edgecli.host.connection import BootError
-from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange, IdleWatch
-from edgecli.host.pool import NoWorkerAvailable, Pool
+from edgecli.host.exchange import CLIENT_CLOSED, MB, Exchange
+from edgecli.host.lending import Offer, offer_lend
+from edgecli.host.pool import NoWorkerAvailable, PerWorkerPool, Pool
 from edgecli.host.websocket import SocketExchange
 from edgecli.host.worker import Worker
+from edgecli.idle_watch import IdleWatch
 from edgecli.routing import CLAIMS, ROOT_PATH, function_name, inbound
 from edgecli.routing import text as _text
 
@@ -52,13 +54,17 @@ class Relay:
         emit: Callable[[Event], None],
         verify_jwt: bool = True,
         health: tuple[str, Callable[[], tuple[int, bytes]]] | None = None,
+        lending: bool = False,
     ) -> None:
         self.pools = pools
         self.verifier = verifier
         self.emit = emit
         self.verify_jwt = verify_jwt
         self.health = health  # (path, answer) under `serve --prod`: see edgecli/host/health.py
-        self.idle_watch = IdleWatch()  # the idle timeouts of the requests waiting for a response
+        self.lending = lending  # connections may be lent to workers (edgecli/host/lending.py)
+        self.idle_watch: IdleWatch[Exchange] = (
+            IdleWatch()
+        )  # the idle timeouts of the requests waiting for a response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -101,7 +107,9 @@ class Relay:
         picked: dict[bytes, bytes],
     ) -> tuple[int, Worker | None]:
         """`headers`, `picked`: the scope's headers as `inbound` splits them."""
-        if self.verify_jwt and pool.function.verify_jwt and scope.get("method") != "OPTIONS":
+        verify = self.verify_jwt and pool.function.verify_jwt
+        claims: dict[str, Any] | None = None
+        if verify and scope.get("method") != "OPTIONS":
             try:
                 claims = self.verifier.verify(_text(picked.get(b"authorization")))
             except AuthFailure as exc:
@@ -125,6 +133,13 @@ class Relay:
         except NoWorkerAvailable:
             body = json_body("WORKER_TIMEOUT", "No worker became available within request_wait_timeout_ms")
             return await plain(scope, send, 504, body, request_id, JSON, "WORKER_TIMEOUT"), None
+        if (
+            self.lending
+            and not websocket
+            and isinstance(pool, PerWorkerPool)
+            and pool.function.runtime != "deno"
+        ):
+            offer_lend(receive, self.offer(worker, verify, picked, claims))
         # As under uvicorn mounted at /functions/v1: path and raw_path as the client sent them.
         inner = dict(scope, root_path=ROOT_PATH, headers=headers)
         kind = SocketExchange if websocket else Exchange
@@ -136,6 +151,23 @@ class Relay:
         finally:
             exchange.close()
             pool.release(worker)
+
+    @staticmethod
+    def offer(
+        worker: Worker, verify: bool, picked: dict[bytes, bytes], claims: dict[str, Any] | None
+    ) -> Offer:
+        """What lets `worker` serve this connection's next requests itself: the token serve verified."""
+        limits = worker.function.limits
+        exp = claims.get("exp") if claims is not None else None
+        return Offer(
+            worker,
+            verify,
+            token=_text(picked.get(b"authorization")) if claims is not None else None,
+            claims=claims_header(claims) if claims is not None else b"",
+            exp=float(exp) if isinstance(exp, int | float) else None,
+            max_body=int(limits.max_body_mb * MB),
+            idle_timeout=limits.request_idle_timeout_sec,
+        )
 
     # -- helpers ---------------------------------------------------------------------------------------
 

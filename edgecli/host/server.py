@@ -29,6 +29,7 @@ from edgecli.host import replicas
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
+from edgecli.host.lending import Lender, LendingProtocol
 from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
@@ -199,7 +200,11 @@ class ServeCommand:
         health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
         verifier = Verifier(config.jwt_secret, config.signing_keys)
         pools = self.registry.pools
-        relay = Relay(pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health)
+        lending = config.inspect is None  # a debugged worker serves through serve only
+        relay = Relay(
+            pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health, lending=lending
+        )
+        lender = Lender(lambda: self.new_protocol(), self.hub.emit)
         if config.prod:
             self.announce()
         else:
@@ -207,7 +212,7 @@ class ServeCommand:
             await self.status.start()  # for `edgecli functions list`; a container has no use for it
         uv_config = uvicorn.Config(
             relay,
-            http=HttpProtocol.bounded(config.head_timeout_sec),
+            http=LendingProtocol.with_lender(lender, config.head_timeout_sec),
             ws=WebSocketProtocol,
             lifespan="off",
             log_level="warning",
@@ -220,6 +225,7 @@ class ServeCommand:
             timeout_graceful_shutdown=int(longest_grace(config) + KILL_MARGIN + 1),
         )
         self.server = _Uvicorn(uv_config, self.begin_drain)
+        self.supervisor.lender = lender
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed
             self.reloader = Reloader(self.registry, self.overrides, self.hub.emit)
             self.reloader.start()
@@ -306,7 +312,18 @@ class ServeCommand:
         grace = self.config.limits.graceful_exit_timeout_sec
         return max(0.0, grace - (time.monotonic() - self.stop_requested_at))
 
+    def new_protocol(self) -> HttpProtocol:
+        """serve's HTTP protocol for a connection a worker gives back (edgecli/host/lending.py)."""
+        assert self.server is not None
+        config = self.server.config
+        protocol: HttpProtocol = config.http_protocol_class(  # type: ignore[call-arg, assignment]
+            config=config, server_state=self.server.server_state, app_state={}
+        )
+        return protocol
+
     def begin_drain(self) -> None:
+        if self.supervisor.lender is not None:
+            self.supervisor.lender.closing = True  # a connection given back now is closed, as uvicorn's
         if self._drain is None:
             self._drain = asyncio.ensure_future(self.drain())
 
@@ -322,6 +339,8 @@ class ServeCommand:
             self.printer.flush()
             print_draining(self._person_output(), tasks, grace)
         await self.supervisor.shutdown(cap)
+        if self.supervisor.lender is not None:
+            self.supervisor.lender.close_all()
         await self.status.close()
 
     async def shutdown(self) -> None:

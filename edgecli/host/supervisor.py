@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecli import events
 from edgecli.config import FunctionConfig
@@ -27,6 +27,9 @@ from edgecli.host.deps import Dependencies, DependencyError
 from edgecli.host.enforcer import LimitEnforcer
 from edgecli.host.forkserver import ForkServer, ForkServerGone
 from edgecli.host.output import PipeLines
+
+if TYPE_CHECKING:
+    from edgecli.host.lending import Lender
 from edgecli.host.worker import (
     GOING_AWAY,
     KILL_MARGIN,
@@ -70,6 +73,7 @@ class Supervisor:
         # code (oneshot's spares boot in parallel, and may race a reload) log its traceback once, not once
         # per worker. A successful boot forgets it.
         self._boot_failures: dict[str, tuple[int, str]] = {}
+        self.lender: Lender | None = None  # serve's lent connections (host/lending.py); set once it serves
 
     async def start(self) -> None:
         self.forkserver.start()
@@ -100,6 +104,8 @@ class Supervisor:
             await self._type_check(function, generation, pool)
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        lend_ours, lend_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lend_ours.setblocking(False)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         worker_id = secrets.token_hex(3)
@@ -107,8 +113,10 @@ class Supervisor:
             lambda payload: self.on_event(worker, payload),
             lambda reason: self.retire(worker, reason),
             lambda: worker.socket_closed(),
+            lambda kind, channel, payload: self.on_lent(worker, kind, channel, payload),
         )
         worker = Worker(id=worker_id, function=function, generation=generation, conn=conn, pool=pool)
+        worker.lend_sock = lend_ours
         self.workers[worker_id] = worker
         await loop.connect_accepted_socket(lambda: conn.proto, ours)
         worker.outputs = [
@@ -121,7 +129,7 @@ class Supervisor:
         if self.forkserver.gone:
             await self.revive_forkserver()
         try:
-            pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w])
+            pid = await self.forkserver.spawn(spec, [theirs.detach(), out_w, err_w, lend_theirs.detach()])
         except ForkServerGone as exc:
             conn.proto.close()
             self.finish(worker)
@@ -224,6 +232,10 @@ class Supervisor:
         worker.on_event(event)
         self.emit(event)
 
+    def on_lent(self, worker: Worker, kind: int, channel: int, payload: bytes) -> None:
+        if self.lender is not None:
+            self.lender.on_frame(worker, kind, channel, payload)
+
     def raw_output(self, worker: Worker, text: str, level: Level) -> None:
         self.emit(events.log(text, level, stream="fd", **worker.context(request=worker.sole_request())))
 
@@ -267,6 +279,8 @@ class Supervisor:
         cpu_ms = max(float(bye.get("cpu_ms", worker.cpu_ms)), worker.cpu_ms) - worker.cpu_base_ms
         memory_mb = max(float(bye.get("memory_mb", worker.memory_mb)), worker.memory_mb)
         record = ExitRecord(reason, worker.exit_code, max(cpu_ms, 0.0), memory_mb)
+        if self.lender is not None:
+            self.lender.worker_gone(worker)
         worker.gone(record)
         level: Level = (
             "error" if reason in LIMIT_REASONS or reason.startswith(("killed", "exited")) else "info"

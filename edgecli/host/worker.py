@@ -21,17 +21,21 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Context, Event
 from edgecli.host.connection import ResponseStream, WorkerConnection
 from edgecli.host.output import PipeLines
 from edgecli.host.usage import TreeUsage, descendants
+
+if TYPE_CHECKING:
+    from edgecli.host.lending import Lent
 
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
@@ -80,6 +84,8 @@ class Worker:
         self.memory_mb = 0.0
         self.inflight: dict[int, str] = {}  # channel -> request id
         self.sockets: dict[int, Callable[[int], None]] = {}  # WebSocket channel -> how to close it
+        self.lend_sock: socket.socket | None = None  # where serve lends it connections (host/lending.py)
+        self.lent: dict[int, Lent] = {}  # channel -> a client connection lent to it
         self._socket_deadline: asyncio.TimerHandle | None = None
         self.tasks: dict[str, Event] = {}  # task id -> its task_start
         self.cancelled_tasks = 0
@@ -153,7 +159,21 @@ class Worker:
         """The request on `channel` is done: a retiring worker with none left is told to drain."""
         self.inflight.pop(channel, None)
         self.sockets.pop(channel, None)
-        if self._pending_stop is not None and not self.inflight:
+        self._stop_if_done()
+
+    def lend(self, channel: int, lent: Lent) -> None:
+        """A client connection is lent to it (host/lending.py): until it comes back, the worker answers
+        that connection's requests itself, and a retiring worker is not told to drain."""
+        self.lent[channel] = lent
+
+    def returned(self, channel: int) -> Lent | None:
+        """The connection lent on `channel` is back, or ended."""
+        lent = self.lent.pop(channel, None)
+        self._stop_if_done()
+        return lent
+
+    def _stop_if_done(self) -> None:
+        if self._pending_stop is not None and not self.inflight and not self.lent:
             self._send_stop(*self._pending_stop)
 
     # -- verbs -----------------------------------------------------------------------------------------
@@ -171,7 +191,7 @@ class Worker:
             return False
         self._stop_taking_requests()
         self._pending_stop = (grace, reason)
-        if not self.inflight:
+        if not self.inflight and not self.lent:
             self._send_stop(grace, reason)
         else:
             self._close_sockets_after(grace, socket_code)
@@ -232,6 +252,8 @@ class Worker:
     def _stop_taking_requests(self) -> None:
         if self.state in (State.BOOTING, State.READY):
             self.state = State.RETIRING
+            if self.lent:
+                self.conn.recall()  # its lent connections come back as their requests end
             self.pool.on_retired(self)
 
     def _send_stop(self, grace: float, reason: str) -> None:
@@ -308,6 +330,8 @@ class Worker:
             self._socket_deadline.cancel()
         if self._pidfd is not None:
             self._process_ended()
+        if self.lend_sock is not None:
+            self.lend_sock.close()
         for output in self.outputs:
             output.close()
         self.pool.on_gone(self)

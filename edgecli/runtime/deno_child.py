@@ -13,8 +13,9 @@ from typing import NoReturn
 from edgecli.runtime.worker import WorkerSpec
 
 
-def exec_worker(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> NoReturn:
+def exec_worker(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int, lend_fd: int) -> NoReturn:
     try:
+        os.close(lend_fd)  # serve lends connections to Python workers only
         os.dup2(sock_fd, 0)
         os.dup2(sock_fd, 1)
         os.dup2(err_fd, 2)

@@ -5,7 +5,8 @@ which the child only imports the user's module. The fork server never starts a t
 so forking it is safe.
 
 Protocol with the host, over a SOCK_SEQPACKET socket (one JSON message per packet):
-  host → server: a WorkerSpec, with three fds attached (worker socket, stdout pipe, stderr pipe)
+  host → server: a WorkerSpec, with four fds attached (worker socket, stdout pipe, stderr pipe, and the
+  socket serve lends client connections over)
   → host: {"spawned": worker_id, "pid": pid} | {"exited": pid, "code": exit code or -signal}, both sent
   by the worker's keeper (runtime/keeper.py), which shares the socket.
 Host gone (EOF, or the parent-death signal) → the server tells every keeper to kill its worker's tree,

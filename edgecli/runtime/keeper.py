@@ -37,7 +37,7 @@ TEARDOWN_S = 2.0  # to kill the tree: a process in uninterruptible sleep may tak
 TEARDOWN = signal.SIGUSR1  # from the fork server: serve is gone, the worker and its tree go now
 IDLE = b"idle"  # keeper → fork server: the last worker's tree is gone, send the next
 MAX_PACKET = 1 << 20
-FDS_PER_SPAWN = 3
+FDS_PER_SPAWN = 4
 
 # In the worker's process: its spec and fds, and its keeper's pid.
 Start = Callable[[bytes, list[int], int], NoReturn]

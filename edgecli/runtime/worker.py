@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgecli import events, ipc
 from edgecli.events import Event
@@ -29,6 +29,9 @@ from edgecli.runtime.loader import ASGIApp, BootFailure, Lifespan, import_entryp
 from edgecli.runtime.tasks import format_exception, tracker
 from edgecli.runtime.tracebacks import UserMistake, boot_failure
 from edgecli.runtime.websocket import ClientDisconnected, SocketIO
+
+if TYPE_CHECKING:
+    from edgecli.runtime.lent import Lending
 
 T = TypeVar("T")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
@@ -60,9 +63,12 @@ def cpu_ms() -> float:
 
 
 class Worker:
-    def __init__(self, spec: WorkerSpec, sock: socket.socket) -> None:
+    def __init__(self, spec: WorkerSpec, sock: socket.socket, lend_sock: socket.socket | None = None) -> None:
         self.spec = spec
         self.sock = sock
+        self.lend_sock = lend_sock  # where serve lends client connections (edgecli/runtime/lent.py)
+        self.lending: Lending | None = None
+        self.recalled = False  # serve wants its lent connections back (it may say so before lending one)
         self.proto: ipc.FrameProtocol | None = None
         self.app: ASGIApp | None = None
         self.lifespan: Lifespan | None = None
@@ -86,6 +92,8 @@ class Worker:
         tracker.prefix = f"{self.spec.worker}.t"
         tracker.on_failure = self.on_task_failure
         self.writers = capture.install(loop, capture.Outlet(proto, loop))
+        if self.lend_sock is not None:
+            loop.add_reader(self.lend_sock.fileno(), self.first_lend)
         if await self.boot():
             await self.done
         await self.leave()
@@ -158,11 +166,30 @@ class Worker:
                 if payload:
                     chan.close_code = ipc.unpack_count(payload)
                 chan.disconnect()
+        elif kind == Kind.RECALL:
+            self.recall()
         elif kind == Kind.NOTICE:
             self.background(self.fire_beforeunload(ipc.loads(payload)["reason"]))
         elif kind == Kind.STOP:
             msg = ipc.loads(payload)
             self.background(self.stop(float(msg["grace"]), msg["reason"]))
+
+    def first_lend(self) -> None:
+        """Serve lends a first connection: only now is uvicorn's protocol imported (edgecli/runtime/lent.py),
+        which a worker of another policy never needs."""
+        assert self.lend_sock is not None
+        asyncio.get_running_loop().remove_reader(self.lend_sock.fileno())
+        from edgecli.runtime.lent import Lending
+
+        self.lending = Lending(self, self.lend_sock)
+        if self.recalled:
+            self.lending.recall()
+        self.lending.start()
+
+    def recall(self) -> None:
+        self.recalled = True
+        if self.lending is not None:
+            self.lending.recall()
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -252,15 +279,15 @@ class Worker:
         if self.stopping:
             return
         self.stopping = True
-        settled = await self.wait_settled(grace) if grace > 0 else not (self.channels or tracker.pending)
+        self.recall()
+        settled = await self.wait_settled(grace) if grace > 0 else not (self.in_flight() or tracker.pending)
         if not settled:
             await self.disconnect_sockets()
         await self.fire_beforeunload(reason if settled else "termination")
         if tracker.pending:
             await tracker.cancel_all("termination" if reason == "early_drop" else reason)
-        for chan in list(self.channels.values()):
-            if chan.task is not None:
-                chan.task.cancel()
+        for task in self.in_flight():
+            task.cancel()
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
@@ -275,13 +302,18 @@ class Worker:
         if sockets:
             await asyncio.sleep(0)  # one pass: a handler waiting in receive() gets the disconnect
 
+    def in_flight(self) -> list[asyncio.Task[Any]]:
+        """The requests being handled: on channels, and on lent connections."""
+        tasks = [c.task for c in self.channels.values() if c.task is not None]
+        return tasks + self.lending.busy() if self.lending is not None else tasks
+
     async def wait_settled(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.channels or tracker.pending:
+        while (requests := self.in_flight()) or tracker.pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            waiting = [c.task for c in self.channels.values() if c.task is not None] + list(tracker.pending)
+            waiting = requests + list(tracker.pending)
             await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         return True
 
@@ -297,7 +329,7 @@ class Worker:
             await asyncio.sleep(2)
 
 
-def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> None:
+def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int, lend_fd: int) -> None:
     """Entry point in the freshly forked child. Never returns."""
     code = 0
     try:
@@ -312,7 +344,9 @@ def child_main(spec: WorkerSpec, sock_fd: int, out_fd: int, err_fd: int) -> None
         sys.path[:0] = [*([spec.deps] if spec.deps else []), spec.directory, spec.functions_dir]
         sock = socket.socket(fileno=sock_fd)
         sock.setblocking(False)
-        run_loop(Worker(spec, sock).run())
+        lend_sock = socket.socket(fileno=lend_fd)
+        lend_sock.setblocking(False)
+        run_loop(Worker(spec, sock, lend_sock).run())
     except BaseException:
         code = 70
         import traceback

@@ -1,0 +1,415 @@
+"""Client connections serve lends this worker: the worker answers their requests itself, serve off the path.
+
+After serve has answered a request of a keep-alive connection through this worker, it may lend the
+worker the connection (the socket's fd, over the worker's lending socket). The worker then runs the
+same HTTP protocol serve runs (edgecli/http_protocol.py) on it, and serves each next request whose head
+shows it is one serve would have sent here with nothing more to check: this function's path, a plain
+body within `max_body_mb`, a token serve has verified. Anything else, and every request once serve
+recalls its connections, goes back to serve with the bytes read of it (RELEASED). What the function sees
+and what the client gets are what they are through serve. See docs/architecture.md, "Lent connections".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from edgecli import events, ipc
+from edgecli.answers import JSON, json_body, new_request_id, plain, worker_failed
+from edgecli.http_protocol import HttpProtocol
+from edgecli.idle_watch import IdleWatch
+from edgecli.ipc import Kind
+from edgecli.routing import CLAIMS, REQUEST_ID, ROOT_PATH, inbound, text
+from edgecli.runtime import report
+from edgecli.runtime.tasks import format_exception
+from edgecli.runtime.tracebacks import UserMistake
+
+if TYPE_CHECKING:
+    from edgecli.runtime.worker import Worker
+
+HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
+TOKENS = 256  # verified tokens a worker keeps; more, and it starts again from the ones serve sends
+CLIENT_CLOSED = 499
+
+
+class GiveBack(Exception):
+    """Raised in a parser callback: this request is serve's. The parser stops where it is."""
+
+
+class Pipelined(Exception):
+    """Raised in a parser callback: a request began before the last one's response ended."""
+
+
+class Lending:
+    """This worker's lent connections, and what serve said about serving them."""
+
+    def __init__(self, worker: Worker, sock: socket.socket) -> None:
+        self.worker = worker
+        self.sock = sock
+        self.function = worker.spec.function
+        self.prefix = f"{ROOT_PATH}/{self.function}".encode()
+        self.verify = True
+        self.max_body = 0  # bytes; 0: no bound
+        self.idle_timeout = 0.0
+        self.tokens: dict[bytes, tuple[bytes, float | None]] = {}  # Authorization -> (claims header, exp)
+        self.connections: dict[int, LentProtocol] = {}
+        self.recalled = False
+        self.idle_watch: IdleWatch[LentRequest] = IdleWatch()
+        # What uvicorn's protocol is built from, as serve's: the headers it adds, no logging of its own
+        # (its warnings are serve's to print, not the function's log).
+        self.config = uvicorn.Config(
+            _unused_app,
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=True,
+            date_header=True,
+        )
+        self.config.load()
+        self.server_state = ServerState()
+
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+
+    # -- serve -> worker -------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                payload, fd = ipc.receive_lend(self.sock)
+            except BlockingIOError:
+                return
+            except OSError:
+                payload, fd = b"", None
+            if not payload:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+                return
+            if fd is not None:
+                self.adopt(ipc.loads(payload), fd)
+
+    def adopt(self, lend: dict[str, Any], fd: int) -> None:
+        channel = int(lend["channel"])
+        self.verify = bool(lend["verify"])
+        self.max_body = int(lend["max_body"])
+        self.idle_timeout = float(lend["idle"])
+        if lend.get("token"):
+            if len(self.tokens) >= TOKENS:
+                self.tokens.clear()
+            self.tokens[lend["token"].encode("latin-1")] = (lend["claims"].encode("ascii"), lend["exp"])
+        sock = socket.socket(fileno=fd)
+        if self.recalled:
+            self.write(Kind.RELEASED, channel)
+            sock.close()  # serve holds its own copy: the connection stays open
+            return
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self.worker.background(loop.connect_accepted_socket(lambda: LentProtocol(self, channel), sock))
+
+    def recall(self) -> None:
+        """Serve wants its connections back: the idle ones go now, the others once their response ends."""
+        self.recalled = True
+        for protocol in list(self.connections.values()):
+            protocol.release_if_idle()
+
+    # -- what a request may be -------------------------------------------------------------------------
+
+    def claims_for(self, method: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The claims header for a request this worker may serve (b"" when none is due); None when the
+        request is serve's: another kind of request than a plain one, a body too large, a token unknown."""
+        authorization = None
+        for key, value in headers:
+            if key == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif not self.plain_header(key, value):
+                return None
+        if not self.verify or method == b"OPTIONS":
+            return b""
+        entry = self.tokens.get(authorization) if authorization is not None else None
+        if entry is None:
+            return None
+        claims, exp = entry
+        if exp is not None and exp <= time.time():
+            del self.tokens[authorization]  # type: ignore[arg-type]
+            return None
+        return claims
+
+    def plain_header(self, key: bytes, value: bytes) -> bool:
+        """False for a header only serve handles: an upgrade, a chunked body, 100-continue, a body over
+        max_body_mb (serve answers 413)."""
+        if key in (b"upgrade", b"transfer-encoding"):
+            return False
+        if key == b"expect":
+            return value.lower() != b"100-continue"
+        if key == b"content-length" and self.max_body:
+            return value.isdigit() and int(value) <= self.max_body
+        return True
+
+    def is_ours(self, url: bytes) -> bool:
+        prefix = self.prefix
+        if not url.startswith(prefix):
+            return False
+        rest = url[len(prefix) : len(prefix) + 1]
+        return rest in (b"", b"/", b"?")
+
+    # -- worker -> serve -------------------------------------------------------------------------------
+
+    def write(self, kind: Kind, channel: int, payload: bytes = b"") -> None:
+        self.worker.write(ipc.pack(kind, channel, payload))
+
+    def busy(self) -> list[asyncio.Task[Any]]:
+        """The requests in flight on lent connections, for a drain to wait on."""
+        return [p.request_task for p in self.connections.values() if p.request_task is not None]
+
+
+class LentRequest:
+    """One request a worker serves on a lent connection: its id, its status, and whether it was cut."""
+
+    __slots__ = ("cut", "id", "protocol", "send", "started", "status", "timeout")
+
+    def __init__(self, protocol: LentProtocol, request_id: str, send: Any, timeout: float) -> None:
+        self.protocol = protocol
+        self.id = request_id
+        self.send = send
+        self.timeout = timeout
+        self.status = 500
+        self.started = False
+        self.cut = False  # edgecli answered for the app (504); what the app sends next goes nowhere
+
+    def idle(self) -> None:
+        if self.started or self.cut:
+            return
+        self.cut = True
+        body = json_body("IDLE_TIMEOUT", f"The function did not start a response within {self.timeout:g} s")
+        self.status = 504
+        coro = plain({"type": "http"}, self.send, 504, body, self.id, JSON, "IDLE_TIMEOUT")
+        self.protocol.lending.worker.background(coro)
+
+
+class LentProtocol(HttpProtocol):
+    """serve's HTTP protocol on a lent connection: it serves what is this worker's, gives back the rest.
+
+    Between two requests (the last one's body read and its response sent) every byte read is kept, so
+    that a request found to be serve's goes back whole; once a request is this worker's, nothing is.
+    """
+
+    def __init__(self, lending: Lending, channel: int) -> None:
+        super().__init__(config=lending.config, server_state=lending.server_state, app_state={})
+        self.logger = QUIET
+        self.app = self.serve_request
+        self.lending = lending
+        self.channel = channel
+        self.held: list[bytes] | None = []  # read since the last request ended; None while one runs
+        self.message_done = True
+        self.stopped: str | None = None  # why the parser was stopped: "give back" | "pipelined"
+        self.claims = b""
+        self.request_task: asyncio.Task[Any] | None = None
+        self.released = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.lending.connections[self.channel] = self
+        if self.lending.recalled:
+            self.release_if_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.released:
+            return
+        if self.held is not None:
+            self.held.append(data)
+        super().data_received(data)
+
+    # -- the parser's callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.stopped = "pipelined"
+            raise Pipelined
+        self.message_done = False
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        lending = self.lending
+        claims = None
+        if not lending.recalled and lending.is_ours(self.url):
+            claims = lending.claims_for(self.parser.get_method(), self.headers)
+        if claims is None:
+            self.stopped = "give back"
+            raise GiveBack
+        self.claims = claims
+        self.held = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.message_done = True
+        super().on_message_complete()
+        self._at_boundary()
+
+    def send_400_response(self, msg: str) -> None:
+        if self.stopped == "give back":
+            self.give_back()
+        elif self.stopped == "pipelined":
+            self.transport.pause_reading()  # the response in flight ends, then the connection
+        else:
+            super().send_400_response(msg)
+
+    # -- between requests ------------------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.stopped == "pipelined":
+            self.transport.close()
+            return
+        self._at_boundary()
+
+    def _at_boundary(self) -> None:
+        cycle = self.cycle
+        if self.held is None and self.message_done and (cycle is None or cycle.response_complete):
+            self.held = []
+            if self.lending.recalled:
+                self.release_if_idle()
+
+    def release_if_idle(self) -> None:
+        if self.held is not None and not self.released and not self.transport.is_closing():
+            self.give_back()
+
+    def give_back(self) -> None:
+        """The connection is serve's again, with what was read of its next request. close() sends what
+        is still unsent first; serve writes nothing before the client has read it and asked again."""
+        self.released = True
+        self.transport.pause_reading()
+        self.lending.connections.pop(self.channel, None)
+        self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held or ()))
+        self.transport.close()  # serve holds its own copy of the socket: the connection stays open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.released:
+            self.released = True
+            self.lending.connections.pop(self.channel, None)
+            self.lending.write(Kind.LENT_CLOSED, self.channel)
+
+    async def serve_request(self, scope: Any, receive: Any, send: Any) -> None:
+        self.request_task = asyncio.current_task()
+        try:
+            await serve_request(self, scope, receive, send)
+        finally:
+            self.request_task = None
+
+
+QUIET = logging.getLogger("edgecli.lent.uvicorn")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+
+
+async def _unused_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    raise AssertionError("a lent connection's protocol serves its own app")
+
+
+async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: Any) -> None:
+    """One request on a lent connection, as the relay and the worker's channel would serve it."""
+    lending = protocol.lending
+    worker = lending.worker
+    channel = protocol.channel
+    cycle = protocol.cycle
+    began = time.perf_counter()
+    headers, picked = inbound(scope["headers"])
+    request_id = text(picked.get(REQUEST_ID)) or new_request_id()
+    if protocol.claims:
+        headers.append((CLAIMS, protocol.claims))
+    method, path = scope["method"], scope["path"]
+    inner = {  # the keys and types a scope sent over the worker socket has (ipc.decode_scope)
+        "type": "http",
+        "asgi": HTTP_ASGI,
+        "http_version": scope["http_version"],
+        "scheme": scope["scheme"],
+        "path": path,
+        "raw_path": scope["raw_path"],
+        "root_path": ROOT_PATH,
+        "query_string": scope["query_string"],
+        "headers": headers,
+        "client": scope["client"],
+        "server": scope["server"],
+        "state": dict(worker.lifespan.state) if worker.lifespan is not None else {},
+        "method": method,
+    }
+    lending.write(Kind.LENT_BUSY, channel, ipc.busy_payload(request_id, method, path))
+    request = LentRequest(protocol, request_id, send, lending.idle_timeout)
+    if request.timeout:
+        lending.idle_watch.add(request, request.timeout)
+    token = report.current_request.set(request_id)
+    try:
+        await _run_app(worker, request, inner, receive, _app_send(request, send))
+    finally:
+        report.current_request.reset(token)
+        lending.idle_watch.remove(request)
+        if cycle is not None and cycle.disconnected and not cycle.response_complete:
+            request.status = CLIENT_CLOSED
+        duration_ms = round((time.perf_counter() - began) * 1000, 2)
+        event = events.request(
+            method,
+            path,
+            request.status,
+            duration_ms,
+            function=lending.function,
+            worker=worker.spec.worker,
+            request=request_id,
+        )
+        worker.write(ipc.pack(Kind.EVENT, channel, event.to_row_json()))
+
+
+def _app_send(request: LentRequest, send: Any) -> Callable[[Any], Awaitable[None]]:
+    """The app's send(): the response gets the request's id, and serve hears that it started (a worker
+    lost after that leaves an incomplete response, which serve must cut rather than answer)."""
+    rid = request.id.encode("latin-1")
+
+    async def app_send(message: Any) -> None:
+        if request.cut:
+            return
+        if message["type"] == "http.response.start" and not request.started:
+            request.started = True
+            request.status = int(message["status"])
+            headers = [(k, v) for k, v in message.get("headers") or () if k.lower() != REQUEST_ID]
+            headers.append((REQUEST_ID, rid))
+            message = {**message, "headers": headers}
+            request.protocol.lending.write(Kind.LENT_STARTED, request.protocol.channel)
+        await send(message)
+
+    return app_send
+
+
+async def _run_app(worker: Worker, request: LentRequest, scope: Any, receive: Any, send: Any) -> None:
+    """The user's app, its failures answered as serve answers them (edgecli/answers.py)."""
+    assert worker.app is not None
+    message: str | None = None
+    try:
+        await worker.app(scope, receive, send)
+        if not request.started and not request.cut:
+            report.reporter.log("The app finished without sending a response", "error")
+            message = "the app finished without sending a response"
+    except asyncio.CancelledError:
+        message = "the worker stopped before the response was complete"
+    except UserMistake as exc:  # its message says what to change; a traceback would only blur it
+        report.reporter.log(str(exc), "error")
+        message = str(exc)
+    except Exception as exc:
+        report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
+        message = f"{type(exc).__name__}: {exc}"
+    if message is None or request.cut:
+        return
+    if request.started:
+        request.protocol.transport.close()  # the body is incomplete: the client must see it cut
+        return
+    request.cut = True
+    deadline = "shutdown" if worker.stopping else None
+    request.status = await worker_failed(False, None, deadline, {"type": "http"}, request.send, request.id)
