@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any, cast
+from urllib.parse import unquote
 
 from edgecli.batching import PassBatchingTransport
 
@@ -71,7 +72,7 @@ class Kind(IntEnum):
     WS_SEND = 19  # a WebSocket message from the app; TEXT flag
     WS_CLOSE = 20  # JSON {"code", "reason"}: the app closed (or refused, before accepting) the socket
     # worker -> host, on a lent connection's channel (an EVENT there is its request's `request` event)
-    LENT_BUSY = 21  # "<request id> <method> <path>" (UTF-8): a request began
+    LENT_BUSY = 21  # "<request id> <method> <target>" (latin-1): a request began
     LENT_STARTED = 22  # the response's head left and its body is still coming
     RELEASED = 23  # the connection is serve's again; the payload: the bytes read of its next request
     LENT_CLOSED = 24  # the connection ended in the worker
@@ -380,15 +381,16 @@ def decode_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def busy_payload(request_id: str, method: str, path: str) -> bytes:
-    """LENT_BUSY's payload: plain text, since serve reads it only if the worker dies under the request."""
-    return f"{request_id} {method} {path}".encode("utf-8", "surrogateescape")
+def busy_payload(request_id: str, method: str, target: bytes) -> bytes:
+    """LENT_BUSY's payload: plain text, since serve reads it only if the worker dies under the request.
+    `target`: the request line's, as the client sent it."""
+    return f"{request_id} {method} ".encode("latin-1") + target
 
 
 def read_busy(payload: bytes) -> tuple[str, str, str]:
-    """(request id, method, path) of a LENT_BUSY payload."""
-    request_id, method, path = payload.decode("utf-8", "surrogateescape").split(" ", 2)
-    return request_id, method, path
+    """(request id, method, path as the ASGI scope has it) of a LENT_BUSY payload."""
+    request_id, method, target = payload.decode("latin-1").split(" ", 2)
+    return request_id, method, unquote(target.partition("?")[0])
 
 
 # -- lending: a client's socket handed to a worker (docs/architecture.md, "Lent connections") --------

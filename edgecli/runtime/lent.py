@@ -26,7 +26,7 @@ from edgecli.answers import JSON, json_body, new_request_id, plain, worker_faile
 from edgecli.http_protocol import HttpProtocol
 from edgecli.idle_watch import IdleWatch
 from edgecli.ipc import Kind
-from edgecli.routing import CLAIMS, REQUEST_ID, ROOT_PATH, inbound, text
+from edgecli.routing import CLAIMS, REQUEST_ID, ROOT_PATH, inbound
 from edgecli.runtime import report
 from edgecli.runtime.tasks import format_exception
 from edgecli.runtime.tracebacks import UserMistake
@@ -213,6 +213,7 @@ class LentProtocol(HttpProtocol):
         self.message_done = True
         self.stopped: str | None = None  # why the parser was stopped: "give back" | "pipelined"
         self.claims = b""
+        self.request_id = ""
         self.request_task: asyncio.Task[Any] | None = None
         self.released = False
 
@@ -248,6 +249,13 @@ class LentProtocol(HttpProtocol):
             raise GiveBack
         self.claims = claims
         self.held = None
+        # Serve hears of the request before the handler runs: a handler that kills its worker in its
+        # first step (a busy loop under a CPU limit, os._exit) must still get its answer from serve. The
+        # frame's write is due at the end of this pass, before the handler's task first runs.
+        self.request_id = next((v for k, v in self.headers if k == REQUEST_ID), b"").decode("latin-1")
+        self.request_id = self.request_id or new_request_id()
+        method = self.parser.get_method().decode("ascii")
+        lending.write(Kind.LENT_BUSY, self.channel, ipc.busy_payload(self.request_id, method, self.url))
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -323,8 +331,8 @@ async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: 
     channel = protocol.channel
     cycle = protocol.cycle
     began = time.perf_counter()
-    headers, picked = inbound(scope["headers"])
-    request_id = text(picked.get(REQUEST_ID)) or new_request_id()
+    headers, _ = inbound(scope["headers"])
+    request_id = protocol.request_id
     if protocol.claims:
         headers.append((CLAIMS, protocol.claims))
     method, path = scope["method"], scope["path"]
@@ -343,7 +351,6 @@ async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: 
         "state": dict(worker.lifespan.state) if worker.lifespan is not None else {},
         "method": method,
     }
-    lending.write(Kind.LENT_BUSY, channel, ipc.busy_payload(request_id, method, path))
     request = LentRequest(protocol, request_id, send, lending.idle_timeout)
     if request.timeout:
         lending.idle_watch.add(request, request.timeout)
