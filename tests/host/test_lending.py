@@ -1,0 +1,490 @@
+"""Real-process tests of lent connections: after serve answers one request of a keep-alive connection
+through a per_worker Python worker, it lends the connection to that worker, which answers the next
+requests on it itself, and gives back (with what it read) any request it must not serve.
+
+What is checked is what a client sees (answers identical to serve's, on the same connection, with no
+connection error) and the events serve records; that a connection was lent at all is seen from the
+outside: the worker process holds a TCP socket connected to the client's port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from serving import Served, make_project, replace_function, wait_until
+
+from edgecli.host.auth import make_key
+
+SECRET = "lending-test-secret-with-more-than-32-characters"
+ANON = make_key(SECRET, "anon")
+SERVICE = make_key(SECRET, "service_role")
+
+# Says who answered and what it saw; `do` picks a failure, a busy loop, a stream, a sleep or an echo.
+PROBE = """
+import asyncio, hashlib, os, sys, time
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+NAME = "NAME_HERE"
+
+async def handler(req):
+    do = req.query_params.get("do", "")
+    if do == "raise":
+        raise RuntimeError("boom on purpose")
+    if do == "none":
+        return None
+    if do == "spin":  # blocks the event loop: only a CPU limit ends it
+        end = time.process_time() + float(req.query_params.get("s", "30"))
+        while time.process_time() < end:
+            pass
+    if do == "sleep":
+        print("sleeping", req.query_params.get("tag", ""), flush=True)
+        await asyncio.sleep(float(req.query_params.get("s", "5")))
+    if do == "stream":
+        async def chunks():
+            for i in range(5):
+                yield f"chunk {i}\\n"
+                await asyncio.sleep(0.4)
+        return StreamingResponse(chunks(), media_type="text/plain")
+    body = await req.body()
+    if do == "echo":
+        return Response(body, media_type="application/octet-stream")
+    return JSONResponse({
+        "name": NAME,
+        "pid": os.getpid(),
+        "method": req.method,
+        "path": req.url.path,
+        "n": req.query_params.get("n"),
+        "size": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "claims": req.headers.get("x-edgecli-jwt-claims"),
+        "transfer_encoding": req.headers.get("transfer-encoding"),
+    })
+"""
+
+CONFIG = f"""
+[auth]
+jwt_secret = "{SECRET}"
+
+[edge_runtime]
+policy = "per_worker"
+graceful_exit_timeout_sec = 2
+
+[functions.hello]
+verify_jwt = false
+max_body_mb = 8
+
+[functions.other]
+verify_jwt = false
+
+[functions.small]
+verify_jwt = false
+max_body_mb = 1
+"""
+# `guarded` keeps the default: verify_jwt = true
+
+
+def probe(name: str) -> str:
+    return PROBE.replace("NAME_HERE", name)
+
+
+def lending_project(root: Path, extra: str = "") -> Path:
+    functions = {name: probe(name) for name in ("hello", "other", "small", "guarded")}
+    return make_project(root, functions, CONFIG + extra)
+
+
+def serving(root: Path, extra: str = "") -> Served:
+    return Served(lending_project(root, extra), verify_jwt=True)
+
+
+# -- seeing a lent connection -----------------------------------------------------------------------------
+
+
+def client_port(r: httpx.Response) -> int:
+    """The local port of the connection `r` came back on."""
+    return int(r.extensions["network_stream"].get_extra_info("client_addr")[1])
+
+
+def holders(srv: Served, port: int) -> set[int]:
+    """Pids of serve's descendants (not serve) holding a TCP socket connected to the client's `port`."""
+    assert srv.proc is not None
+    found: set[int] = set()
+    for proc in srv.family():
+        if proc.pid == srv.proc.pid:
+            continue
+        try:
+            conns = (
+                proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+            )
+        except psutil.Error:
+            continue
+        if any(c.raddr and c.raddr.port == port for c in conns):
+            found.add(proc.pid)
+    return found
+
+
+def wait_lent(srv: Served, port: int, timeout: float = 10.0) -> set[int]:
+    """Wait until a worker (a descendant of serve) holds the connection of the client's `port`."""
+    return wait_until(
+        lambda: holders(srv, port) & srv.worker_pids() or holders(srv, port),
+        timeout,
+        what=f"a worker to hold the connection of port {port}\n{srv.output()[-3000:]}",
+    )
+
+
+def keep_alive(srv: Served) -> httpx.Client:
+    """A client with at most one connection, so every request goes on the same one while it lasts."""
+    return httpx.Client(
+        base_url=srv.base_url, timeout=30, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    )
+
+
+@contextlib.contextmanager
+def lent_client(srv: Served, name: str = "hello", **kw: Any) -> Iterator[tuple[httpx.Client, int]]:
+    """A keep-alive client whose connection is lent to `name`'s worker (after two requests), and its
+    local port; closed after the block."""
+    with keep_alive(srv) as client:
+        for _ in range(2):
+            r = client.get(f"/functions/v1/{name}", **kw)
+            assert r.status_code == 200, r.text
+        port = client_port(r)
+        wait_lent(srv, port)
+        yield client, port
+
+
+def fresh(srv: Served, method: str, path: str, **kw: Any) -> httpx.Response:
+    """`method path` on a connection of its own, closed after it: what serve answers unlent."""
+    with httpx.Client(base_url=srv.base_url, timeout=30) as client:
+        return client.request(method, path, **kw)
+
+
+def shape(r: httpx.Response) -> tuple[int, str | None, str | None, str | None, bytes]:
+    """What must be identical between two answers, the request id in the body made neutral."""
+    rid = r.headers.get("x-request-id") or ""
+    body = r.content.replace(rid.encode(), b"<id>") if rid else r.content
+    body = re.sub(rb'"pid": ?\d+', b'"pid":0', body)
+    return (
+        r.status_code,
+        r.headers.get("content-type"),
+        r.headers.get("sb-error-code"),
+        "x-request-id" if rid else None,
+        body,
+    )
+
+
+# -- raw HTTP/1.1 ------------------------------------------------------------------------------------------
+
+
+def read_response(stream: Any) -> tuple[int, dict[str, str], bytes] | None:
+    """One response read from a socket's file, or None at EOF before any byte of it."""
+    line = stream.readline()
+    if not line:
+        return None
+    status = int(line.split()[1])
+    headers: dict[str, str] = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        key, _, value = line.decode("latin-1").partition(":")
+        headers[key.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while size := int(stream.readline().split(b";")[0], 16):
+            body += stream.read(size)
+            stream.readline()
+        stream.readline()
+    else:
+        body = stream.read(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+def get_bytes(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: x\r\n{extra}\r\n".encode()
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Served]:
+    with serving(tmp_path) as served:
+        yield served
+
+
+# -- the tests ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_a_keep_alive_client_is_answered_by_its_worker_with_one_event_a_request(srv: Served) -> None:
+    with keep_alive(srv) as client:
+        answers: list[httpx.Response] = []
+        for n in range(20):
+            headers = {"x-request-id": f"client-id-{n}"} if n % 5 == 4 else {}
+            r = client.get("/functions/v1/hello", params={"n": str(n)}, headers=headers)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["name"], body["n"], body["method"]) == ("hello", str(n), "GET")
+            if headers:
+                assert r.headers["x-request-id"] == headers["x-request-id"]
+            answers.append(r)
+            if n == 1:
+                assert wait_lent(srv, client_port(r))
+        ports = {client_port(r) for r in answers}
+        assert len(ports) == 1, ports  # one connection throughout
+        assert holders(srv, ports.pop()), "the worker gave the connection back while the client kept it"
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == 20, ids
+    assert len({r.json()["pid"] for r in answers}) == 1
+    events = wait_until(
+        lambda: (found := srv.events(kind="request")) and len(found) >= 20 and found,
+        10,
+        what=f"20 request events\n{srv.output()[-3000:]}",
+    )
+    assert len(events) == 20, events
+    assert [e["request"] for e in events] == ids
+    for event in events:
+        assert (event["status"], event["method"], event["function"]) == (200, "GET", "hello"), event
+        assert event["path"] == "/functions/v1/hello", event
+        assert event["worker"], event
+    assert len({e["worker"] for e in events}) == 1
+
+
+@pytest.mark.timeout(120)
+def test_requests_the_worker_gives_back_are_answered_as_on_a_fresh_connection(srv: Served) -> None:
+    def chunked() -> Iterator[bytes]:
+        yield b"a" * 1000
+        yield b"b" * 1000
+
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/functions/v1/other", {}),
+        ("GET", "/functions/v1/nosuch", {}),
+        ("GET", "/functions/v1/guarded", {}),
+        ("GET", "/functions/v1/guarded", {"headers": {"authorization": "Bearer garbage"}}),
+        ("GET", "/functions/v1/guarded", {"headers": {"authorization": f"Basic {ANON}"}}),
+        ("POST", "/functions/v1/small", {"content": b"x" * (2 << 20)}),
+        ("OPTIONS", "/functions/v1/hello", {}),
+        ("OPTIONS", "/functions/v1/guarded", {}),
+        ("POST", "/functions/v1/hello", {"content": chunked}),
+        ("GET", "/functions/v1", {}),
+        ("GET", "/functions/v1/hellox", {}),
+    ]
+    with lent_client(srv) as (client, _port):
+        for method, path, kw in cases:
+            what = f"{method} {path} {kw.get('headers', '')}"
+            fresh_kw = {**kw, "content": kw["content"]()} if callable(kw.get("content")) else kw
+            expected = fresh(srv, method, path, **fresh_kw)
+            lent_kw = {**kw, "content": kw["content"]()} if callable(kw.get("content")) else kw
+            try:
+                r = client.request(method, path, **lent_kw)
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"{what} on a lent connection: {exc!r}\n{srv.output()[-3000:]}") from exc
+            assert shape(r) == shape(expected), what
+            if path.endswith("/hello") and method == "POST":
+                assert r.json()["size"] == 2000 and r.json()["transfer_encoding"] == "chunked"
+            # the connection keeps working, and the worker can have it again
+            again = client.get("/functions/v1/hello", params={"n": "again"})
+            assert again.status_code == 200 and again.json()["n"] == "again", (what, again.text)
+            again = client.get("/functions/v1/hello", params={"n": "again2"})
+            assert again.status_code == 200, (what, again.text)
+            wait_lent(srv, client_port(again))
+        expected_401 = {
+            "/functions/v1/guarded": b'{"msg":"Error: Missing authorization header"}',
+        }
+        r = client.get("/functions/v1/guarded")
+        assert (r.status_code, r.content) == (401, expected_401["/functions/v1/guarded"])
+        r = client.get("/functions/v1/guarded", headers={"authorization": "Bearer garbage"})
+        assert (r.status_code, r.content) == (401, b'{"msg":"Invalid JWT"}')
+    statuses = sorted({e["status"] for e in srv.events(kind="request")})
+    assert 401 in statuses and 413 in statuses and 404 in statuses, statuses
+
+
+@pytest.mark.timeout(90)
+def test_verified_claims_on_a_lent_connection_and_a_switch_of_key(srv: Served) -> None:
+    anon = {"authorization": f"Bearer {ANON}"}
+    service = {"authorization": f"Bearer {SERVICE}"}
+    with lent_client(srv, "guarded", headers=anon) as (client, port):
+        for _ in range(3):
+            r = client.get("/functions/v1/guarded", headers=anon)
+            assert r.status_code == 200, r.text
+            assert json.loads(r.json()["claims"])["role"] == "anon"
+            assert client_port(r) == port
+        forged = {**anon, "x-edgecli-jwt-claims": '{"role":"service_role","forged":true}'}
+        r = client.get("/functions/v1/guarded", headers=forged)
+        assert r.status_code == 200, r.text
+        claims = json.loads(r.json()["claims"])
+        assert claims["role"] == "anon" and "forged" not in claims, claims
+        for _ in range(3):
+            r = client.get("/functions/v1/guarded", headers=service)
+            assert r.status_code == 200, r.text
+            assert json.loads(r.json()["claims"])["role"] == "service_role"
+        forged = {**service, "x-edgecli-jwt-claims": '{"role":"anon","forged":true}'}
+        r = client.get("/functions/v1/guarded", headers=forged)
+        claims = json.loads(r.json()["claims"])
+        assert claims["role"] == "service_role" and "forged" not in claims, claims
+        r = client.get("/functions/v1/guarded", headers=anon)
+        assert json.loads(r.json()["claims"])["role"] == "anon"
+        r = client.get("/functions/v1/guarded", headers={"authorization": "Bearer garbage"})
+        assert (r.status_code, r.content) == (401, b'{"msg":"Invalid JWT"}')
+        # a function without verification never sees a claims header, forged or not
+        r = client.get("/functions/v1/hello", headers={"x-edgecli-jwt-claims": '{"role":"service_role"}'})
+        r = client.get("/functions/v1/hello", headers={"x-edgecli-jwt-claims": '{"role":"service_role"}'})
+        assert r.status_code == 200 and r.json()["claims"] is None, r.text
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("do", ["raise", "none"])
+def test_a_failing_handler_on_a_lent_connection_is_a_500_as_through_serve(srv: Served, do: str) -> None:
+    expected = fresh(srv, "GET", "/functions/v1/hello", params={"do": do})
+    assert expected.status_code == 500 and expected.json()["code"] == "WORKER_ERROR", expected.text
+    with lent_client(srv) as (client, _port):
+        r = client.get("/functions/v1/hello", params={"do": do})
+        assert shape(r) == shape(expected)
+        rid = r.headers["x-request-id"]
+        assert rid != expected.headers["x-request-id"]
+        r2 = client.get("/functions/v1/hello", params={"do": do})
+        assert shape(r2) == shape(expected)
+        ok = client.get("/functions/v1/hello")
+        assert ok.status_code == 200, ok.text
+    logged = srv.wait_event(lambda e: e["request"] == rid and e["level"] == "error", kind="log")
+    assert ("boom on purpose" if do == "raise" else "returned NoneType") in logged["message"]
+    event = srv.wait_event(lambda e: e["request"] == rid, kind="request")
+    assert (event["status"], event["function"]) == (500, "hello"), event
+    assert srv.proc is not None and srv.proc.poll() is None
+    assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_a_cpu_limit_killing_a_lent_request_is_a_546_and_the_next_request_works(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    config = (root / "supabase" / "config.toml").read_text()
+    config = config.replace(
+        "graceful_exit_timeout_sec = 2\n",
+        "graceful_exit_timeout_sec = 1\ncpu_time_soft_limit_ms = 1500\ncpu_time_hard_limit_ms = 2000\n",
+    )
+    (root / "supabase" / "config.toml").write_text(config)
+    with Served(root, verify_jwt=True) as srv:
+        with lent_client(srv) as (client, _port):
+            first = client.get("/functions/v1/hello").json()["pid"]
+            r = client.get("/functions/v1/hello", params={"do": "spin", "s": "20"})
+            assert r.status_code == 546, r.text
+            assert r.headers.get("sb-error-code") == "WORKER_LIMIT", dict(r.headers)
+            assert r.json()["code"] == "WORKER_LIMIT", r.text
+            srv.wait_event(kind="shutdown", function="hello", reason="cpu")
+            nxt = client.get("/functions/v1/hello")
+            assert nxt.status_code == 200, nxt.text
+            assert nxt.json()["pid"] != first
+        event = srv.wait_event(lambda e: e["status"] == 546, kind="request")
+        assert event["function"] == "hello"
+
+
+@pytest.mark.timeout(90)
+def test_an_edit_reaches_a_keep_alive_client_without_a_connection_error(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    with Served(root, verify_jwt=True) as srv, lent_client(srv) as (client, _port):
+        old = client.get("/functions/v1/hello").json()
+        assert old["name"] == "hello"
+        replace_function(root, "hello", probe("hello-v2"))
+
+        def new_code() -> bool:
+            r = client.get("/functions/v1/hello")  # an exception here fails the test
+            assert r.status_code == 200, r.text
+            return bool(r.json()["name"] == "hello-v2")
+
+        wait_until(new_code, 20, what=f"the new code\n{srv.output()[-3000:]}")
+        for _ in range(5):
+            r = client.get("/functions/v1/hello")
+            assert (r.status_code, r.json()["name"]) == (200, "hello-v2")
+        wait_lent(srv, client_port(r))
+
+
+@pytest.mark.timeout(90)
+def test_a_client_leaving_mid_request_on_a_lent_connection_is_a_499(srv: Served) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        stream = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(get_bytes("/functions/v1/hello"))
+            answer = read_response(stream)
+            assert answer is not None and answer[0] == 200, answer
+        wait_lent(srv, sock.getsockname()[1])
+        sock.sendall(get_bytes("/functions/v1/hello?do=sleep&s=5&tag=leaving"))
+        srv.wait_event(lambda e: "sleeping leaving" in e["message"], kind="log")
+        stream.close()
+    event = srv.wait_event(lambda e: e["status"] == 499, kind="request", timeout=15)
+    assert (event["function"], event["method"]) == ("hello", "GET"), event
+    assert "do=sleep" not in event["path"]
+    assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_a_stream_arrives_progressively_and_an_upload_is_echoed_intact(srv: Served) -> None:
+    with lent_client(srv) as (client, port):
+        arrivals: list[float] = []
+        with client.stream("GET", "/functions/v1/hello", params={"do": "stream"}) as r:
+            assert r.status_code == 200
+            assert client_port(r) == port
+            text = ""
+            for chunk in r.iter_text():
+                arrivals.append(time.monotonic())
+                text += chunk
+        assert text == "".join(f"chunk {i}\n" for i in range(5))
+        assert len(arrivals) >= 3, arrivals  # not one block at the end
+        assert arrivals[-1] - arrivals[0] >= 0.8, arrivals
+        data = os.urandom(5 << 20)
+        r = client.post("/functions/v1/hello", params={"do": "echo"}, content=data)
+        assert r.status_code == 200, r.text[:300]
+        assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert len(r.content) == len(data)
+        r = client.post("/functions/v1/hello", content=data)
+        assert r.json()["size"] == len(data) and r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert client.get("/functions/v1/hello").status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_serve_stops_at_once_with_idle_lent_connections(tmp_path: Path) -> None:
+    srv = serving(tmp_path).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            for name in ("hello", "hello", "other", "small"):
+                stack.enter_context(lent_client(srv, name))
+            began = time.monotonic()
+            code = srv.stop(signal.SIGINT, timeout=30)
+            took = time.monotonic() - began
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill_all()
+    assert code == 0, srv.output()[-3000:]
+    assert took < 8, f"serve took {took:.1f} s to stop\n{srv.output()[-3000:]}"
+
+
+@pytest.mark.timeout(90)
+def test_two_pipelined_requests_on_a_lent_connection_never_get_a_wrong_answer(srv: Served) -> None:
+    for round_ in range(5):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+            stream = sock.makefile("rb")
+            for _ in range(2):
+                sock.sendall(get_bytes("/functions/v1/hello"))
+                answer = read_response(stream)
+                assert answer is not None and answer[0] == 200, answer
+            wait_lent(srv, sock.getsockname()[1])
+            sock.sendall(get_bytes("/functions/v1/hello?n=1") + get_bytes("/functions/v1/hello?n=2"))
+            first = read_response(stream)
+            assert first is not None, f"round {round_}: no answer to the first request"
+            assert first[0] == 200 and json.loads(first[2])["n"] == "1", first
+            try:
+                second = read_response(stream)
+            except ConnectionResetError:
+                second = None
+            if second is not None:
+                assert second[0] == 200 and json.loads(second[2])["n"] == "2", second
+                assert second[1]["x-request-id"] != first[1]["x-request-id"]
+            else:
+                assert first[1].get("connection", "").lower() in ("close", ""), first[1]
+            stream.close()
+    assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
