@@ -65,6 +65,12 @@ class Lent:
         self.began = 0.0
         self.started = False
 
+    @property
+    def request_id(self) -> str:
+        """The id of the request in flight (`request` is set)."""
+        assert self.request is not None
+        return self.request.partition(b" ")[0].decode("latin-1")
+
 
 class Lender:
     def __init__(self, make_protocol: Callable[[], HttpProtocol], emit: Callable[[Event], None]) -> None:

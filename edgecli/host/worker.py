@@ -126,7 +126,10 @@ class Worker:
 
     def sole_request(self) -> str | None:
         """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
-        return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
+        busy = [lent.request_id for lent in self.lent.values() if lent.request is not None]
+        if len(self.inflight) + len(busy) != 1:
+            return None
+        return busy[0] if busy else next(iter(self.inflight.values()))
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 
