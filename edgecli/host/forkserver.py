@@ -42,13 +42,15 @@ class ForkServer:
         self._pids: set[int] = set()  # live workers, each the leader of its own process group
         self.gone = False
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> None:
+        """`preload`: modules the server imports before its first fork, for every worker to share."""
         self._loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         cmd = [sys.executable, "-m", "edgecli.runtime.forkserver", str(theirs.fileno()), str(os.getpid())]
+        cmd += preload
         if env is None:
             env = host_env(os.environ)
         self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)

@@ -25,12 +25,13 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from edgecli import events, ipc
 from edgecli.answers import failure, whole_response
 from edgecli.events import Event
-from edgecli.host.worker import State, Worker
+from edgecli.host.worker import Lent, State, Worker
 from edgecli.http_protocol import HttpProtocol
 from edgecli.ipc import Kind
 
 MAX_LENT = 64  # connections one worker holds: as many as it takes requests at once through serve
 OFFER = "edgecli_lend_offer"  # set by the relay on a request's cycle
+LENT_MODULE = "edgecli.runtime.lent"  # the worker's side
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +52,6 @@ def offer_lend(receive: Any, offer: Offer) -> None:
     cycle = getattr(receive, "__self__", None)
     if isinstance(cycle, RequestResponseCycle):
         setattr(cycle, OFFER, offer)
-
-
-class Lent:
-    """One connection lent to a worker: serve's copy of the socket, and the request the worker has in
-    flight on it, if one (what serve needs to answer it should the worker die)."""
-
-    __slots__ = ("began", "fd", "request", "started")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.request: bytes | None = None  # LENT_BUSY's payload (ipc.read_busy), read only if needed
-        self.began = 0.0
-        self.started = False
 
 
 class Lender:

@@ -29,7 +29,7 @@ from edgecli.host import replicas
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
 from edgecli.host.health import HEALTH_PATH, Health
-from edgecli.host.lending import Lender, LendingProtocol
+from edgecli.host.lending import LENT_MODULE, Lender, LendingProtocol
 from edgecli.host.registry import Registry
 from edgecli.host.relay import Relay
 from edgecli.host.reloader import Reloader
@@ -129,6 +129,9 @@ class ServeCommand:
         self.hub = Hub([sink for sink in sinks if sink is not None])
         self.status = StatusServer(config.state_dir, config.base_url, self.status_snapshot)
         self.supervisor = Supervisor(self.hub.emit, self.registry.worker_spec, config.state_dir / "deps")
+        self.lending = config.inspect is None  # a debugged worker serves through serve only
+        if self.lending and config.policy == "per_worker":
+            self.supervisor.preload = (LENT_MODULE,)
         self.stop_requested_at: float | None = None
         self.server: _Uvicorn | None = None
         self.stopping = False
@@ -200,9 +203,8 @@ class ServeCommand:
         health = (HEALTH_PATH, self.health.answer) if self.health is not None else None
         verifier = Verifier(config.jwt_secret, config.signing_keys)
         pools = self.registry.pools
-        lending = config.inspect is None  # a debugged worker serves through serve only
         relay = Relay(
-            pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health, lending=lending
+            pools, verifier, self.hub.emit, verify_jwt=config.verify_jwt, health=health, lending=self.lending
         )
         lender = Lender(lambda: self.new_protocol(), self.hub.emit)
         if config.prod:

@@ -74,9 +74,10 @@ class Supervisor:
         # per worker. A successful boot forgets it.
         self._boot_failures: dict[str, tuple[int, str]] = {}
         self.lender: Lender | None = None  # serve's lent connections (host/lending.py); set once it serves
+        self.preload: tuple[str, ...] = ()  # modules the fork server imports for every worker
 
     async def start(self) -> None:
-        self.forkserver.start()
+        self.forkserver.start(preload=self.preload)
         self._forkserver_started = time.monotonic()
         self._monitor = asyncio.get_running_loop().create_task(self.enforcer.run())
 
@@ -88,7 +89,7 @@ class Supervisor:
             return
         # Swapped before any await: a spawn racing this one finds the new server, not a second restart.
         old, self.forkserver = self.forkserver, ForkServer(self.reap)
-        self.forkserver.start()
+        self.forkserver.start(preload=self.preload)
         self._forkserver_started = time.monotonic()
         await old.stop(timeout=0.5)  # reaps the dead one
         code = old.proc.returncode if old.proc is not None else None

@@ -26,16 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Context, Event
 from edgecli.host.connection import ResponseStream, WorkerConnection
 from edgecli.host.output import PipeLines
 from edgecli.host.usage import TreeUsage, descendants
-
-if TYPE_CHECKING:
-    from edgecli.host.lending import Lent
 
 KILL_MARGIN = 2.0  # seconds past a drain deadline before a worker that did not leave is killed
 LIMIT_REASONS = ("wall_clock", "cpu", "memory")
@@ -55,6 +52,25 @@ class State(Enum):
 class PoolHooks(Protocol):
     def on_retired(self, worker: Worker) -> None: ...
     def on_gone(self, worker: Worker) -> None: ...
+
+
+class Lent:
+    """One connection lent to a worker: serve's copy of the socket, and the request the worker has in
+    flight on it, if one (what serve needs to answer it should the worker die)."""
+
+    __slots__ = ("began", "fd", "request", "started")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.request: bytes | None = None  # LENT_BUSY's payload (ipc.read_busy), read only if needed
+        self.began = 0.0
+        self.started = False
+
+    @property
+    def request_id(self) -> str:
+        """The id of the request in flight (`request` is set)."""
+        assert self.request is not None
+        return self.request.partition(b" ")[0].decode("latin-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +142,10 @@ class Worker:
 
     def sole_request(self) -> str | None:
         """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
-        return next(iter(self.inflight.values())) if len(self.inflight) == 1 else None
+        busy = [lent.request_id for lent in self.lent.values() if lent.request is not None]
+        if len(self.inflight) + len(busy) != 1:
+            return None
+        return busy[0] if busy else next(iter(self.inflight.values()))
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 

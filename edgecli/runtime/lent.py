@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import uvicorn
 from uvicorn.server import ServerState
@@ -31,12 +31,21 @@ from edgecli.runtime import report
 from edgecli.runtime.tasks import format_exception
 from edgecli.runtime.tracebacks import UserMistake
 
-if TYPE_CHECKING:
-    from edgecli.runtime.worker import Worker
-
 HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
 TOKENS = 256  # verified tokens a worker keeps; more, and it starts again from the ones serve sends
 CLIENT_CLOSED = 499
+
+
+class Host(Protocol):
+    """What lending needs of the worker (edgecli/runtime/worker.py)."""
+
+    spec: Any  # .function, .worker
+    app: Any
+    lifespan: Any
+    stopping: bool
+
+    def write(self, frame: bytes) -> None: ...
+    def background(self, coro: Any) -> None: ...
 
 
 class GiveBack(Exception):
@@ -50,7 +59,7 @@ class Pipelined(Exception):
 class Lending:
     """This worker's lent connections, and what serve said about serving them."""
 
-    def __init__(self, worker: Worker, sock: socket.socket) -> None:
+    def __init__(self, worker: Host, sock: socket.socket) -> None:
         self.worker = worker
         self.sock = sock
         self.function = worker.spec.function
@@ -395,7 +404,7 @@ def _app_send(request: LentRequest, send: Any) -> Callable[[Any], Awaitable[None
     return app_send
 
 
-async def _run_app(worker: Worker, request: LentRequest, scope: Any, receive: Any, send: Any) -> None:
+async def _run_app(worker: Host, request: LentRequest, scope: Any, receive: Any, send: Any) -> None:
     """The user's app, its failures answered as serve answers them (edgecli/answers.py)."""
     assert worker.app is not None
     message: str | None = None
