@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from serving import Served, make_project, replace_function, wait_until
+from serving import Served, make_project, replace_function, stored_events, wait_until
 
+from edgecli.config import Config
 from edgecli.host.auth import make_key
 
 SECRET = "lending-test-secret-with-more-than-32-characters"
@@ -92,6 +93,7 @@ verify_jwt = false
 [functions.small]
 verify_jwt = false
 max_body_mb = 1
+request_idle_timeout_sec = 1
 """
 # `guarded` keeps the default: verify_jwt = true
 
@@ -488,3 +490,103 @@ def test_two_pipelined_requests_on_a_lent_connection_never_get_a_wrong_answer(sr
                 assert first[1].get("connection", "").lower() in ("close", ""), first[1]
             stream.close()
     assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_a_lent_answer_has_the_same_header_names_as_through_serve(srv: Served) -> None:
+    with keep_alive(srv) as client:
+        through_serve = client.get("/functions/v1/hello")
+        wait_lent(srv, client_port(through_serve))
+        lent = client.get("/functions/v1/hello")
+        assert client_port(lent) == client_port(through_serve)
+        assert sorted(lent.headers.keys()) == sorted(through_serve.headers.keys()), (
+            dict(through_serve.headers),
+            dict(lent.headers),
+        )
+
+
+@pytest.mark.timeout(90)
+def test_no_response_start_on_a_lent_connection_is_a_504_after_the_idle_timeout(srv: Served) -> None:
+    expected = fresh(srv, "GET", "/functions/v1/small", params={"do": "sleep", "s": "4"})
+    assert expected.status_code == 504, expected.text
+    with lent_client(srv, "small") as (client, _port):
+        began = time.monotonic()
+        r = client.get("/functions/v1/small", params={"do": "sleep", "s": "4"})
+        took = time.monotonic() - began
+        assert shape(r) == shape(expected)
+        assert r.headers["sb-error-code"] == "IDLE_TIMEOUT"
+        assert 0.8 < took < 3.5, took
+        ok = client.get("/functions/v1/small")
+        assert ok.status_code == 200, ok.text
+    event = srv.wait_event(lambda e: e["request"] == r.headers["x-request-id"], kind="request")
+    assert event["status"] == 504, event
+
+
+@pytest.mark.timeout(90)
+def test_expect_100_continue_on_a_lent_connection_is_given_back_and_answered(srv: Served) -> None:
+    body = b"y" * 3000
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        stream = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(get_bytes("/functions/v1/hello"))
+            answer = read_response(stream)
+            assert answer is not None and answer[0] == 200, answer
+        wait_lent(srv, sock.getsockname()[1])
+        head = (
+            "POST /functions/v1/hello HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        interim = read_response(stream)
+        assert interim is not None and interim[0] in (100, 200), interim
+        if interim[0] == 100:
+            sock.sendall(body)
+            final = read_response(stream)
+        else:  # answered at once, without the body (a server may): the connection must then end
+            final = interim
+        assert final is not None and final[0] == 200, final
+        if interim[0] == 100:
+            assert json.loads(final[2])["size"] == len(body), final
+            sock.sendall(get_bytes("/functions/v1/hello?n=after"))
+            after = read_response(stream)
+            assert after is not None and after[0] == 200 and json.loads(after[2])["n"] == "after", after
+        stream.close()
+
+
+@pytest.mark.timeout(90)
+def test_lent_requests_are_in_the_store_once_each(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    with Served(root, verify_jwt=True) as srv:
+        with lent_client(srv) as (client, port):
+            ids = [client.get("/functions/v1/hello").headers["x-request-id"] for _ in range(5)]
+            assert holders(srv, port)
+        wait_until(
+            lambda: {e["request"] for e in srv.events(kind="request")} >= set(ids),
+            10,
+            what="the request events",
+        )
+    stored = [e for e in stored_events(Config(project_dir=root).events_db) if e.kind == "request"]
+    stored_ids = [e.request for e in stored]
+    for rid in ids:
+        assert stored_ids.count(rid) == 1, (rid, stored_ids)
+    assert all(e.fields["status"] == 200 and e.function == "hello" for e in stored), stored
+
+
+@pytest.mark.timeout(90)
+def test_an_idle_lent_connection_survives_its_worker_retiring_on_a_soft_limit(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    config = (root / "supabase" / "config.toml").read_text()
+    config = config.replace(
+        "graceful_exit_timeout_sec = 2\n",
+        "graceful_exit_timeout_sec = 1\ncpu_time_soft_limit_ms = 400\ncpu_time_hard_limit_ms = 20000\n",
+    )
+    (root / "supabase" / "config.toml").write_text(config)
+    with Served(root, verify_jwt=True) as srv, lent_client(srv) as (client, _port):
+        first = client.get("/functions/v1/hello", params={"do": "spin", "s": "0.8"})
+        assert first.status_code == 200, first.text
+        srv.wait_event(lambda e: "retired (cpu)" in e["message"], kind="log", function="hello")
+        srv.wait_event(kind="shutdown", function="hello", timeout=20)  # it drained: its lent connection back
+        for n in range(5):
+            r = client.get("/functions/v1/hello", params={"n": str(n)})  # no connection error
+            assert r.status_code == 200 and r.json()["n"] == str(n), r.text
+        assert r.json()["pid"] != first.json()["pid"]
