@@ -16,12 +16,14 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import psutil
 import pytest
 from serving import Served, make_project, replace_function, stored_events, wait_until
@@ -53,6 +55,14 @@ async def handler(req):
     if do == "sleep":
         print("sleeping", req.query_params.get("tag", ""), flush=True)
         await asyncio.sleep(float(req.query_params.get("s", "5")))
+    if do == "streamspin":  # a response started, then a busy loop: only a CPU limit ends it
+        async def started():
+            yield "first\\n"
+            end = time.process_time() + 30
+            while time.process_time() < end:
+                pass
+            yield "never\\n"
+        return StreamingResponse(started(), media_type="text/plain")
     if do == "stream":
         async def chunks():
             for i in range(5):
@@ -276,6 +286,12 @@ def test_requests_the_worker_gives_back_are_answered_as_on_a_fresh_connection(sr
         ("POST", "/functions/v1/hello", {"content": chunked}),
         ("GET", "/functions/v1", {}),
         ("GET", "/functions/v1/hellox", {}),
+        ("GET", "/functions/v1/hello/a/b?n=%2F%20x", {}),
+        ("HEAD", "/functions/v1/hello", {}),
+        ("GET", "/functions/v1/hello", {"headers": {"x-big": "v" * 60_000}}),
+        ("GET", "/functions/v1/hello", {"headers": {"connection": "close"}}),
+        ("GET", "/functions/v1/hello", {"headers": {"upgrade": "websocket", "connection": "upgrade"}}),
+        ("GET", "/functions/v1/guarded", {"headers": {"authorization": f"Bearer {ANON}"}}),
     ]
     with lent_client(srv) as (client, _port):
         for method, path, kw in cases:
@@ -590,3 +606,82 @@ def test_an_idle_lent_connection_survives_its_worker_retiring_on_a_soft_limit(tm
             r = client.get("/functions/v1/hello", params={"n": str(n)})  # no connection error
             assert r.status_code == 200 and r.json()["n"] == str(n), r.text
         assert r.json()["pid"] != first.json()["pid"]
+
+
+@pytest.mark.timeout(90)
+def test_a_token_that_expires_while_its_connection_is_lent_is_refused(srv: Served) -> None:
+    token = jwt.encode({"role": "anon", "iss": "supabase-demo", "exp": int(time.time()) + 3}, SECRET)
+    auth = {"authorization": f"Bearer {token}"}
+    with lent_client(srv, "guarded", headers=auth) as (client, _port):
+        r = client.get("/functions/v1/guarded", headers=auth)
+        assert r.status_code == 200 and json.loads(r.json()["claims"])["role"] == "anon", r.text
+
+        def refused() -> httpx.Response | None:
+            r = client.get("/functions/v1/guarded", headers=auth)
+            if r.status_code == 200:
+                assert time.time() < jwt.decode(token, SECRET, ["HS256"])["exp"] + 1, "served once expired"
+                return None
+            return r
+
+        r = wait_until(refused, 10, what="the expired token to be refused")
+        assert (r.status_code, r.content) == (401, b'{"msg":"Invalid JWT"}')
+        good = client.get("/functions/v1/guarded", headers={"authorization": f"Bearer {ANON}"})
+        assert good.status_code == 200, good.text
+
+
+@pytest.mark.timeout(120)
+def test_many_lent_connections_at_once_each_get_their_own_answers(srv: Served) -> None:
+    failures: list[str] = []
+
+    def one(t: int) -> None:
+        try:
+            with lent_client(srv) as (client, _port):
+                for i in range(15):
+                    n = f"{t}-{i}"
+                    r = client.get(
+                        "/functions/v1/hello", params={"n": n}, headers={"x-request-id": f"id-{n}"}
+                    )
+                    if r.status_code != 200 or r.json()["n"] != n or r.headers["x-request-id"] != f"id-{n}":
+                        failures.append(f"{n}: {r.status_code} {r.headers} {r.text[:200]}")
+        except Exception as exc:
+            failures.append(f"client {t}: {exc!r}")
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+    events = wait_until(
+        lambda: (
+            len(found := [e for e in srv.events(kind="request") if e["request"].startswith("id-")]) >= 120
+            and found
+        ),
+        10,
+        what="120 request events",
+    )
+    assert sorted(e["request"] for e in events) == sorted(f"id-{t}-{i}" for t in range(8) for i in range(15))
+
+
+@pytest.mark.timeout(90)
+def test_a_cpu_limit_after_a_lent_response_started_closes_the_connection(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    config = (root / "supabase" / "config.toml").read_text()
+    config = config.replace(
+        "graceful_exit_timeout_sec = 2\n",
+        "graceful_exit_timeout_sec = 1\ncpu_time_soft_limit_ms = 1500\ncpu_time_hard_limit_ms = 2000\n",
+    )
+    (root / "supabase" / "config.toml").write_text(config)
+    with Served(root, verify_jwt=True) as srv:
+        with lent_client(srv) as (client, _port):
+            received = b""
+            with (
+                pytest.raises(httpx.HTTPError),
+                client.stream("GET", "/functions/v1/hello", params={"do": "streamspin"}) as r,
+            ):
+                assert r.status_code == 200
+                for chunk in r.iter_raw():
+                    received += chunk
+            assert received == b"first\n", received  # nothing of an error answer mixed into the body
+        srv.wait_event(kind="shutdown", function="hello", reason="cpu", timeout=20)
+        assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
