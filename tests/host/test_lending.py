@@ -685,3 +685,54 @@ def test_a_cpu_limit_after_a_lent_response_started_closes_the_connection(tmp_pat
             assert received == b"first\n", received  # nothing of an error answer mixed into the body
         srv.wait_event(kind="shutdown", function="hello", reason="cpu", timeout=20)
         assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
+
+
+def any_holder(srv: Served, port: int) -> set[int]:
+    """Pids of serve and its descendants holding a TCP socket connected to the client's `port`."""
+    found: set[int] = set()
+    for proc in srv.family():
+        try:
+            conns = (
+                proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+            )
+        except psutil.Error:
+            continue
+        if any(c.raddr and c.raddr.port == port for c in conns):
+            found.add(proc.pid)
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_a_lent_connection_the_client_closes_leaves_no_socket_behind(srv: Served) -> None:
+    ports: list[int] = []
+    for _ in range(10):
+        with lent_client(srv) as (client, port):
+            assert client.get("/functions/v1/hello").status_code == 200
+            ports.append(port)
+    wait_until(
+        lambda: not [p for p in ports if any_holder(srv, p)],
+        10,
+        what="every lent connection's socket closed in serve and its worker",
+    )
+    assert fresh(srv, "GET", "/functions/v1/hello").status_code == 200
+
+
+@pytest.mark.timeout(90)
+def test_an_edit_while_a_lent_request_runs_lets_it_finish_then_serves_the_new_code(tmp_path: Path) -> None:
+    root = lending_project(tmp_path)
+    with Served(root, verify_jwt=True) as srv, lent_client(srv) as (client, _port):
+        done: list[httpx.Response] = []
+        slow = threading.Thread(
+            target=lambda: done.append(
+                client.get("/functions/v1/hello", params={"do": "sleep", "s": "2", "tag": "edit"})
+            )
+        )
+        slow.start()
+        srv.wait_event(lambda e: "sleeping edit" in e["message"], kind="log")
+        replace_function(root, "hello", probe("hello-v2"))
+        srv.wait_event(lambda e: "hello" in e["message"], kind="reload", timeout=20)
+        slow.join(30)
+        assert done and done[0].status_code == 200, done and done[0].text
+        assert done[0].json()["name"] == "hello"  # the old code finished its request
+        r = client.get("/functions/v1/hello")
+        assert (r.status_code, r.json()["name"]) == (200, "hello-v2"), r.text
