@@ -292,6 +292,11 @@ def test_requests_the_worker_gives_back_are_answered_as_on_a_fresh_connection(sr
         ("GET", "/functions/v1/hello", {"headers": {"connection": "close"}}),
         ("GET", "/functions/v1/hello", {"headers": {"upgrade": "websocket", "connection": "upgrade"}}),
         ("GET", "/functions/v1/guarded", {"headers": {"authorization": f"Bearer {ANON}"}}),
+        ("GET", "/FUNCTIONS/v1/hello", {}),
+        ("GET", "/functions/v1/hello/../other", {}),
+        ("GET", "/functions/v1/hello%2F..%2Fother", {}),
+        ("GET", "//functions/v1/hello", {}),
+        ("GET", "/functions/v1/hello?", {}),
     ]
     with lent_client(srv) as (client, _port):
         for method, path, kw in cases:
@@ -736,3 +741,18 @@ def test_an_edit_while_a_lent_request_runs_lets_it_finish_then_serves_the_new_co
         assert done[0].json()["name"] == "hello"  # the old code finished its request
         r = client.get("/functions/v1/hello")
         assert (r.status_code, r.json()["name"]) == (200, "hello-v2"), r.text
+
+
+@pytest.mark.timeout(90)
+def test_max_body_mb_on_a_lent_connection_is_as_through_serve(srv: Served) -> None:
+    sizes = [0, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20]
+    expected = {n: shape(fresh(srv, "POST", "/functions/v1/small", content=b"z" * n)) for n in sizes}
+    assert expected[1000][0] == 200 and expected[3 << 20][0] == 413, expected
+    with lent_client(srv, "small") as (client, _port):
+        for n in sizes:
+            r = client.post("/functions/v1/small", content=b"z" * n)
+            assert shape(r) == expected[n], n
+            again = client.get("/functions/v1/small")
+            assert again.status_code == 200, (n, again.text)
+            again = client.get("/functions/v1/small")
+            wait_lent(srv, client_port(again))
