@@ -48,6 +48,8 @@ async def handler(req):
         raise RuntimeError("boom on purpose")
     if do == "none":
         return None
+    if do == "exit":  # the worker dies, no limit involved
+        os._exit(3)
     if do == "spin":  # blocks the event loop: only a CPU limit ends it
         end = time.process_time() + float(req.query_params.get("s", "30"))
         while time.process_time() < end:
@@ -756,3 +758,35 @@ def test_max_body_mb_on_a_lent_connection_is_as_through_serve(srv: Served) -> No
             assert again.status_code == 200, (n, again.text)
             again = client.get("/functions/v1/small")
             wait_lent(srv, client_port(again))
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_dying_under_a_lent_request_is_a_500_as_through_serve(srv: Served) -> None:
+    expected = fresh(srv, "GET", "/functions/v1/hello", params={"do": "exit"})
+    assert expected.status_code == 500 and expected.json()["code"] == "WORKER_ERROR", expected.text
+    wait_until(lambda: fresh(srv, "GET", "/functions/v1/hello").status_code == 200, 20, what="a new worker")
+    with lent_client(srv) as (client, _port):
+        r = client.get("/functions/v1/hello", params={"do": "exit"})
+        assert shape(r) == shape(expected)
+    with keep_alive(srv) as client:
+        r = wait_until(
+            lambda: (r := client.get("/functions/v1/hello")).status_code == 200 and r, 20, what="200"
+        )
+        assert r.json()["name"] == "hello"
+    events = [e["status"] for e in srv.events(kind="request") if e["path"] == "/functions/v1/hello"]
+    assert events.count(500) == 2, events
+
+
+@pytest.mark.timeout(90)
+def test_lent_requests_are_printed_in_the_terminal_once_each(tmp_path: Path) -> None:
+    with Served(lending_project(tmp_path), verify_jwt=True, json_output=False) as srv:
+        with lent_client(srv) as (client, port):
+            for n in range(6):
+                assert client.get("/functions/v1/hello", params={"n": str(n)}).status_code == 200
+            assert holders(srv, port)
+
+        def printed() -> list[str]:
+            return [line for line in srv.output().splitlines() if "GET /functions/v1/hello → 200" in line]
+
+        lines = wait_until(lambda: len(printed()) >= 8 and printed(), 10, what="8 request lines")
+        assert len(lines) == 8, lines
