@@ -111,6 +111,10 @@ class Lender:
         elif kind == Kind.LENT_STARTED:
             lent.started = True
         elif kind == Kind.EVENT:
+            # What the handler wrote to fd 1/2 came before its end, on a pipe of its own: read it while
+            # the request is still the one in flight (Worker.sole_request), as it is on serve's path.
+            for output in worker.outputs:
+                output.read_now()
             lent.request = None
         elif kind == Kind.RELEASED:
             worker.returned(channel)
