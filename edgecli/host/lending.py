@@ -88,6 +88,7 @@ class Lender:
             "exp": offer.exp,
             "max_body": offer.max_body,
             "idle": offer.idle_timeout,
+            "head_timeout": protocol.head_timeout,  # [edge_runtime] request_head_timeout_sec
         }
         fd = os.dup(sock.fileno())
         try:

@@ -67,6 +67,7 @@ class Lending:
         self.verify = True
         self.max_body = 0  # bytes; 0: no bound
         self.idle_timeout = 0.0
+        self.head_timeout = 0.0
         self.tokens: dict[bytes, tuple[bytes, float | None]] = {}  # Authorization -> (claims header, exp)
         self.connections: dict[int, LentProtocol] = {}
         self.recalled = False
@@ -111,6 +112,7 @@ class Lending:
         self.verify = bool(lend["verify"])
         self.max_body = int(lend["max_body"])
         self.idle_timeout = float(lend["idle"])
+        self.head_timeout = float(lend["head_timeout"])
         if lend.get("token"):
             if len(self.tokens) >= TOKENS:
                 self.tokens.clear()
@@ -214,6 +216,7 @@ class LentProtocol(HttpProtocol):
 
     def __init__(self, lending: Lending, channel: int) -> None:
         super().__init__(config=lending.config, server_state=lending.server_state, app_state={})
+        self.head_timeout = lending.head_timeout  # serve's bound, before connection_made arms it
         self.logger = QUIET
         self.app = self.serve_request
         self.lending = lending
