@@ -117,14 +117,15 @@ class Lender:
             if lent.request is not None:
                 self.ended(worker, lent)
         elif kind == Kind.RELEASED:
-            worker.returned(channel)
-            if lent.request is not None:  # (a worker gives back only between requests)
+            # Given back as its last response ended: that request's EVENT may come after this.
+            if lent.request is not None:
                 self.ended(worker, lent)
+            worker.returned(channel)
             self.take_back(lent, payload)
         elif kind == Kind.LENT_CLOSED:
-            worker.returned(channel)
             if lent.request is not None:  # its client left: the handler's EVENT comes later, on its own
                 self.ended(worker, lent)
+            worker.returned(channel)
             os.close(lent.fd)
 
     @staticmethod

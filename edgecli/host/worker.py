@@ -147,7 +147,7 @@ class Worker:
             return None
         if self.inflight:
             return next(iter(self.inflight.values()))
-        return next(lent.request_id for lent in self.lent.values() if lent.request is not None)
+        return next((lent.request_id for lent in self.lent.values() if lent.request is not None), None)
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 
