@@ -75,7 +75,7 @@ class Lender:
             or not protocol.between_requests()
         ):
             return False
-        transport.flush()  # type: ignore[attr-defined]  # the response, held for the pass (batching.py)
+        protocol.flush_writes()  # the response, held for the end of the pass (batching.py)
         sock = transport.get_extra_info("socket")
         if sock is None or transport.get_write_buffer_size():
             return False
