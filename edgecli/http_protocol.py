@@ -73,6 +73,12 @@ class HttpProtocol(HttpToolsProtocol):
             held, self.held_bytes = self.held_bytes, b""
             self.data_received(held)
 
+    def flush_writes(self) -> None:
+        """Send what the transport holds for the end of this pass now."""
+        batch = self.transport
+        assert isinstance(batch, PassBatchingTransport)
+        batch.flush()
+
     def between_requests(self) -> bool:
         """The last response is complete and nothing of a next request has been read."""
         cycle = self.cycle

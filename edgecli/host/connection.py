@@ -194,9 +194,9 @@ class WorkerConnection:
                 msg = ipc.loads(payload)
                 stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
-            self._on_event(payload)
             if channel:  # a lent connection's request ended
                 self._on_lent(kind, channel, payload)
+            self._on_event(payload)
         elif kind == Kind.CREDIT:
             credit = self.credits.get(channel)
             if credit is not None:

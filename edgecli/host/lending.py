@@ -75,7 +75,7 @@ class Lender:
             or not protocol.between_requests()
         ):
             return False
-        transport.flush()  # type: ignore[attr-defined]  # the response, held for the pass (batching.py)
+        protocol.flush_writes()  # the response, held for the end of the pass (batching.py)
         sock = transport.get_extra_info("socket")
         if sock is None or transport.get_write_buffer_size():
             return False
@@ -88,6 +88,7 @@ class Lender:
             "exp": offer.exp,
             "max_body": offer.max_body,
             "idle": offer.idle_timeout,
+            "head_timeout": protocol.head_timeout,  # [edge_runtime] request_head_timeout_sec
         }
         fd = os.dup(sock.fileno())
         try:
@@ -107,17 +108,35 @@ class Lender:
         if lent is None:
             return
         if kind == Kind.LENT_BUSY:
+            if lent.request is None:
+                worker.lent_busy += 1
             lent.request, lent.began, lent.started = payload, time.perf_counter(), False
         elif kind == Kind.LENT_STARTED:
             lent.started = True
         elif kind == Kind.EVENT:
-            lent.request = None
+            if lent.request is not None:
+                self.ended(worker, lent)
         elif kind == Kind.RELEASED:
+            # Given back as its last response ended: that request's EVENT may come after this.
+            if lent.request is not None:
+                self.ended(worker, lent)
             worker.returned(channel)
             self.take_back(lent, payload)
         elif kind == Kind.LENT_CLOSED:
+            if lent.request is not None:  # its client left: the handler's EVENT comes later, on its own
+                self.ended(worker, lent)
             worker.returned(channel)
             os.close(lent.fd)
+
+    @staticmethod
+    def ended(worker: Worker, lent: Lent) -> None:
+        if worker.sole_request() is not None:
+            # What the handler wrote to fd 1/2 came before its end, on a pipe of its own: read it while
+            # the request is still the only one in flight (so the output is its), as on serve's path.
+            for output in worker.outputs:
+                output.read_now()
+        lent.request = None
+        worker.lent_busy -= 1
 
     def take_back(self, lent: Lent, held: bytes) -> None:
         """Serve's HTTP protocol runs on the connection again, starting with the bytes the worker read."""
@@ -143,6 +162,7 @@ class Lender:
         """Its process is dead and its socket read to the end: every connection it still held comes back.
         A request in flight there is answered as the exchange answers one its worker lost."""
         self.workers.discard(worker)
+        worker.lent_busy = 0
         for channel, lent in list(worker.lent.items()):
             worker.lent.pop(channel, None)
             if lent.request is None:

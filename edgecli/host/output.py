@@ -88,13 +88,19 @@ class PipeLines(asyncio.Protocol):
         self.eof_received()
         self.transport.close()
 
-    def _drain(self) -> None:
+    def read_now(self) -> None:
+        """Take in what the pipe holds now (one read), unless reading is paused for the budget: output a
+        request's handler wrote is then recorded before the request's end is."""
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self._drain(1)
+
+    def _drain(self, reads: int = DRAIN_READS) -> None:
         assert self.transport is not None
         pipe = self.transport.get_extra_info("pipe")
         if pipe is None:
             return
         # Bounded: a grandchild that holds the pipe open may still be writing.
-        for _ in range(DRAIN_READS):
+        for _ in range(reads):
             try:
                 data = os.read(pipe.fileno(), 1 << 16)
             except (BlockingIOError, OSError):

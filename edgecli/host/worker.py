@@ -102,6 +102,7 @@ class Worker:
         self.sockets: dict[int, Callable[[int], None]] = {}  # WebSocket channel -> how to close it
         self.lend_sock: socket.socket | None = None  # where serve lends it connections (host/lending.py)
         self.lent: dict[int, Lent] = {}  # channel -> a client connection lent to it
+        self.lent_busy = 0  # of those, the ones with a request in flight
         self._socket_deadline: asyncio.TimerHandle | None = None
         self.tasks: dict[str, Event] = {}  # task id -> its task_start
         self.cancelled_tasks = 0
@@ -142,10 +143,11 @@ class Worker:
 
     def sole_request(self) -> str | None:
         """The request raw fd output most likely belongs to: the only one in flight, if exactly one."""
-        busy = [lent.request_id for lent in self.lent.values() if lent.request is not None]
-        if len(self.inflight) + len(busy) != 1:
+        if len(self.inflight) + self.lent_busy != 1:
             return None
-        return busy[0] if busy else next(iter(self.inflight.values()))
+        if self.inflight:
+            return next(iter(self.inflight.values()))
+        return next((lent.request_id for lent in self.lent.values() if lent.request is not None), None)
 
     # -- the relay's side (edgecli/host/exchange.py) ----------------------------------------------------
 

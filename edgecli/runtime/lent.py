@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any, Protocol
 
 import uvicorn
@@ -45,6 +46,7 @@ class Host(Protocol):
     stopping: bool
 
     def write(self, frame: bytes) -> None: ...
+    def flush(self) -> None: ...
     def background(self, coro: Any) -> None: ...
 
 
@@ -67,6 +69,7 @@ class Lending:
         self.verify = True
         self.max_body = 0  # bytes; 0: no bound
         self.idle_timeout = 0.0
+        self.head_timeout = 0.0
         self.tokens: dict[bytes, tuple[bytes, float | None]] = {}  # Authorization -> (claims header, exp)
         self.connections: dict[int, LentProtocol] = {}
         self.recalled = False
@@ -85,6 +88,14 @@ class Lending:
         )
         self.config.load()
         self.server_state = ServerState()
+        self._headers_timer: asyncio.TimerHandle | None = None
+        self.update_headers()
+
+    def update_headers(self) -> None:
+        """`date` and `server` on every response, as uvicorn's server loop keeps them (once a second)."""
+        date = formatdate(time.time(), usegmt=True).encode()
+        self.server_state.default_headers = [(b"date", date), *self.config.encoded_headers]
+        self._headers_timer = asyncio.get_running_loop().call_later(1.0, self.update_headers)
 
     def start(self) -> None:
         self.sock.setblocking(False)
@@ -111,6 +122,7 @@ class Lending:
         self.verify = bool(lend["verify"])
         self.max_body = int(lend["max_body"])
         self.idle_timeout = float(lend["idle"])
+        self.head_timeout = float(lend["head_timeout"])
         if lend.get("token"):
             if len(self.tokens) >= TOKENS:
                 self.tokens.clear()
@@ -214,6 +226,7 @@ class LentProtocol(HttpProtocol):
 
     def __init__(self, lending: Lending, channel: int) -> None:
         super().__init__(config=lending.config, server_state=lending.server_state, app_state={})
+        self.head_timeout = lending.head_timeout  # serve's bound, before connection_made arms it
         self.logger = QUIET
         self.app = self.serve_request
         self.lending = lending
@@ -400,6 +413,11 @@ def _app_send(request: LentRequest, send: Any) -> Callable[[Any], Awaitable[None
             message = {**message, "headers": headers}
             request.protocol.lending.write(Kind.LENT_STARTED, request.protocol.channel)
         await send(message)
+        if message.get("more_body", False):
+            # A streamed piece leaves now, as it does through serve, even if the handler does not yield
+            # before its next one: serve hears that the response started before the client sees it.
+            request.protocol.lending.worker.flush()
+            request.protocol.flush_writes()
 
     return app_send
 

@@ -142,6 +142,11 @@ class Worker:
         if self.proto is not None:
             await self.proto.drain()
 
+    def flush(self) -> None:
+        """Send the frames held for this pass now."""
+        if self.proto is not None:
+            self.proto.flush()
+
     def send_event(self, event: Event) -> None:
         self.write(ipc.pack(Kind.EVENT, 0, event.to_row_json()))
 
