@@ -12,7 +12,7 @@ import itertools
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -26,8 +26,19 @@ REQUEST_ID = b"x-request-id"
 LIMIT_NAMES = {"wall_clock": "wall clock", "cpu": "CPU time", "memory": "memory"}
 
 
-_request_counter = itertools.count(int.from_bytes(os.urandom(4)))
-_random_bits = random.Random(os.urandom(16)).getrandbits
+_request_counter: Iterator[int]
+_random_bits: Callable[[int], int]
+
+
+def _seed_request_ids() -> None:
+    global _request_counter, _random_bits
+    _request_counter = itertools.count(int.from_bytes(os.urandom(4)))
+    _random_bits = random.Random(os.urandom(16)).getrandbits
+
+
+_seed_request_ids()
+# A worker forked from the fork server would otherwise make the same ids as its siblings.
+os.register_at_fork(after_in_child=_seed_request_ids)
 _VERSION_8 = (0x8 << 76) | (0b10 << 62)  # the version nibble and RFC 4122's variant bits
 _RANDOM_MASK = ((1 << 96) - 1) & ~((0xF << 76) | (0b11 << 62))
 

@@ -384,12 +384,13 @@ def decode_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
 def busy_payload(request_id: str, method: str, target: bytes) -> bytes:
     """LENT_BUSY's payload: plain text, since serve reads it only if the worker dies under the request.
     `target`: the request line's, as the client sent it."""
-    return f"{request_id} {method} ".encode("latin-1") + target
+    # The id last: a client's x-request-id may hold spaces, a method and a request-target never do.
+    return f"{method} ".encode("latin-1") + target + f" {request_id}".encode("latin-1")
 
 
 def read_busy(payload: bytes) -> tuple[str, str, str]:
     """(request id, method, path as the ASGI scope has it) of a LENT_BUSY payload."""
-    request_id, method, target = payload.decode("latin-1").split(" ", 2)
+    method, target, request_id = payload.decode("latin-1").split(" ", 2)
     return request_id, method, unquote(target.partition("?")[0])
 
 
@@ -413,4 +414,7 @@ def receive_lend(sock: socket.socket) -> tuple[bytes, int | None]:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     for extra in fds[1:]:
         os.close(extra)
-    return msg, (fds[0] if fds else None)
+    if not fds:
+        return msg, None
+    os.set_inheritable(fds[0], False)  # a process the function starts must not keep the client's socket
+    return msg, fds[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import pytest
@@ -251,3 +252,26 @@ def test_an_inbox_hands_items_over_in_order_and_a_cancelled_reader_loses_none() 
         assert await asyncio.wait_for(inbox.get(), 5) == "d"
 
     asyncio.run(main())
+
+
+def test_a_busy_payload_keeps_a_request_id_with_spaces_apart_from_method_and_path() -> None:
+    payload = ipc.busy_payload("my id 7", "POST", b"/functions/v1/hello/a%20b?x=1")
+    assert ipc.read_busy(payload) == ("my id 7", "POST", "/functions/v1/hello/a b")
+
+
+def test_a_lent_fd_arrives_with_its_message_and_is_not_inherited_by_children() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        ipc.send_lend(left, {"channel": 3}, w)
+        payload, fd = ipc.receive_lend(right)
+        assert ipc.loads(payload) == {"channel": 3} and fd is not None
+        assert not os.get_inheritable(fd)
+        os.write(fd, b"ok")
+        os.close(fd)
+        assert os.read(r, 2) == b"ok"
+    finally:
+        for end in (left, right):
+            end.close()
+        os.close(r)
+        os.close(w)

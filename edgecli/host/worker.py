@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from edgecli import ipc
 from edgecli.config import FunctionConfig, Limits
 from edgecli.events import Context, Event
 from edgecli.host.connection import ResponseStream, WorkerConnection
@@ -70,7 +71,7 @@ class Lent:
     def request_id(self) -> str:
         """The id of the request in flight (`request` is set)."""
         assert self.request is not None
-        return self.request.partition(b" ")[0].decode("latin-1")
+        return ipc.read_busy(self.request)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ class Worker:
 
     @property
     def load(self) -> int:
-        return len(self.inflight)
+        return len(self.inflight) + self.lent_busy
 
     @property
     def idle(self) -> bool:
