@@ -54,7 +54,9 @@ def head_answer(status: int, code: str, message: str) -> bytes:
 
 class HttpProtocol(HttpToolsProtocol):
     head_timeout: float = DEFAULT_HEAD_TIMEOUT_SEC  # 0: none; serve sets it with `bounded`
-    held_bytes = b""  # read from the connection before this protocol took it (a lent one given back)
+    # A connection this protocol takes over between two requests (one lent, or one given back): what was
+    # read of its next request. None for a connection just accepted.
+    held_bytes: bytes | None = None
 
     @classmethod
     def bounded(cls, head_timeout: float) -> type[HttpProtocol]:
@@ -69,9 +71,13 @@ class HttpProtocol(HttpToolsProtocol):
         self._heads_done = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
-        if self.held_bytes:
-            held, self.held_bytes = self.held_bytes, b""
+        held, self.held_bytes = self.held_bytes, None
+        if held:
             self.data_received(held)
+        elif held is not None:  # idle between two requests: closed when idle as long as after a response
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def flush_writes(self) -> None:
         """Send what the transport holds for the end of this pass now."""

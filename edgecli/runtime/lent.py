@@ -34,6 +34,7 @@ from edgecli.runtime.tracebacks import UserMistake
 
 HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
 TOKENS = 256  # verified tokens a worker keeps; more, and it starts again from the ones serve sends
+FLUSH_GRACE = 5.0  # s a leaving worker gives the connections it gave back to send what it wrote them
 CLIENT_CLOSED = 499
 
 
@@ -72,6 +73,8 @@ class Lending:
         self.head_timeout = 0.0
         self.tokens: dict[bytes, tuple[bytes, float | None]] = {}  # Authorization -> (claims header, exp)
         self.connections: dict[int, LentProtocol] = {}
+        self.running: set[asyncio.Task[Any]] = set()  # handlers of lent requests, given back or not
+        self.leaving: set[LentProtocol] = set()  # given back, still sending what the worker wrote
         self.recalled = False
         self.idle_watch: IdleWatch[LentRequest] = IdleWatch()
         # What uvicorn's protocol is built from, as serve's: the headers it adds, no logging of its own
@@ -114,8 +117,11 @@ class Lending:
             if not payload:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
                 return
-            if fd is not None:
-                self.adopt(ipc.loads(payload), fd)
+            lend = ipc.loads(payload)
+            if fd is None:  # the fd did not come (this process is out of descriptors): serve keeps it
+                self.write(Kind.RELEASED, int(lend["channel"]))
+            else:
+                self.adopt(lend, fd)
 
     def adopt(self, lend: dict[str, Any], fd: int) -> None:
         channel = int(lend["channel"])
@@ -189,32 +195,105 @@ class Lending:
         self.worker.write(ipc.pack(kind, channel, payload))
 
     def busy(self) -> list[asyncio.Task[Any]]:
-        """The requests in flight on lent connections, for a drain to wait on."""
-        return [p.request_task for p in self.connections.values() if p.request_task is not None]
+        """The handlers of lent requests still running, for a drain to wait on (a handler may run on
+        after its response, its connection given back)."""
+        return list(self.running)
+
+    async def flushed(self, timeout: float = FLUSH_GRACE) -> None:
+        """Wait until the connections given back have sent what this worker wrote them: close() sends
+        it first, but not if the process exits under it (the tail of a large response)."""
+        pending = [protocol.closed for protocol in self.leaving]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
 
 class LentRequest:
     """One request a worker serves on a lent connection: its id, its status, and whether it was cut."""
 
-    __slots__ = ("cut", "id", "protocol", "send", "started", "status", "timeout")
+    __slots__ = (
+        "answer",
+        "began",
+        "cut",
+        "cycle",
+        "ended",
+        "id",
+        "method",
+        "path",
+        "protocol",
+        "respond",
+        "started",
+        "status",
+        "timeout",
+    )
 
-    def __init__(self, protocol: LentProtocol, request_id: str, send: Any, timeout: float) -> None:
+    def __init__(self, protocol: LentProtocol, rid: str, scope: Any, respond: Any, timeout: float) -> None:
         self.protocol = protocol
-        self.id = request_id
-        self.send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.began = time.perf_counter()
+        self.cycle = protocol.cycle
+        self.id = rid
+        self.respond = respond  # uvicorn's send()
         self.timeout = timeout
         self.status = 500
         self.started = False
-        self.cut = False  # edgecli answered for the app (504); what the app sends next goes nowhere
+        self.cut = False  # edgecli answered for the app; what the app sends next goes nowhere
+        self.answer: asyncio.Task[None] | None = None  # that answer, when the idle timeout made it
+        self.ended = False
+
+    def end(self) -> None:
+        """The request's record, once: serve counts the request ended when it comes. When edgecli
+        answered for the app, that is then, as through serve, though the app may run on."""
+        if self.ended:
+            return
+        self.ended = True
+        lending = self.protocol.lending
+        duration_ms = round((time.perf_counter() - self.began) * 1000, 2)
+        event = events.request(
+            self.method,
+            self.path,
+            self.status,
+            duration_ms,
+            function=lending.function,
+            worker=lending.worker.spec.worker,
+            request=self.id,
+        )
+        lending.worker.write(ipc.pack(Kind.EVENT, self.protocol.channel, event.to_row_json()))
+
+    async def send(self, message: Any) -> None:
+        """Every response goes out here, the app's or edgecli's: serve hears that it started (a worker
+        lost after that leaves an incomplete response, which serve must cut rather than answer)."""
+        protocol = self.protocol
+        if message["type"] == "http.response.start" and not self.started:
+            self.started = True
+            self.status = int(message["status"])
+            protocol.lending.write(Kind.LENT_STARTED, protocol.channel)
+        await self.respond(message)
+        if message.get("more_body", False):
+            # A streamed piece leaves now, as it does through serve, even if the handler does not yield
+            # before its next one: serve hears that the response started before the client sees it.
+            protocol.lending.worker.flush()
+            protocol.flush_writes()
 
     def idle(self) -> None:
         if self.started or self.cut:
             return
         self.cut = True
-        body = json_body("IDLE_TIMEOUT", f"The function did not start a response within {self.timeout:g} s")
-        self.status = 504
-        coro = plain({"type": "http"}, self.send, 504, body, self.id, JSON, "IDLE_TIMEOUT")
-        self.protocol.lending.worker.background(coro)
+        self.answer = asyncio.get_running_loop().create_task(self.answer_idle())
+
+    async def answer_idle(self) -> None:
+        """As the exchange answers: 408 if the client stalled its body, else 504; then the app's receive()
+        says http.disconnect, as the worker's channel does once serve has answered."""
+        if self.protocol.message_done:
+            message = f"The function did not start a response within {self.timeout:g} s"
+            body = json_body("IDLE_TIMEOUT", message)
+            await plain({"type": "http"}, self.send, 504, body, self.id, JSON, "IDLE_TIMEOUT")
+        else:
+            body = json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
+            await plain({"type": "http"}, self.send, 408, body, self.id, JSON, "REQUEST_TIMEOUT", close=True)
+        self.end()
+        if self.cycle is not None:
+            self.cycle.message_event.set()
 
 
 class LentProtocol(HttpProtocol):
@@ -227,8 +306,9 @@ class LentProtocol(HttpProtocol):
     def __init__(self, lending: Lending, channel: int) -> None:
         super().__init__(config=lending.config, server_state=lending.server_state, app_state={})
         self.head_timeout = lending.head_timeout  # serve's bound, before connection_made arms it
+        self.held_bytes = b""  # it comes between two requests: the keep-alive timeout runs
         self.logger = QUIET
-        self.app = self.serve_request
+        self.app = self.run_request
         self.lending = lending
         self.channel = channel
         self.held: list[bytes] | None = []  # read since the last request ended; None while one runs
@@ -238,6 +318,12 @@ class LentProtocol(HttpProtocol):
         self.request_id = ""
         self.request_task: asyncio.Task[Any] | None = None
         self.released = False
+        # A read that a request's end fell in the middle of, before a next request began in it: what
+        # followed that end was not held, so that request cannot go back whole.
+        self.held_whole = True
+        self._read_unheld = False  # the read being parsed began inside a request (nothing of it held)
+        self._ended_in_read = False  # and a request ended inside it
+        self.closed: asyncio.Future[None] = self.loop.create_future()  # connection_lost was called
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -250,7 +336,9 @@ class LentProtocol(HttpProtocol):
             return
         if self.held is not None:
             self.held.append(data)
+        self._read_unheld = self.held is None
         super().data_received(data)
+        self._read_unheld = self._ended_in_read = False
 
     # -- the parser's callbacks ------------------------------------------------------------------------
 
@@ -258,13 +346,17 @@ class LentProtocol(HttpProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.stopped = "pipelined"
             raise Pipelined
+        if self._ended_in_read:
+            self.held_whole = False
         self.message_done = False
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         lending = self.lending
         claims = None
-        if not lending.recalled and lending.is_ours(self.url):
+        # While the last request's handler still runs (its response out, a background task after it),
+        # serve serves the next one alongside it, as uvicorn would: one request at a time here.
+        if self.request_task is None and not lending.recalled and lending.is_ours(self.url):
             claims = lending.claims_for(self.parser.get_method(), self.headers)
         if claims is None:
             self.stopped = "give back"
@@ -306,6 +398,8 @@ class LentProtocol(HttpProtocol):
         cycle = self.cycle
         if self.held is None and self.message_done and (cycle is None or cycle.response_complete):
             self.held = []
+            self.held_whole = True
+            self._ended_in_read = self._read_unheld
             if self.lending.recalled:
                 self.release_if_idle()
 
@@ -316,25 +410,37 @@ class LentProtocol(HttpProtocol):
     def give_back(self) -> None:
         """The connection is serve's again, with what was read of its next request. close() sends what
         is still unsent first; serve writes nothing before the client has read it and asked again."""
-        self.released = True
         self.transport.pause_reading()
+        if not self.held_whole:  # serve could not tell where the request starts: the connection ends
+            self.transport.close()
+            return
+        self.released = True
         self.lending.connections.pop(self.channel, None)
+        self.lending.leaving.add(self)
         self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held or ()))
         self.transport.close()  # serve holds its own copy of the socket: the connection stays open
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.lending.leaving.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
         if not self.released:
             self.released = True
             self.lending.connections.pop(self.channel, None)
             self.lending.write(Kind.LENT_CLOSED, self.channel)
 
-    async def serve_request(self, scope: Any, receive: Any, send: Any) -> None:
-        self.request_task = asyncio.current_task()
+    async def run_request(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI app uvicorn's cycle runs: one lent request, its task known to the drain."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.request_task = task
+        self.lending.running.add(task)
         try:
             await serve_request(self, scope, receive, send)
         finally:
             self.request_task = None
+            self.lending.running.discard(task)
 
 
 QUIET = logging.getLogger("edgecli.lent.uvicorn")
@@ -350,9 +456,7 @@ async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: 
     """One request on a lent connection, as the relay and the worker's channel would serve it."""
     lending = protocol.lending
     worker = lending.worker
-    channel = protocol.channel
     cycle = protocol.cycle
-    began = time.perf_counter()
     headers, _ = inbound(scope["headers"])
     request_id = protocol.request_id
     if protocol.claims:
@@ -373,51 +477,32 @@ async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: 
         "state": dict(worker.lifespan.state) if worker.lifespan is not None else {},
         "method": method,
     }
-    request = LentRequest(protocol, request_id, send, lending.idle_timeout)
+    request = LentRequest(protocol, request_id, scope, send, lending.idle_timeout)
     if request.timeout:
         lending.idle_watch.add(request, request.timeout)
     token = report.current_request.set(request_id)
     try:
-        await _run_app(worker, request, inner, receive, _app_send(request, send))
+        await _run_app(worker, request, inner, receive, _app_send(request))
     finally:
         report.current_request.reset(token)
         lending.idle_watch.remove(request)
         if cycle is not None and cycle.disconnected and not cycle.response_complete:
             request.status = CLIENT_CLOSED
-        duration_ms = round((time.perf_counter() - began) * 1000, 2)
-        event = events.request(
-            method,
-            path,
-            request.status,
-            duration_ms,
-            function=lending.function,
-            worker=worker.spec.worker,
-            request=request_id,
-        )
-        worker.write(ipc.pack(Kind.EVENT, channel, event.to_row_json()))
+        request.end()
 
 
-def _app_send(request: LentRequest, send: Any) -> Callable[[Any], Awaitable[None]]:
-    """The app's send(): the response gets the request's id, and serve hears that it started (a worker
-    lost after that leaves an incomplete response, which serve must cut rather than answer)."""
+def _app_send(request: LentRequest) -> Callable[[Any], Awaitable[None]]:
+    """The app's send(): the response gets the request's id; nothing goes out once edgecli answered."""
     rid = request.id.encode("latin-1")
 
     async def app_send(message: Any) -> None:
         if request.cut:
             return
         if message["type"] == "http.response.start" and not request.started:
-            request.started = True
-            request.status = int(message["status"])
             headers = [(k, v) for k, v in message.get("headers") or () if k.lower() != REQUEST_ID]
             headers.append((REQUEST_ID, rid))
             message = {**message, "headers": headers}
-            request.protocol.lending.write(Kind.LENT_STARTED, request.protocol.channel)
-        await send(message)
-        if message.get("more_body", False):
-            # A streamed piece leaves now, as it does through serve, even if the handler does not yield
-            # before its next one: serve hears that the response started before the client sees it.
-            request.protocol.lending.worker.flush()
-            request.protocol.flush_writes()
+        await request.send(message)
 
     return app_send
 
@@ -439,6 +524,8 @@ async def _run_app(worker: Host, request: LentRequest, scope: Any, receive: Any,
     except Exception as exc:
         report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
         message = f"{type(exc).__name__}: {exc}"
+    if request.answer is not None:
+        await request.answer  # inside the request's task, so that uvicorn sees its response begun
     if message is None or request.cut:
         return
     if request.started:

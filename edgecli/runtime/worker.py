@@ -326,6 +326,8 @@ class Worker:
         if self.lifespan is not None:
             await self.lifespan.shutdown()
         await asyncio.sleep(0)  # let cancelled handlers report their FAILED frames
+        if self.lending is not None:
+            await self.lending.flushed()
         capture.flush_all(*self.writers)
         self.write(ipc.pack_json(Kind.BYE, 0, {"cpu_ms": cpu_ms(), "memory_mb": rss_mb()}))
         if self.proto is not None:
