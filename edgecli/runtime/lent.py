@@ -15,40 +15,23 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any
 
 import uvicorn
 from uvicorn.server import ServerState
 
-from edgecli import events, ipc
-from edgecli.answers import JSON, json_body, new_request_id, plain, worker_failed
+from edgecli import ipc
+from edgecli.answers import new_request_id
 from edgecli.http_protocol import HttpProtocol
 from edgecli.idle_watch import IdleWatch
 from edgecli.ipc import Kind
-from edgecli.routing import CLAIMS, REQUEST_ID, ROOT_PATH, inbound
-from edgecli.runtime import report
-from edgecli.runtime.tasks import format_exception
-from edgecli.runtime.tracebacks import UserMistake
+from edgecli.routing import REQUEST_ID, ROOT_PATH
+from edgecli.runtime.lent_request import Host, LentRequest, serve_request
 
-HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
 TOKENS = 256  # verified tokens a worker keeps; more, and it starts again from the ones serve sends
 FLUSH_GRACE = 5.0  # s a leaving worker gives the connections it gave back to send what it wrote them
-CLIENT_CLOSED = 499
-
-
-class Host(Protocol):
-    """What lending needs of the worker (edgecli/runtime/worker.py)."""
-
-    spec: Any  # .function, .worker
-    app: Any
-    lifespan: Any
-    stopping: bool
-
-    def write(self, frame: bytes) -> None: ...
-    def flush(self) -> None: ...
-    def background(self, coro: Any) -> None: ...
 
 
 class GiveBack(Exception):
@@ -207,99 +190,21 @@ class Lending:
             await asyncio.wait(pending, timeout=timeout)
 
 
-class LentRequest:
-    """One request a worker serves on a lent connection: its id, its status, and whether it was cut."""
+class Phase(Enum):
+    """Where a lent connection is, for the worker holding it."""
 
-    __slots__ = (
-        "answer",
-        "began",
-        "cut",
-        "cycle",
-        "ended",
-        "id",
-        "method",
-        "path",
-        "protocol",
-        "respond",
-        "started",
-        "status",
-        "timeout",
-    )
-
-    def __init__(self, protocol: LentProtocol, rid: str, scope: Any, respond: Any, timeout: float) -> None:
-        self.protocol = protocol
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.began = time.perf_counter()
-        self.cycle = protocol.cycle
-        self.id = rid
-        self.respond = respond  # uvicorn's send()
-        self.timeout = timeout
-        self.status = 500
-        self.started = False
-        self.cut = False  # edgecli answered for the app; what the app sends next goes nowhere
-        self.answer: asyncio.Task[None] | None = None  # that answer, when the idle timeout made it
-        self.ended = False
-
-    def end(self) -> None:
-        """The request's record, once: serve counts the request ended when it comes. When edgecli
-        answered for the app, that is then, as through serve, though the app may run on."""
-        if self.ended:
-            return
-        self.ended = True
-        lending = self.protocol.lending
-        duration_ms = round((time.perf_counter() - self.began) * 1000, 2)
-        event = events.request(
-            self.method,
-            self.path,
-            self.status,
-            duration_ms,
-            function=lending.function,
-            worker=lending.worker.spec.worker,
-            request=self.id,
-        )
-        lending.worker.write(ipc.pack(Kind.EVENT, self.protocol.channel, event.to_row_json()))
-
-    async def send(self, message: Any) -> None:
-        """Every response goes out here, the app's or edgecli's: serve hears that it started (a worker
-        lost after that leaves an incomplete response, which serve must cut rather than answer)."""
-        protocol = self.protocol
-        if message["type"] == "http.response.start" and not self.started:
-            self.started = True
-            self.status = int(message["status"])
-            protocol.lending.write(Kind.LENT_STARTED, protocol.channel)
-        await self.respond(message)
-        if message.get("more_body", False):
-            # A streamed piece leaves now, as it does through serve, even if the handler does not yield
-            # before its next one: serve hears that the response started before the client sees it.
-            protocol.lending.worker.flush()
-            protocol.flush_writes()
-
-    def idle(self) -> None:
-        if self.started or self.cut:
-            return
-        self.cut = True
-        self.answer = asyncio.get_running_loop().create_task(self.answer_idle())
-
-    async def answer_idle(self) -> None:
-        """As the exchange answers: 408 if the client stalled its body, else 504; then the app's receive()
-        says http.disconnect, as the worker's channel does once serve has answered."""
-        if self.protocol.message_done:
-            message = f"The function did not start a response within {self.timeout:g} s"
-            body = json_body("IDLE_TIMEOUT", message)
-            await plain({"type": "http"}, self.send, 504, body, self.id, JSON, "IDLE_TIMEOUT")
-        else:
-            body = json_body("REQUEST_TIMEOUT", "The client stopped sending the request body")
-            await plain({"type": "http"}, self.send, 408, body, self.id, JSON, "REQUEST_TIMEOUT", close=True)
-        self.end()
-        if self.cycle is not None:
-            self.cycle.message_event.set()
+    BETWEEN = "between"  # no request of the worker's on it: each byte read is held, to go back whole
+    TORN = "torn"  # between, but the next request began in a read that was not held: it cannot go back
+    SERVING = "serving"  # a request the worker serves: its head accepted, its body or response to come
+    GIVING_BACK = "giving back"  # the parser stopped at a request that is serve's
+    ENDING = "ending"  # the connection ends once the response in flight is out (pipelining, torn)
+    RELEASED = "released"  # serve's again, or closed
 
 
 class LentProtocol(HttpProtocol):
     """serve's HTTP protocol on a lent connection: it serves what is this worker's, gives back the rest.
 
-    Between two requests (the last one's body read and its response sent) every byte read is kept, so
+    Between two requests (the last one's body read and its response sent) every byte read is held, so
     that a request found to be serve's goes back whole; once a request is this worker's, nothing is.
     """
 
@@ -311,18 +216,15 @@ class LentProtocol(HttpProtocol):
         self.app = self.run_request
         self.lending = lending
         self.channel = channel
-        self.held: list[bytes] | None = []  # read since the last request ended; None while one runs
-        self.message_done = True
-        self.stopped: str | None = None  # why the parser was stopped: "give back" | "pipelined"
+        self.phase = Phase.BETWEEN
+        self.held: list[bytes] = []  # read since the last request ended
+        self.message_done = True  # the parser has all of the current request, its body included
         self.claims = b""
         self.request_id = ""
         self.request_task: asyncio.Task[Any] | None = None
-        self.released = False
-        # A read that a request's end fell in the middle of, before a next request began in it: what
-        # followed that end was not held, so that request cannot go back whole.
-        self.held_whole = True
-        self._read_unheld = False  # the read being parsed began inside a request (nothing of it held)
-        self._ended_in_read = False  # and a request ended inside it
+        self._feeding = False  # a read is being parsed...
+        self._feed_held = False  # ...that is held (it began between two requests)
+        self._ended_in_feed = False  # ...and a request ended inside it
         self.closed: asyncio.Future[None] = self.loop.create_future()  # connection_lost was called
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -332,22 +234,25 @@ class LentProtocol(HttpProtocol):
             self.release_if_idle()
 
     def data_received(self, data: bytes) -> None:
-        if self.released:
+        if self.phase is Phase.RELEASED:
             return
-        if self.held is not None:
+        self._feed_held = self.phase is Phase.BETWEEN or self.phase is Phase.TORN
+        if self._feed_held:
             self.held.append(data)
-        self._read_unheld = self.held is None
+        self._feeding = True
         super().data_received(data)
-        self._read_unheld = self._ended_in_read = False
+        self._feeding = self._ended_in_feed = False
+        if self.lending.recalled:  # not from inside the parser, which goes on with what it was fed
+            self.release_if_idle()
 
     # -- the parser's callbacks ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
-            self.stopped = "pipelined"
+            self.phase = Phase.ENDING
             raise Pipelined
-        if self._ended_in_read:
-            self.held_whole = False
+        if self._ended_in_feed and not self._feed_held:
+            self.phase = Phase.TORN
         self.message_done = False
         super().on_message_begin()
 
@@ -359,10 +264,11 @@ class LentProtocol(HttpProtocol):
         if self.request_task is None and not lending.recalled and lending.is_ours(self.url):
             claims = lending.claims_for(self.parser.get_method(), self.headers)
         if claims is None:
-            self.stopped = "give back"
+            self.phase = Phase.GIVING_BACK if self.phase is Phase.BETWEEN else Phase.ENDING
             raise GiveBack
+        self.phase = Phase.SERVING
+        self.held = []
         self.claims = claims
-        self.held = None
         # Serve hears of the request before the handler runs: a handler that kills its worker in its
         # first step (a busy loop under a CPU limit, os._exit) must still get its answer from serve. The
         # frame's write is due at the end of this pass, before the handler's task first runs.
@@ -378,10 +284,10 @@ class LentProtocol(HttpProtocol):
         self._at_boundary()
 
     def send_400_response(self, msg: str) -> None:
-        if self.stopped == "give back":
+        if self.phase is Phase.GIVING_BACK:
             self.give_back()
-        elif self.stopped == "pipelined":
-            self.transport.pause_reading()  # the response in flight ends, then the connection
+        elif self.phase is Phase.ENDING:
+            self.end()
         else:
             super().send_400_response(msg)
 
@@ -389,35 +295,41 @@ class LentProtocol(HttpProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.stopped == "pipelined":
+        if self.phase is Phase.ENDING:
             self.transport.close()
-            return
-        self._at_boundary()
+        else:
+            self._at_boundary()
 
     def _at_boundary(self) -> None:
         cycle = self.cycle
-        if self.held is None and self.message_done and (cycle is None or cycle.response_complete):
-            self.held = []
-            self.held_whole = True
-            self._ended_in_read = self._read_unheld
-            if self.lending.recalled:
+        if self.phase is Phase.SERVING and self.message_done and (cycle is None or cycle.response_complete):
+            self.phase = Phase.BETWEEN
+            self._ended_in_feed = self._feeding
+            if self.lending.recalled and not self._feeding:
                 self.release_if_idle()
 
     def release_if_idle(self) -> None:
-        if self.held is not None and not self.released and not self.transport.is_closing():
+        """Serve wants the connection back: it goes now if no request of the worker's is on it."""
+        if self.phase is Phase.BETWEEN and not self.transport.is_closing():
             self.give_back()
+        elif self.phase is Phase.TORN:
+            self.end()
+
+    def end(self) -> None:
+        """The connection cannot go back to serve: it ends, once the response in flight is out."""
+        self.phase = Phase.ENDING
+        self.transport.pause_reading()
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     def give_back(self) -> None:
         """The connection is serve's again, with what was read of its next request. close() sends what
         is still unsent first; serve writes nothing before the client has read it and asked again."""
+        self.phase = Phase.RELEASED
         self.transport.pause_reading()
-        if not self.held_whole:  # serve could not tell where the request starts: the connection ends
-            self.transport.close()
-            return
-        self.released = True
         self.lending.connections.pop(self.channel, None)
         self.lending.leaving.add(self)
-        self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held or ()))
+        self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held))
         self.transport.close()  # serve holds its own copy of the socket: the connection stays open
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -425,8 +337,8 @@ class LentProtocol(HttpProtocol):
         self.lending.leaving.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
-        if not self.released:
-            self.released = True
+        if self.phase is not Phase.RELEASED:
+            self.phase = Phase.RELEASED
             self.lending.connections.pop(self.channel, None)
             self.lending.write(Kind.LENT_CLOSED, self.channel)
 
@@ -450,87 +362,3 @@ QUIET.propagate = False
 
 async def _unused_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
     raise AssertionError("a lent connection's protocol serves its own app")
-
-
-async def serve_request(protocol: LentProtocol, scope: Any, receive: Any, send: Any) -> None:
-    """One request on a lent connection, as the relay and the worker's channel would serve it."""
-    lending = protocol.lending
-    worker = lending.worker
-    cycle = protocol.cycle
-    headers, _ = inbound(scope["headers"])
-    request_id = protocol.request_id
-    if protocol.claims:
-        headers.append((CLAIMS, protocol.claims))
-    method, path = scope["method"], scope["path"]
-    inner = {  # the keys and types a scope sent over the worker socket has (ipc.decode_scope)
-        "type": "http",
-        "asgi": HTTP_ASGI,
-        "http_version": scope["http_version"],
-        "scheme": scope["scheme"],
-        "path": path,
-        "raw_path": scope["raw_path"],
-        "root_path": ROOT_PATH,
-        "query_string": scope["query_string"],
-        "headers": headers,
-        "client": scope["client"],
-        "server": scope["server"],
-        "state": dict(worker.lifespan.state) if worker.lifespan is not None else {},
-        "method": method,
-    }
-    request = LentRequest(protocol, request_id, scope, send, lending.idle_timeout)
-    if request.timeout:
-        lending.idle_watch.add(request, request.timeout)
-    token = report.current_request.set(request_id)
-    try:
-        await _run_app(worker, request, inner, receive, _app_send(request))
-    finally:
-        report.current_request.reset(token)
-        lending.idle_watch.remove(request)
-        if cycle is not None and cycle.disconnected and not cycle.response_complete:
-            request.status = CLIENT_CLOSED
-        request.end()
-
-
-def _app_send(request: LentRequest) -> Callable[[Any], Awaitable[None]]:
-    """The app's send(): the response gets the request's id; nothing goes out once edgecli answered."""
-    rid = request.id.encode("latin-1")
-
-    async def app_send(message: Any) -> None:
-        if request.cut:
-            return
-        if message["type"] == "http.response.start" and not request.started:
-            headers = [(k, v) for k, v in message.get("headers") or () if k.lower() != REQUEST_ID]
-            headers.append((REQUEST_ID, rid))
-            message = {**message, "headers": headers}
-        await request.send(message)
-
-    return app_send
-
-
-async def _run_app(worker: Host, request: LentRequest, scope: Any, receive: Any, send: Any) -> None:
-    """The user's app, its failures answered as serve answers them (edgecli/answers.py)."""
-    assert worker.app is not None
-    message: str | None = None
-    try:
-        await worker.app(scope, receive, send)
-        if not request.started and not request.cut:
-            report.reporter.log("The app finished without sending a response", "error")
-            message = "the app finished without sending a response"
-    except asyncio.CancelledError:
-        message = "the worker stopped before the response was complete"
-    except UserMistake as exc:  # its message says what to change; a traceback would only blur it
-        report.reporter.log(str(exc), "error")
-        message = str(exc)
-    except Exception as exc:
-        report.reporter.log(f"Uncaught exception in handler:\n{format_exception(exc)}", "error")
-        message = f"{type(exc).__name__}: {exc}"
-    if request.answer is not None:
-        await request.answer  # inside the request's task, so that uvicorn sees its response begun
-    if message is None or request.cut:
-        return
-    if request.started:
-        request.protocol.transport.close()  # the body is incomplete: the client must see it cut
-        return
-    request.cut = True
-    deadline = "shutdown" if worker.stopping else None
-    request.status = await worker_failed(False, None, deadline, {"type": "http"}, request.send, request.id)
