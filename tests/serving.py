@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -95,12 +96,23 @@ def stored_events(path: Path) -> list[Event]:
         return [event for _, event in reader.all(EventQuery())]
 
 
+# Below Linux's ephemeral range (32768-60999 by default), where no bind to port 0 lands: a serve of a
+# test running alongside, which listens on port 0, never takes the port another test was just given.
+FIXED_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    """A port free at this moment. Another process may take it before the caller binds it: only for
-    what cannot listen on port 0 and say where (serve can, see Served)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free at this moment, for what cannot listen on port 0 and say where (serve can, see
+    Served). Another process may still bind it first, but not by asking for any free port."""
+    for _ in range(200):
+        port = random.choice(FIXED_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FIXED_PORTS}")
 
 
 @contextlib.contextmanager
