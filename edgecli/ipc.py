@@ -399,6 +399,7 @@ def read_busy(payload: bytes) -> tuple[str, str, str]:
 # one JSON message per packet, the client's fd attached.
 
 LEND_PACKET = 1 << 16
+RECALL_CLOSING = b"closing"  # RECALL's payload when serve stops
 
 
 def send_lend(sock: socket.socket, message: Any, fd: int) -> None:

@@ -108,8 +108,10 @@ class WorkerConnection:
         """A channel for a lent connection: numbered with the requests', so the two never meet."""
         return next(self._channels)
 
-    def recall(self) -> None:
-        self.proto.write(ipc.pack(Kind.RECALL))
+    def recall(self, closing: bool = False) -> None:
+        """Have the worker give its lent connections back; `closing`: serve is stopping, so the responses
+        still in flight say `connection: close` and their connections end there, as uvicorn's would."""
+        self.proto.write(ipc.pack(Kind.RECALL, 0, ipc.RECALL_CLOSING if closing else b""))
 
     def open_socket(self, scope_payload: bytes, stream: ResponseStream) -> int:
         """Start a WebSocket: the client's messages then go under the channel's window (`ws_send`)."""

@@ -183,6 +183,14 @@ class Lender:
         duration_ms = round((time.perf_counter() - lent.began) * 1000, 2)
         self.emit(events.request(method, path, status, duration_ms, **worker.context(request=request_id)))
 
+    def stop_lending(self) -> None:
+        """Serve is stopping: nothing more is lent, a connection that comes back is closed, and the
+        workers end the responses in flight on their lent connections with `connection: close`."""
+        self.closing = True
+        for worker in self.workers:
+            if worker.lent:
+                worker.conn.recall(closing=True)
+
     def close_all(self) -> None:
         """Serve is done: whatever is still lent is closed (its workers are gone)."""
         self.closing = True

@@ -325,7 +325,7 @@ class ServeCommand:
 
     def begin_drain(self) -> None:
         if self.supervisor.lender is not None:
-            self.supervisor.lender.closing = True  # a connection given back now is closed, as uvicorn's
+            self.supervisor.lender.stop_lending()
         if self._drain is None:
             self._drain = asyncio.ensure_future(self.drain())
 

@@ -125,10 +125,13 @@ class Lending:
         loop = asyncio.get_running_loop()
         self.worker.background(loop.connect_accepted_socket(lambda: LentProtocol(self, channel), sock))
 
-    def recall(self) -> None:
-        """Serve wants its connections back: the idle ones go now, the others once their response ends."""
+    def recall(self, closing: bool = False) -> None:
+        """Serve wants its connections back: the idle ones go now, the others once their response ends;
+        `closing` (serve stops): those others end with it, as uvicorn ends its own when it stops."""
         self.recalled = True
         for protocol in list(self.connections.values()):
+            if closing and protocol.cycle is not None and not protocol.cycle.response_complete:
+                protocol.cycle.keep_alive = False
             protocol.release_if_idle()
 
     # -- what a request may be -------------------------------------------------------------------------

@@ -172,7 +172,7 @@ class Worker:
                     chan.close_code = ipc.unpack_count(payload)
                 chan.disconnect()
         elif kind == Kind.RECALL:
-            self.recall()
+            self.recall(closing=payload == ipc.RECALL_CLOSING)
         elif kind == Kind.NOTICE:
             self.background(self.fire_beforeunload(ipc.loads(payload)["reason"]))
         elif kind == Kind.STOP:
@@ -191,10 +191,10 @@ class Worker:
             self.lending.recall()
         self.lending.start()
 
-    def recall(self) -> None:
+    def recall(self, closing: bool = False) -> None:
         self.recalled = True
         if self.lending is not None:
-            self.lending.recall()
+            self.lending.recall(closing)
 
     # -- requests --------------------------------------------------------------------------------------
 

@@ -928,3 +928,23 @@ def test_a_request_read_with_the_tail_of_an_unread_body_is_never_lost(srv: Serve
         sock.sendall(b"x" * 100 + get_bytes("/functions/v1/other"))
         after = read_response(stream)
         assert after is None or (after[0], json.loads(after[2])["name"]) == (200, "other"), after
+
+
+@pytest.mark.timeout(90)
+def test_a_lent_response_in_flight_when_serve_stops_says_connection_close(tmp_path: Path) -> None:
+    srv = serving(tmp_path).start()
+    try:
+        sock, stream, _pid = lent_socket(srv, "hello")
+        with sock, stream:
+            sock.sendall(get_bytes("/functions/v1/hello?do=sleep&s=1&tag=stopping"))
+            srv.wait_event(lambda e: "sleeping stopping" in e["message"], kind="log")
+            assert srv.proc is not None
+            srv.proc.send_signal(signal.SIGTERM)
+            answer = read_response(stream)
+            assert answer is not None and answer[0] == 200, answer
+            assert answer[1].get("connection") == "close", answer[1]  # as uvicorn's when it stops
+            assert read_response(stream) is None
+        assert srv.stop(signal.SIGTERM, timeout=30) == 0, srv.output()[-3000:]
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill_all()
