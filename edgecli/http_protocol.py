@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -47,6 +48,67 @@ class HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing: the parser turns it into an HttpParserError."""
 
 
+class Head(Enum):
+    """Where the reading of a connection's next request head is."""
+
+    WAITING = "waiting"  # none of it yet: the connection is new, or the last message has ended
+    ARRIVING = "arriving"  # part of it has come, and its timer runs
+    DONE = "done"  # it is parsed: the request's body and response are under way
+    REFUSED = "refused"  # it grew past MAX_HEAD: the parser was stopped, 431 is due
+
+
+class HeadBound:
+    """The size bound on one request head at a time. Pure bookkeeping, fed by the protocol's reads and
+    its parser's callbacks; the protocol acts on what it answers (431) and arms the head's timer.
+
+    Two counts, since neither alone sees every head: what the parser handed over (the url and headers,
+    one read holding a whole oversized head), and the reads a head did not end in (bytes the parser still
+    buffers, a head trickling in)."""
+
+    __slots__ = ("_ended_in_read", "_read_in_head", "parsed", "state", "unended")
+
+    def __init__(self) -> None:
+        self.state = Head.WAITING
+        self.parsed = 0
+        self.unended = 0
+        self._read_in_head = False  # the current read began inside a head (or before one)
+        self._ended_in_read = False  # a head ended inside the current read
+
+    def read_begins(self) -> None:
+        self._read_in_head = self.state in (Head.WAITING, Head.ARRIVING)
+        self._ended_in_read = False
+
+    def read_ends(self, size: int) -> bool:
+        """Count a read no head ended in as head; True when that takes the head past MAX_HEAD. A read that
+        began in a body is not counted, even if a head begins in it: the parser counts that head."""
+        if not self._read_in_head or self._ended_in_read or self.state is Head.REFUSED:
+            return False
+        self.state = Head.ARRIVING
+        self.unended += size
+        if self.unended > MAX_HEAD:
+            self.state = Head.REFUSED
+            return True
+        return False
+
+    def message_begins(self) -> None:
+        self.state = Head.ARRIVING
+
+    def parsed_part(self, size: int) -> None:
+        """The parser handed over `size` bytes of the head; HeadTooLarge stops it past MAX_HEAD."""
+        self.parsed += size
+        if self.parsed > MAX_HEAD:
+            self.state = Head.REFUSED
+            raise HeadTooLarge
+
+    def head_ends(self) -> None:
+        self.state = Head.DONE
+        self.parsed = self.unended = 0
+        self._ended_in_read = True
+
+    def message_ends(self) -> None:
+        self.state = Head.WAITING
+
+
 def head_answer(status: int, code: str, message: str) -> bytes:
     """A whole response, for the protocol to write before any request exists."""
     return whole_response(status, code, json_body(code, message), new_request_id())
@@ -64,11 +126,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(PassBatchingTransport(transport, self.loop))  # type: ignore[arg-type]
-        self._head_open = True  # between one message's end (or the connection's start) and the next head's
-        self._head_parsed = 0  # bytes of the head the parser handed over (url, headers)
-        self._head_chunks = 0  # bytes of reads the head had not ended by: the parts still in its buffer
-        self._head_refused = False
-        self._heads_done = 0
+        self.head = HeadBound()
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
         held, self.held_bytes = self.held_bytes, None
@@ -90,8 +148,7 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         return (
             (cycle is None or cycle.response_complete)
-            and self._head_open
-            and not (self._head_parsed or self._head_chunks)
+            and self.head.state is Head.WAITING
             and not self.pipeline
             and not self.transport.is_closing()
         )
@@ -109,8 +166,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        started = self._head_parsed or self._head_chunks
-        if started and (self.cycle is None or self.cycle.response_complete):
+        if self.head.state is Head.ARRIVING and (self.cycle is None or self.cycle.response_complete):
             message = (
                 f"The request's headers did not arrive within {self.head_timeout:g} s: send them at once "
                 "(serve's bound is [edge_runtime] request_head_timeout_sec in config.toml)."
@@ -128,48 +184,37 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        whole = self._head_open  # this read starts inside a head...
-        heads = self._heads_done
+        self.head.read_begins()
         super().data_received(data)
-        # ...and none ended in it: all of it is head (a body in the same read is not)
-        if whole and heads == self._heads_done and not self.transport.is_closing():
-            self._head_chunks += len(data)
-            if self._head_chunks > MAX_HEAD:
-                self._refuse_head()
+        if not self.transport.is_closing() and self.head.read_ends(len(data)):
+            self._refuse_head()
 
     def send_400_response(self, msg: str) -> None:
-        if self._head_refused:  # the parser stopped at HeadTooLarge
+        if self.head.state is Head.REFUSED:  # the parser stopped at HeadTooLarge
             self._refuse_head()
         else:
             super().send_400_response(msg)
 
-    def _count_head(self, size: int) -> None:
-        self._head_parsed += size
-        if self._head_parsed > MAX_HEAD:
-            self._head_refused = True
-            raise HeadTooLarge
-
     def on_message_begin(self) -> None:
+        self.head.message_begins()
         super().on_message_begin()
         self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
+        self.head.parsed_part(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self.head.parsed_part(len(name) + len(value) + 4)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._head_open = False
-        self._heads_done += 1
-        self._head_parsed = self._head_chunks = 0
+        self.head.head_ends()
         self._disarm_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._head_open = True
+        self.head.message_ends()
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:

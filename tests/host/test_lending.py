@@ -948,3 +948,19 @@ def test_a_lent_response_in_flight_when_serve_stops_says_connection_close(tmp_pa
     finally:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.kill_all()
+
+
+@pytest.mark.timeout(90)
+def test_a_next_request_begun_in_the_read_that_ended_the_last_is_not_lost_to_lending(srv: Served) -> None:
+    """Serve lends a connection when a response ends, if nothing of a next request has been read: here
+    its first bytes came with the last request, so serve keeps the connection and answers it whole."""
+    for round_ in range(3):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        with sock, sock.makefile("rb") as stream:
+            sock.sendall(get_bytes("/functions/v1/hello?n=1") + b"GE")
+            first = read_response(stream)
+            assert first is not None and first[0] == 200, first
+            sock.sendall(b"T /functions/v1/hello?n=2 HTTP/1.1\r\nhost: x\r\n\r\n")
+            second = read_response(stream)
+            assert second is not None, f"round {round_}: no answer to the second request"
+            assert second[0] == 200 and json.loads(second[2])["n"] == "2", (round_, second)
