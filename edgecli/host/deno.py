@@ -34,14 +34,31 @@ FETCH_HINT = (
 def worker_argv(function: FunctionConfig, worker_id: str, lock: Path | None = None) -> list[str]:
     """The command a Deno worker execs: `deno run` of our worker, told which module to serve (`lock`:
     the lock file its type check used, `TypeChecks.lock_for`)."""
-    argv = [_binary(function), "run", "--allow-all", "--quiet", "--no-prompt"]
-    config = function_config(function)
-    if config is not None:
-        argv += ["--config", config]
-    if lock is not None:
-        argv += ["--lock", str(lock)]
+    argv = [_binary(function), "run", "--allow-all", "--quiet", "--no-prompt", *project_flags(function, lock)]
     spec = {"worker": worker_id, "function": function.name, "entrypoint": str(function.entrypoint)}
     return [*argv, str(WORKER_TS), json.dumps(spec)]
+
+
+def project_flags(function: FunctionConfig, lock: Path | None) -> list[str]:
+    """What `deno run` and `deno check` are told of the function's own project files."""
+    config = function_config(function)
+    flags = ["--config", config] if config is not None else []
+    if lock is not None:
+        flags += ["--lock", str(lock)]
+    if _packages_from_cache(function, config):
+        flags.append("--node-modules-dir=none")
+    return flags
+
+
+def _packages_from_cache(function: FunctionConfig, config: str | None) -> bool:
+    """A package.json beside the entrypoint makes `deno check` expect a node_modules folder that `deno
+    install` filled, and refuse every npm package without one, `npm:` imports included. With none
+    there, packages come from Deno's cache (and the registry), as without a package.json; a node_modules
+    the user installed, or a deno.json that says `nodeModulesDir`, is left to Deno. (The worker's own
+    run never sees that package.json: its main module is ours. The flag keeps the two alike.)"""
+    if not (function.directory / "package.json").is_file() or (function.directory / "node_modules").is_dir():
+        return False
+    return config is None or '"nodeModulesDir"' not in Path(config).read_text(errors="replace")
 
 
 def function_config(function: FunctionConfig) -> str | None:
@@ -88,13 +105,13 @@ class TypeChecks:
     def lock_for(self, function: FunctionConfig) -> Path | None:
         """The lock file Deno reads and updates for `function`: serve's copy of the function's deno.lock.
 
-        Deno writes deno.lock beside a function's deno.json as it resolves npm: and jsr: imports, and
-        the watcher would take that write for a change of the function: one more reload, for nothing
-        the user did. A copy keeps what the user's file pins (and its integrity checks) while the
-        function's folder stays as the user left it, so that a change there is always the user's. None
-        without a deno.json: Deno keeps no lock file then.
+        Deno writes deno.lock beside a function's deno.json (or package.json) as it resolves npm: and
+        jsr: imports, and the watcher would take that write for a change of the function: one more
+        reload, for nothing the user did. A copy keeps what the user's file pins (and its integrity
+        checks) while the function's folder stays as the user left it, so that a change there is always
+        the user's. None without a deno.json or a package.json: Deno keeps no lock file then.
         """
-        if function_config(function) is None:
+        if function_config(function) is None and not (function.directory / "package.json").is_file():
             return None
         if self._locks is None:
             self._locks = Path(tempfile.mkdtemp(prefix="edgecli-deno-locks-"))
@@ -147,9 +164,7 @@ def _worth_again(task: asyncio.Task[None]) -> bool:
 
 
 async def _check(function: FunctionConfig, env: Mapping[str, str], timeout: float, lock: Path | None) -> None:
-    config = function_config(function)
-    argv = [_binary(function), "check", "--quiet", *(["--config", config] if config else [])]
-    argv += ["--lock", str(lock)] if lock is not None else []
+    argv = [_binary(function), "check", "--quiet", *project_flags(function, lock)]
     # The declarations go in as a root of their own: their globals are then the whole program's.
     argv += [str(DECLARATIONS), str(function.entrypoint)]
     proc = await asyncio.create_subprocess_exec(

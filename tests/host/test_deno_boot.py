@@ -146,3 +146,27 @@ def test_deno_keeps_its_lock_file_out_of_the_function_folder_and_honours_the_use
         assert error["message"] == message, error  # the user's file, not serve's copy of it
         write(root, "locked/deno.lock", lock)
         wait_until(lambda: srv.get("locked").text == "--7", 120, what="the function to serve again")
+
+
+PACKAGE_JSON = '{"dependencies": {"left-pad-mini": "1.0.0"}}'
+USES_NPM = """
+import leftPad from "npm:left-pad-mini@1.0.0";
+Deno.serve(() => new Response(leftPad("7", 3, "0")));
+"""
+
+
+def test_npm_imports_beside_a_package_json_with_no_node_modules_boot_from_the_cache(tmp_path: Path) -> None:
+    """Deno alone would refuse every npm package here (it expects `deno install` to have filled a
+    node_modules); serve has it take them from its cache, and keeps the lock file out of the folder."""
+    root = project(tmp_path, {"pkgjson/index.ts": USES_NPM, "pkgjson/package.json": PACKAGE_JSON})
+    folder = root / "supabase" / "functions" / "pkgjson"
+    with (
+        Registry(tmp_path / "registry") as registry,
+        Served(root, env=registry.env(tmp_path / "deno")) as srv,
+    ):
+        r = srv.get("pkgjson", timeout=120)
+        assert (r.status_code, r.text) == (200, "007"), r.text
+        write(root, "pkgjson/index.ts", USES_NPM.replace('"0"', '"-"'))
+        wait_until(lambda: srv.get("pkgjson").text == "--7", 120, what="the new code to serve")
+        assert [e["changes"] for e in srv.events(kind="reload")] == [["supabase/functions/pkgjson/index.ts"]]
+    assert sorted(p.name for p in folder.iterdir()) == ["index.ts", "package.json"]
