@@ -9,6 +9,8 @@ machine load; before each load the servers are left to go idle (log and store wr
 Scenarios:
 
   uvicorn           32 connections   the baseline every ratio is taken against (one process)
+  uvicorn+log       32 connections   the same with uvicorn's default access log (to its log file): a
+                                     reference for a server that records every request, as edgecli does
   per_worker        32 connections   verify_jwt off (--no-verify-jwt)
   per_worker+jwt    32 connections   verify_jwt on, the anon key sent: goal >= 0.8x the baseline, floor
                                      0.65x; within 5 % of per_worker
@@ -127,15 +129,18 @@ def edgecli_server(
     return Server(name, cmd, url, tmp / f"{root.name}.log", env=env, events_db=db, headers=headers)
 
 
-def uvicorn_server(tmp: Path, workers: int = 1) -> Server:
-    name = "uvicorn" if workers == 1 else f"uvicorn x{workers}"
+def uvicorn_server(tmp: Path, workers: int = 1, access_log: bool = False) -> Server:
+    """Bare uvicorn; `access_log`: with its default access log (a line a request, to its log file), what
+    `uvicorn app:app` prints out of the box and the nearest to edgecli's record of every request."""
+    name = ("uvicorn" if workers == 1 else f"uvicorn x{workers}") + ("+log" if access_log else "")
     app_dir = tmp / name.replace(" ", "_")
     app_dir.mkdir()
     (app_dir / "baseline.py").write_text(BASELINE)
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "baseline:app", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-    cmd += ["--log-level", "warning"] + (["--workers", str(workers)] if workers > 1 else [])
+    cmd += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    cmd += ["--log-level", "info"] if access_log else ["--no-access-log", "--log-level", "warning"]
+    cmd += ["--workers", str(workers)] if workers > 1 else []
     return Server(name, cmd, f"http://127.0.0.1:{port}{PATH}", tmp / f"{app_dir.name}.log")
 
 
@@ -150,6 +155,8 @@ def check_source(src: Path, cwd: Path) -> None:
 
 def make_servers(tmp: Path, args: argparse.Namespace) -> dict[str, Server]:
     servers = {"uvicorn": uvicorn_server(tmp)}
+    if "per_worker" in args.policies:
+        servers["uvicorn+log"] = uvicorn_server(tmp, access_log=True)
     for checkout in args.also:
         check_source(checkout, tmp)
     sources: list[Path | None] = [None, *args.also]
@@ -168,7 +175,11 @@ def make_servers(tmp: Path, args: argparse.Namespace) -> dict[str, Server]:
 
 def make_scenarios(servers: dict[str, Server], args: argparse.Namespace) -> list[Scenario]:
     """The baseline first (ratios are taken against it), then each concurrency's servers."""
-    scenarios = [Scenario("uvicorn", servers["uvicorn"], args.connections)]
+    scenarios = [
+        Scenario(name, servers[name], args.connections)
+        for name in ("uvicorn", "uvicorn+log")
+        if name in servers
+    ]
     of = {policy: [s for s in servers.values() if s.name.startswith(policy)] for policy in args.policies}
     scenarios += [Scenario(s.name, s, args.connections) for s in of.get("per_worker", [])]
     scenarios += [Scenario(s.name, s, args.connections) for s in servers.values() if " x" in s.name]
