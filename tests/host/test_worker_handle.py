@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
+from edgecli import ipc
 from edgecli.config import FunctionConfig
 from edgecli.events import Event
 from edgecli.host.connection import ResponseStream
+from edgecli.host.lending import Lender
 from edgecli.host.limits import Action, Verdict
 from edgecli.host.supervisor import Supervisor
-from edgecli.host.worker import ExitRecord, State, Worker
+from edgecli.host.worker import ExitRecord, Lent, State, Worker
+from edgecli.ipc import Kind
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -206,5 +209,27 @@ def test_an_exit_reported_before_the_sockets_last_bytes_waits_for_them() -> None
         (down,) = events
         assert down.fields["reason"] == "early_drop" and down.level == "info"
         assert worker.exit is not None and worker.exit.code == 0 and worker.exit.cpu_ms == 7.0
+
+    asyncio.run(main())
+
+
+def test_a_lent_request_counts_in_the_worker_s_load_from_its_head_to_its_record() -> None:
+    """The pool sends new requests to the least loaded worker: one serving lent connections is busy
+    with each request in flight on them, though serve never opened a channel for it."""
+
+    async def main() -> None:
+        worker, _, _ = make_worker()
+        lender = Lender(make_protocol=lambda: None, emit=lambda event: None)  # type: ignore[arg-type,return-value]
+        worker.lend(7, Lent(-1))
+        worker.lend(8, Lent(-1))
+        assert worker.load == 0
+        lender.on_frame(worker, Kind.LENT_BUSY, 7, ipc.busy_payload("r 1", "GET", b"/functions/v1/f"))
+        assert (worker.load, worker.sole_request()) == (1, "r 1")
+        worker.opened(1, "r2")  # and one through serve
+        assert (worker.load, worker.sole_request()) == (2, None)
+        lender.on_frame(worker, Kind.LENT_STARTED, 7, b"")
+        lender.on_frame(worker, Kind.EVENT, 7, b"")
+        worker.closed(1)
+        assert worker.load == 0
 
     asyncio.run(main())
