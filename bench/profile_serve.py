@@ -3,10 +3,11 @@
     python bench/profile_serve.py [--seconds 10] [--connections 32] [--rate 250] [--native] [--also SRC]
 
 Serves the hello-world function of bench_serve.py (per_worker, JWT verification on, the anon key sent,
-event store on), loads it with wrk (else the Python generator) and, over the same window, samples each
-process with py-spy (`pip install py-spy`: a development tool, not a dependency of edgecli). Each sample
-is put in the stage of the innermost frame a rule below knows; a stage's share of a process's samples
-times that process's CPU per request (psutil, same window) is the stage's CPU per request.
+event store on, no CPU limit so that no worker is replaced under the sampler), loads it with wrk (else
+the Python generator) and, over the same window, samples each process with py-spy (`pip install
+py-spy`: a development tool, not a dependency of edgecli). Each sample is put in the stage of the
+innermost frame a rule below knows; a stage's share of a process's samples times that process's CPU
+per request (psutil, same window) is the stage's CPU per request.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from _load import have_wrk, run_load
-from _servers import Server, free_port, settle, stop_all
+from _servers import KEEPER, Server, free_port, settle, stop_all
 from bench_serve import FUNCTION, PATH
 
 # (file part, function or "", stage): the first rule matching a frame, from the innermost frame out.
@@ -53,13 +54,22 @@ SERVE_RULES = [
     ("asyncio/", "", "event loop"),
 ]
 WORKER_RULES = [
+    ("edgecli/runtime/lent_request.py", "end", "the request record (built, encoded)"),
+    ("edgecli/events.py", "", "the request record (built, encoded)"),
     ("edgecli/runtime/capture.py", "", "events and output capture"),
-    ("edgecli/events.py", "", "events and output capture"),
     ("starlette/", "", "the ASGI app (Starlette handler)"),
     ("hello/index.py", "", "the ASGI app (Starlette handler)"),
     ("edgecli/runtime/api.py", "", "the ASGI app (Starlette handler)"),
-    ("edgecli/ipc.py", "", "framing and socket writes"),
-    ("edgecli/batching.py", "", "framing and socket writes"),
+    ("edgecli/ipc.py", "", "framing of what it tells serve"),
+    ("edgecli/batching.py", "", "socket writes: responses to clients, frames to serve"),
+    # A lent connection's requests: the worker parses and answers them (docs/architecture.md).
+    ("edgecli/runtime/lent.py", "", "lent connection: the decision on each head, LENT_BUSY"),
+    ("edgecli/runtime/lent_request.py", "", "lent request: scope, request id, send, answers"),
+    ("edgecli/answers.py", "", "lent request: scope, request id, send, answers"),
+    ("edgecli/idle_watch.py", "", "lent request: scope, request id, send, answers"),
+    ("edgecli/routing.py", "", "lent request: scope, request id, send, answers"),
+    ("edgecli/http_protocol.py", "", "HTTP parse and response (uvicorn, httptools)"),
+    ("uvicorn/", "", "HTTP parse and response (uvicorn, httptools)"),
     ("edgecli/runtime/worker.py", "", "worker loop: channels, scope, send/receive"),
     ("edgecli/runtime/tasks.py", "", "worker loop: channels, scope, send/receive"),
     ("asyncio/", "", "event loop"),
@@ -132,7 +142,10 @@ def spy(pid: int, out: Path, seconds: float, args: argparse.Namespace) -> subpro
 def edgecli_server(tmp: Path, src: Path | None, headers: list[tuple[str, str]]) -> Server:
     root = tmp / ("this-tree" if src is None else f"also-{src.name}")
     (root / "supabase" / "functions" / "hello").mkdir(parents=True)
-    (root / "supabase" / "config.toml").write_text('[edge_runtime]\npolicy = "per_worker"\n')
+    # No CPU limit: under full load a worker would reach the default soft limit in about a second and
+    # be replaced, taking its sampler's process away.
+    config = '[edge_runtime]\npolicy = "per_worker"\ncpu_time_soft_limit_ms = 0\ncpu_time_hard_limit_ms = 0\n'
+    (root / "supabase" / "config.toml").write_text(config)
     (root / "supabase" / "functions" / "hello" / "index.py").write_text(FUNCTION)
     port = free_port()
     cmd = [sys.executable, "-m", "edgecli", "serve", "--workdir", str(root), "--port", str(port)]
@@ -146,7 +159,8 @@ def profile(server: Server, args: argparse.Namespace, tmp: Path, headers: list[t
     settle([server])
     family = {"serve": server.proc.pid if server.proc else 0}
     forkserver, store = server.forkserver(), server.store()
-    workers = forkserver.children() if forkserver else []
+    # The fork server's children are keepers; each one's child is the worker.
+    workers = [p for p in forkserver.children(recursive=True) if p.name() != KEEPER] if forkserver else []
     if workers:
         family["worker"] = workers[0].pid
     if store is not None:
