@@ -19,6 +19,7 @@ body is all in needs no task of its own waiting in `receive()` just to notice th
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -109,6 +110,26 @@ class HeadBound:
         self.state = Head.WAITING
 
 
+INVALID = "Invalid HTTP request received."  # uvicorn's warning when its parser stops
+
+
+class HeadLog:
+    """uvicorn's logger for one connection, without the warning uvicorn prints when the head bound
+    stopped its parser: that head was not invalid, and the protocol says what it was (431)."""
+
+    def __init__(self, logger: logging.Logger, protocol: HttpProtocol) -> None:
+        self.logger = logger
+        self.protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:  # .level, .log, .error...: the logger's own
+        return getattr(self.logger, name)
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg == INVALID and self.protocol.head.state is Head.REFUSED:
+            return
+        self.logger.warning(msg, *args, **kwargs)
+
+
 def head_answer(status: int, code: str, message: str) -> bytes:
     """A whole response, for the protocol to write before any request exists."""
     return whole_response(status, code, json_body(code, message), new_request_id())
@@ -125,6 +146,7 @@ class HttpProtocol(HttpToolsProtocol):
         return type(cls.__name__, (cls,), {"head_timeout": head_timeout})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.logger = HeadLog(self.logger, self)  # type: ignore[assignment]
         super().connection_made(PassBatchingTransport(transport, self.loop))  # type: ignore[arg-type]
         self.head = HeadBound()
         self._head_timer: asyncio.TimerHandle | None = None
@@ -181,6 +203,7 @@ class HttpProtocol(HttpToolsProtocol):
                 "shorter headers (a large value belongs in the body)."
             )
             self.transport.write(head_answer(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", message))
+            self.logger.warning(f"Request line and headers over {MAX_HEAD // 1024} KB: answered 431.")
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serving import Served, make_project
+from serving import Served, make_project, wait_until
 
 HELLO = """
 from starlette.responses import PlainTextResponse
@@ -85,6 +85,9 @@ def test_an_oversize_head_gets_431_and_serve_keeps_serving(project: Path) -> Non
         assert srv.get("hello").text == "hi 0"
         # A large body sent with its head in one write is no part of the head.
         assert srv.post("hello", content=b"b" * 300_000).text == "hi 0"
+        # serve's terminal says what happened to each refused head, not uvicorn's "invalid request".
+        wait_until(lambda: srv.output().count("answered 431") == 2, 10, what="two 431 lines")
+        assert "Invalid HTTP request received" not in srv.output()
 
 
 @pytest.mark.timeout(60)
