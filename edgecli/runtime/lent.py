@@ -221,6 +221,7 @@ class LentProtocol(HttpProtocol):
         self.channel = channel
         self.phase = Phase.BETWEEN
         self.held: list[bytes] = []  # read since the last request ended
+        self.waiting: list[bytes] = []  # read while a response was still going out: see data_received
         self.message_done = True  # the parser has all of the current request, its body included
         self.claims = b""
         self.request_id = ""
@@ -238,6 +239,14 @@ class LentProtocol(HttpProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.phase is Phase.RELEASED:
+            return
+        if self.waiting or self._response_out():
+            # The next request, sent before this response ended (pipelining): it waits, unparsed, until
+            # the response is out, and is then read as any request between two, so that it can still
+            # go back whole. uvicorn would parse it and queue it; one request at a time keeps serve's
+            # account of the connection (one request in flight) true.
+            self.waiting.append(data)
+            self.transport.pause_reading()
             return
         self._feed_held = self.phase is Phase.BETWEEN or self.phase is Phase.TORN
         if self._feed_held:
@@ -310,6 +319,26 @@ class LentProtocol(HttpProtocol):
             self._ended_in_feed = self._feeding
             if self.lending.recalled and not self._feeding:
                 self.release_if_idle()
+            elif self.waiting:
+                self.loop.call_soon(self._read_waiting)  # not from inside the response's send()
+
+    def _response_out(self) -> bool:
+        """A response is going out for a request read whole: what is read now is the next request's."""
+        cycle = self.cycle
+        return (
+            self.phase is Phase.SERVING
+            and self.message_done
+            and cycle is not None
+            and not cycle.response_complete
+        )
+
+    def _read_waiting(self) -> None:
+        if self.phase is not Phase.BETWEEN or not self.waiting:
+            return  # given back (with it) or ended meanwhile
+        data = b"".join(self.waiting)
+        self.waiting.clear()
+        self.transport.resume_reading()
+        self.data_received(data)
 
     def release_if_idle(self) -> None:
         """Serve wants the connection back: it goes now if no request of the worker's is on it."""
@@ -332,7 +361,7 @@ class LentProtocol(HttpProtocol):
         self.transport.pause_reading()
         self.lending.connections.pop(self.channel, None)
         self.lending.leaving.add(self)
-        self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held))
+        self.lending.write(Kind.RELEASED, self.channel, b"".join(self.held + self.waiting))
         self.transport.close()  # serve holds its own copy of the socket: the connection stays open
 
     def connection_lost(self, exc: Exception | None) -> None:

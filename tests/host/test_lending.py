@@ -964,3 +964,29 @@ def test_a_next_request_begun_in_the_read_that_ended_the_last_is_not_lost_to_len
             second = read_response(stream)
             assert second is not None, f"round {round_}: no answer to the second request"
             assert second[0] == 200 and json.loads(second[2])["n"] == "2", (round_, second)
+
+
+@pytest.mark.timeout(90)
+def test_a_request_sent_while_a_lent_response_streams_is_answered_after_it(srv: Served) -> None:
+    """A client that pipelines (its next request in a write of its own, the last response still coming)
+    gets both answers in order on the one connection, as from bare uvicorn: the worker's own request,
+    and then one for another function, which goes back to serve whole."""
+    sock, stream, _pid = lent_socket(srv, "hello")
+    with sock, stream:
+        for n, name in enumerate(("hello", "other")):
+            sock.sendall(get_bytes("/functions/v1/hello?do=stream"))
+            assert int(stream.readline().split()[1]) == 200
+            while stream.readline() != b"\r\n":  # the head
+                pass
+            size = int(stream.readline(), 16)
+            assert stream.read(size + 2) == b"chunk 0\n\r\n"  # the response is under way
+            sock.sendall(get_bytes(f"/functions/v1/{name}?n={n}"))
+            rest = b""
+            while size := int(stream.readline(), 16):
+                rest += stream.read(size + 2)
+            stream.readline()
+            assert rest.count(b"chunk") == 4, rest
+            answer = read_response(stream)
+            assert answer is not None, f"round {n}: the request sent during the stream got no answer"
+            body = json.loads(answer[2])
+            assert (answer[0], body["name"], body["n"]) == (200, name, str(n)), answer
