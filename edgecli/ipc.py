@@ -71,11 +71,12 @@ class Kind(IntEnum):
     WS_ACCEPT = 18  # JSON {"subprotocol", "headers"}: the app accepted the WebSocket
     WS_SEND = 19  # a WebSocket message from the app; TEXT flag
     WS_CLOSE = 20  # JSON {"code", "reason"}: the app closed (or refused, before accepting) the socket
-    # worker -> host, on a lent connection's channel (an EVENT there is its request's `request` event)
-    LENT_BUSY = 21  # "<request id> <method> <target>" (latin-1): a request began
+    # worker -> host, on a lent connection's channel
+    LENT_BUSY = 21  # "<method> <target> <request id>" (latin-1): a request began
     LENT_STARTED = 22  # the response's head left and its body is still coming
     RELEASED = 23  # the connection is serve's again; the payload: the bytes read of its next request
     LENT_CLOSED = 24  # the connection ended in the worker
+    LENT_ENDED = 25  # uint16 status, float64 ms, then LENT_BUSY's payload: serve records the request
 
 
 def pack(kind: Kind, channel: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
@@ -382,8 +383,8 @@ def decode_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
 
 
 def busy_payload(request_id: str, method: str, target: bytes) -> bytes:
-    """LENT_BUSY's payload: plain text, since serve reads it only if the worker dies under the request.
-    `target`: the request line's, as the client sent it."""
+    """LENT_BUSY's payload, plain text: serve reads it once, for the request's record (with LENT_ENDED, or
+    when the worker dies under the request). `target`: the request line's, as the client sent it."""
     # The id last: a client's x-request-id may hold spaces, a method and a request-target never do.
     return f"{method} ".encode("latin-1") + target + f" {request_id}".encode("latin-1")
 
@@ -392,6 +393,22 @@ def read_busy(payload: bytes) -> tuple[str, str, str]:
     """(request id, method, path as the ASGI scope has it) of a LENT_BUSY payload."""
     method, target, request_id = payload.decode("latin-1").split(" ", 2)
     return request_id, method, unquote(target.partition("?")[0])
+
+
+# A lent request's end: what serve needs for its record beside what LENT_BUSY told it, packed, so that the
+# worker (the one process on the request's path) neither builds nor encodes an event per request. The
+# busy payload rides along because the connection may be serve's again by the time this is read.
+_ENDED = struct.Struct("!Hd")
+
+
+def ended_payload(status: int, duration_ms: float, busy: bytes) -> bytes:
+    return _ENDED.pack(status, duration_ms) + busy
+
+
+def read_ended(payload: bytes) -> tuple[int, float, bytes]:
+    """(status, duration in ms, the LENT_BUSY payload) of a LENT_ENDED payload."""
+    status, duration_ms = _ENDED.unpack_from(payload)
+    return status, duration_ms, payload[_ENDED.size :]
 
 
 # -- lending: a client's socket handed to a worker (docs/architecture.md, "Lent connections") --------

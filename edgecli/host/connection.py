@@ -15,7 +15,7 @@ from typing import Any
 from edgecli import ipc
 from edgecli.ipc import MORE, Kind
 
-LENT_KINDS = (Kind.LENT_BUSY, Kind.LENT_STARTED, Kind.RELEASED, Kind.LENT_CLOSED)
+LENT_KINDS = (Kind.LENT_BUSY, Kind.LENT_STARTED, Kind.LENT_ENDED, Kind.RELEASED, Kind.LENT_CLOSED)
 
 
 class BootError(Exception):
@@ -196,8 +196,6 @@ class WorkerConnection:
                 msg = ipc.loads(payload)
                 stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
         elif kind == Kind.EVENT:
-            if channel:  # a lent connection's request ended
-                self._on_lent(kind, channel, payload)
             self._on_event(payload)
         elif kind == Kind.CREDIT:
             credit = self.credits.get(channel)

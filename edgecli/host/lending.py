@@ -105,6 +105,13 @@ class Lender:
 
     def on_frame(self, worker: Worker, kind: int, channel: int, payload: bytes) -> None:
         lent = worker.lent.get(channel)
+        if kind == Kind.LENT_ENDED:
+            # Recorded even when the connection is no longer lent: given back as its last response
+            # ended, or closed by its client while the handler ran on, LENT_ENDED comes after.
+            if lent is not None and lent.request is not None:
+                self.ended(worker, lent)
+            self.record(worker, payload)
+            return
         if lent is None:
             return
         if kind == Kind.LENT_BUSY:
@@ -113,20 +120,22 @@ class Lender:
             lent.request, lent.began, lent.started = payload, time.perf_counter(), False
         elif kind == Kind.LENT_STARTED:
             lent.started = True
-        elif kind == Kind.EVENT:
-            if lent.request is not None:
-                self.ended(worker, lent)
         elif kind == Kind.RELEASED:
-            # Given back as its last response ended: that request's EVENT may come after this.
             if lent.request is not None:
                 self.ended(worker, lent)
             worker.returned(channel)
             self.take_back(lent, payload)
         elif kind == Kind.LENT_CLOSED:
-            if lent.request is not None:  # its client left: the handler's EVENT comes later, on its own
+            if lent.request is not None:
                 self.ended(worker, lent)
             worker.returned(channel)
             os.close(lent.fd)
+
+    def record(self, worker: Worker, ended: bytes) -> None:
+        """A lent request's `request` event, made here from what its worker packed (ipc.read_ended)."""
+        status, duration_ms, busy = ipc.read_ended(ended)
+        request_id, method, path = ipc.read_busy(busy)
+        self.emit(events.request(method, path, status, duration_ms, **worker.context(request=request_id)))
 
     @staticmethod
     def ended(worker: Worker, lent: Lent) -> None:

@@ -225,6 +225,7 @@ class LentProtocol(HttpProtocol):
         self.message_done = True  # the parser has all of the current request, its body included
         self.claims = b""
         self.request_id = ""
+        self.busy = b""
         self.request_task: asyncio.Task[Any] | None = None
         self._feeding = False  # a read is being parsed...
         self._feed_held = False  # ...that is held (it began between two requests)
@@ -287,7 +288,8 @@ class LentProtocol(HttpProtocol):
         self.request_id = next((v for k, v in self.headers if k == REQUEST_ID), b"").decode("latin-1")
         self.request_id = self.request_id or new_request_id()
         method = self.parser.get_method().decode("ascii")
-        lending.write(Kind.LENT_BUSY, self.channel, ipc.busy_payload(self.request_id, method, self.url))
+        self.busy = ipc.busy_payload(self.request_id, method, self.url)
+        lending.write(Kind.LENT_BUSY, self.channel, self.busy)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -1,6 +1,6 @@
 """One request a worker serves on a lent connection (edgecli/runtime/lent.py), as serve would have it
 served: the scope the worker's channel would give, the request's id on its response, edgecli's own
-answers (edgecli/answers.py) when the app fails or is late, and the request's one record.
+answers (edgecli/answers.py) when the app fails or is late, and its end, which serve records.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from edgecli import events, ipc
+from edgecli import ipc
 from edgecli.answers import JSON, json_body, plain, worker_failed
 from edgecli.idle_watch import IdleWatch
 from edgecli.ipc import Kind
@@ -58,6 +58,7 @@ class Connection(Protocol):
     transport: Any
     message_done: bool  # its body is all read
     request_id: str
+    busy: bytes  # the request's LENT_BUSY payload
     claims: bytes
 
     def flush_writes(self) -> None: ...
@@ -69,12 +70,11 @@ class LentRequest:
     __slots__ = (
         "answer",
         "began",
+        "busy",
         "cut",
         "cycle",
         "ended",
         "id",
-        "method",
-        "path",
         "protocol",
         "respond",
         "started",
@@ -82,10 +82,9 @@ class LentRequest:
         "timeout",
     )
 
-    def __init__(self, protocol: Connection, rid: str, scope: Any, respond: Any, timeout: float) -> None:
+    def __init__(self, protocol: Connection, rid: str, respond: Any, timeout: float) -> None:
         self.protocol = protocol
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        self.busy = protocol.busy
         self.began = time.perf_counter()
         self.cycle = protocol.cycle
         self.id = rid
@@ -98,23 +97,14 @@ class LentRequest:
         self.ended = False
 
     def end(self) -> None:
-        """The request's record, once: serve counts the request ended when it comes. When edgecli
+        """The request's end, once: serve counts it ended, and records it, when this comes. When edgecli
         answered for the app, that is then, as through serve, though the app may run on."""
         if self.ended:
             return
         self.ended = True
-        lending = self.protocol.lending
         duration_ms = round((time.perf_counter() - self.began) * 1000, 2)
-        event = events.request(
-            self.method,
-            self.path,
-            self.status,
-            duration_ms,
-            function=lending.function,
-            worker=lending.worker.spec.worker,
-            request=self.id,
-        )
-        lending.worker.write(ipc.pack(Kind.EVENT, self.protocol.channel, event.to_row_json()))
+        payload = ipc.ended_payload(self.status, duration_ms, self.busy)
+        self.protocol.lending.write(Kind.LENT_ENDED, self.protocol.channel, payload)
 
     async def send(self, message: Any) -> None:
         """Every response goes out here, the app's or edgecli's: serve hears that it started (a worker
@@ -177,7 +167,7 @@ async def serve_request(protocol: Connection, scope: Any, receive: Any, send: An
         "state": dict(worker.lifespan.state) if worker.lifespan is not None else {},
         "method": method,
     }
-    request = LentRequest(protocol, request_id, scope, send, lending.idle_timeout)
+    request = LentRequest(protocol, request_id, send, lending.idle_timeout)
     if request.timeout:
         lending.idle_watch.add(request, request.timeout)
     token = report.current_request.set(request_id)

@@ -219,17 +219,27 @@ def test_a_lent_request_counts_in_the_worker_s_load_from_its_head_to_its_record(
 
     async def main() -> None:
         worker, _, _ = make_worker()
-        lender = Lender(make_protocol=lambda: None, emit=lambda event: None)  # type: ignore[arg-type,return-value]
+        recorded: list[Event] = []
+        lender = Lender(make_protocol=lambda: None, emit=recorded.append)  # type: ignore[arg-type,return-value]
         worker.lend(7, Lent(-1))
         worker.lend(8, Lent(-1))
         assert worker.load == 0
-        lender.on_frame(worker, Kind.LENT_BUSY, 7, ipc.busy_payload("r 1", "GET", b"/functions/v1/f"))
+        busy = ipc.busy_payload("r 1", "GET", b"/functions/v1/f/a%20b?x=1")
+        lender.on_frame(worker, Kind.LENT_BUSY, 7, busy)
         assert (worker.load, worker.sole_request()) == (1, "r 1")
         worker.opened(1, "r2")  # and one through serve
         assert (worker.load, worker.sole_request()) == (2, None)
         lender.on_frame(worker, Kind.LENT_STARTED, 7, b"")
-        lender.on_frame(worker, Kind.EVENT, 7, b"")
+        lender.on_frame(worker, Kind.LENT_ENDED, 7, ipc.ended_payload(201, 1.25, busy))
         worker.closed(1)
         assert worker.load == 0
+        [event] = recorded
+        assert (event.kind, event.request, event.function, event.worker) == ("request", "r 1", "f", worker.id)
+        assert event.fields == {
+            "method": "GET",
+            "path": "/functions/v1/f/a b",
+            "status": 201,
+            "duration_ms": 1.25,
+        }
 
     asyncio.run(main())

@@ -51,3 +51,56 @@ def test_a_lend_whose_fd_did_not_come_is_given_back_at_once() -> None:
             assert lending.connections == {}
 
     asyncio.run(main())
+
+
+def test_a_lent_request_s_end_is_packed_for_serve_to_record() -> None:
+    """The worker tells serve a request began (LENT_BUSY), its response started, and how it ended
+    (LENT_ENDED: status, duration, the busy payload again): serve makes the `request` event from these,
+    so the worker sends no event of its own for it."""
+    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"made"})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client, lent = socket.socketpair()
+        with serve_end, worker_end, client, lent:
+            host = FakeHost()
+            host.app = app
+            tasks: list[asyncio.Task[Any]] = []
+            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
+            lending = Lending(host, worker_end)
+            ipc.send_lend(serve_end, offer, lent.fileno())
+            lending.sock.setblocking(False)
+            lending._readable()
+            await asyncio.gather(*tasks)
+            client.setblocking(False)
+            await loop.sock_sendall(client, b"GET /functions/v1/f/a%20b?q=1 HTTP/1.1\r\nhost: x\r\n\r\n")
+            response = b""
+            while not response.endswith(b"0\r\n\r\n"):  # its body chunked, as uvicorn sends it
+                response += await asyncio.wait_for(loop.sock_recv(client, 4096), 5)
+            assert response.startswith(b"HTTP/1.1 201 ")
+            deadline = loop.time() + 5
+            while len(host.frames) < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            frames = ipc.FrameParser().feed(b"".join(host.frames))
+            assert [(kind, channel) for kind, _, channel, _ in frames] == [
+                (Kind.LENT_BUSY, 5),
+                (Kind.LENT_STARTED, 5),
+                (Kind.LENT_ENDED, 5),
+            ]
+            busy = frames[0][3]
+            request_id, method, path = ipc.read_busy(busy)
+            assert (method, path) == ("GET", "/functions/v1/f/a b")
+            assert f"x-request-id: {request_id}".encode() in response
+            status, duration_ms, ended_busy = ipc.read_ended(frames[2][3])
+            assert (status, ended_busy) == (201, busy)
+            assert 0 <= duration_ms < 5000
+            for connection in list(lending.connections.values()):
+                connection.transport.close()
+            lending._headers_timer.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(main())
