@@ -49,8 +49,14 @@ SERVE_RULES = [
     ("edgecli/host/worker.py", "", "relay: routing and auth"),
     ("edgecli/http_protocol.py", "", "HTTP parse (uvicorn, httptools)"),
     ("uvicorn/", "", "HTTP parse (uvicorn, httptools)"),
-    ("edgecli/host/supervisor.py", "", "supervisor (limits sampling)"),
-    ("edgecli/host/usage.py", "", "supervisor (limits sampling)"),
+    # A lent connection's frames (busy, started, ended) come to serve through the supervisor, and the
+    # request's end reads its worker's output pipes: they are not limit sampling.
+    ("edgecli/host/lending.py", "", "lent connections: the worker's frames, output pipes read"),
+    ("edgecli/host/output.py", "", "lent connections: the worker's frames, output pipes read"),
+    ("edgecli/host/supervisor.py", "on_lent", "lent connections: the worker's frames, output pipes read"),
+    ("edgecli/host/enforcer.py", "", "limits sampling"),
+    ("edgecli/host/usage.py", "", "limits sampling"),
+    ("edgecli/host/supervisor.py", "", "supervisor (spawn, reap, events)"),
     ("asyncio/", "", "event loop"),
 ]
 WORKER_RULES = [
