@@ -15,7 +15,7 @@ from typing import Any
 from edgecli import ipc
 from edgecli.ipc import MORE, Kind
 
-LENT_KINDS = (Kind.LENT_BUSY, Kind.LENT_STARTED, Kind.LENT_ENDED, Kind.RELEASED, Kind.LENT_CLOSED)
+LENT_KINDS = frozenset({Kind.LENT_BUSY, Kind.LENT_STARTED, Kind.LENT_ENDED, Kind.RELEASED, Kind.LENT_CLOSED})
 
 
 class BootError(Exception):
@@ -38,6 +38,33 @@ LOST = Lost()
 # ("accept", subprotocol, headers) | ("ws", bytes, is_text) | ("close", code, reason) | LOST, and whatever
 # marker the relay itself puts there (the client left, a timeout).
 StreamItem = Any
+
+
+def _start(flags: int, payload: bytes) -> StreamItem:
+    msg = ipc.loads(payload)
+    return ("start", msg["status"], ipc.decode_headers(msg["headers"]))
+
+
+def _accept(flags: int, payload: bytes) -> StreamItem:
+    msg = ipc.loads(payload)
+    return ("accept", msg["subprotocol"], ipc.decode_headers(msg["headers"]))
+
+
+def _close(flags: int, payload: bytes) -> StreamItem:
+    msg = ipc.loads(payload)
+    return ("close", msg["code"], msg["reason"])
+
+
+# The frames that belong to one request's stream, and the item each is there. A table rather than a
+# chain of comparisons: most frames are these, or a lent connection's, and each costs one look-up.
+TO_STREAM: dict[int, Callable[[int, bytes], StreamItem]] = {
+    Kind.RESPONSE: lambda flags, payload: ("body", payload, bool(flags & MORE)),
+    Kind.START: _start,
+    Kind.WS_SEND: lambda flags, payload: ("ws", payload, bool(flags & ipc.TEXT)),
+    Kind.WS_ACCEPT: _accept,
+    Kind.WS_CLOSE: _close,
+    Kind.FAILED: lambda flags, payload: ("failed", ipc.loads(payload)["message"]),
+}
 
 
 class ResponseStream(ipc.Inbox):
@@ -186,39 +213,19 @@ class WorkerConnection:
     # -- worker -> host --------------------------------------------------------------------------------
 
     def _on_frame(self, kind: int, flags: int, channel: int, payload: bytes) -> None:
-        if kind == Kind.RESPONSE:
+        to_item = TO_STREAM.get(kind)
+        if to_item is not None:
             stream = self.streams.get(channel)
             if stream is not None:
-                stream.put(("body", payload, bool(flags & MORE)))
-        elif kind == Kind.START:
-            stream = self.streams.get(channel)
-            if stream is not None:
-                msg = ipc.loads(payload)
-                stream.put(("start", msg["status"], ipc.decode_headers(msg["headers"])))
+                stream.put(to_item(flags, payload))
+        elif kind in LENT_KINDS:
+            self._on_lent(kind, channel, payload)
         elif kind == Kind.EVENT:
             self._on_event(payload)
         elif kind == Kind.CREDIT:
             credit = self.credits.get(channel)
             if credit is not None:
                 credit.consumed(ipc.unpack_count(payload))
-        elif kind == Kind.WS_SEND:
-            stream = self.streams.get(channel)
-            if stream is not None:
-                stream.put(("ws", payload, bool(flags & ipc.TEXT)))
-        elif kind == Kind.WS_ACCEPT:
-            stream = self.streams.get(channel)
-            if stream is not None:
-                msg = ipc.loads(payload)
-                stream.put(("accept", msg["subprotocol"], ipc.decode_headers(msg["headers"])))
-        elif kind == Kind.WS_CLOSE:
-            stream = self.streams.get(channel)
-            if stream is not None:
-                msg = ipc.loads(payload)
-                stream.put(("close", msg["code"], msg["reason"]))
-        elif kind == Kind.FAILED:
-            stream = self.streams.get(channel)
-            if stream is not None:
-                stream.put(("failed", ipc.loads(payload)["message"]))
         elif kind == Kind.READY:
             if not self.ready.done():
                 self.ready.set_result(ipc.loads(payload))
@@ -230,8 +237,6 @@ class WorkerConnection:
             self._on_retire(ipc.loads(payload)["reason"])
         elif kind == Kind.BYE:
             self.bye = ipc.loads(payload)
-        elif kind in LENT_KINDS:
-            self._on_lent(kind, channel, payload)
 
     def _on_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
