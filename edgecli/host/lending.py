@@ -110,7 +110,8 @@ class Lender:
             # ended, or closed by its client while the handler ran on, LENT_ENDED comes after.
             if lent is not None and lent.request is not None:
                 self.ended(worker, lent)
-            self.record(worker, payload)
+            status, duration_ms, busy = ipc.read_ended(payload)
+            self.record(worker, busy, status, duration_ms)
             return
         if lent is None:
             return
@@ -131,9 +132,9 @@ class Lender:
             worker.returned(channel)
             os.close(lent.fd)
 
-    def record(self, worker: Worker, ended: bytes) -> None:
-        """A lent request's `request` event, made here from what its worker packed (ipc.read_ended)."""
-        status, duration_ms, busy = ipc.read_ended(ended)
+    def record(self, worker: Worker, busy: bytes, status: int, duration_ms: float) -> None:
+        """A lent request's `request` event, from its LENT_BUSY payload: made here, never in the worker,
+        whether the request ended there (LENT_ENDED) or died with it (answer_lost)."""
         request_id, method, path = ipc.read_busy(busy)
         self.emit(events.request(method, path, status, duration_ms, **worker.context(request=request_id)))
 
@@ -181,7 +182,7 @@ class Lender:
 
     def answer_lost(self, worker: Worker, lent: Lent) -> None:
         assert lent.request is not None
-        request_id, method, path = ipc.read_busy(lent.request)
+        request_id, _, _ = ipc.read_busy(lent.request)
         status = 500
         if not lent.started:  # else the response is incomplete, and closing the connection says so
             kill_reason, deadline = worker.why_failed()
@@ -189,8 +190,7 @@ class Lender:
             with contextlib.suppress(OSError):
                 os.write(lent.fd, whole_response(status, code, body, request_id))
         self.close(lent.fd)
-        duration_ms = round((time.perf_counter() - lent.began) * 1000, 2)
-        self.emit(events.request(method, path, status, duration_ms, **worker.context(request=request_id)))
+        self.record(worker, lent.request, status, round((time.perf_counter() - lent.began) * 1000, 2))
 
     def stop_lending(self) -> None:
         """Serve is stopping: nothing more is lent, a connection that comes back is closed, and the
