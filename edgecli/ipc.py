@@ -30,6 +30,8 @@ import json
 import os
 import socket
 import struct
+import sys
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from enum import IntEnum
@@ -132,6 +134,21 @@ class FrameParser:
 FrameHandler = Callable[[int, int, int, bytes], None]
 
 
+def frame_fault(kind: int, channel: int, exc: BaseException) -> str:
+    """What to say when handling one frame raised: a bug of edgecli's, never the user's."""
+    name = Kind(kind).name if kind in set(Kind) else f"kind {kind}"
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return (
+        f"edgecli: internal error while handling a {name} frame (channel {channel}): {exc!r}. The other "
+        "requests on this worker's connection go on; the one this frame was about may not get its answer "
+        f"until a timeout ends it. This is a bug in edgecli: please report it with this traceback.\n{trace}"
+    )
+
+
+def print_fault(message: str) -> None:
+    print(message, file=sys.__stderr__, flush=True)
+
+
 class FrameProtocol(asyncio.Protocol):
     """Frames over a stream transport, with `drain()` for back-pressure. One per worker socket.
 
@@ -141,11 +158,17 @@ class FrameProtocol(asyncio.Protocol):
     """
 
     def __init__(
-        self, on_frame: FrameHandler, on_lost: Callable[[Exception | None], None], *, coalesce: bool = False
+        self,
+        on_frame: FrameHandler,
+        on_lost: Callable[[Exception | None], None],
+        *,
+        coalesce: bool = False,
+        on_fault: Callable[[str], None] = print_fault,
     ) -> None:
         self._parser = FrameParser()
         self._on_frame = on_frame
         self._on_lost = on_lost
+        self._on_fault = on_fault  # told `frame_fault`'s account of a frame whose handling raised
         self._coalesce = coalesce
         self._batch: PassBatchingTransport | None = None
         self.transport: asyncio.Transport | None = None
@@ -162,8 +185,14 @@ class FrameProtocol(asyncio.Protocol):
             self.transport = cast(asyncio.Transport, self._batch)
 
     def data_received(self, data: bytes) -> None:
+        on_frame = self._on_frame
         for frame in self._parser.feed(data):
-            self._on_frame(*frame)
+            try:
+                on_frame(*frame)
+            except Exception as exc:
+                # Raised out of here, it would close the transport: every request on the connection would
+                # be lost with the one frame, and the frames after it in this read.
+                self._on_fault(frame_fault(frame[0], frame[2], exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -180,6 +180,42 @@ def test_protocol_delivers_frames_and_reports_loss() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.timeout(10)
+def test_a_frame_whose_handling_raises_is_reported_and_the_connection_goes_on() -> None:
+    """A bug in one frame's handling must not close the socket: the worker's other requests would go."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got: list[int] = []
+        faults: list[str] = []
+
+        def on_frame(kind: int, flags: int, channel: int, payload: bytes) -> None:
+            if channel == 2:
+                raise KeyError("no such channel")
+            got.append(channel)
+
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(on_frame, lambda e: None, on_fault=faults.append), a
+        )
+        b.sendall(b"".join(ipc.pack(Kind.CREDIT, channel, b"") for channel in (1, 2, 3)))
+        deadline = loop.time() + 5
+        while len(got) < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        b.sendall(ipc.pack(Kind.CREDIT, 4, b""))  # the socket is still open: later frames arrive too
+        while len(got) < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert got == [1, 3, 4]
+        assert not transport.is_closing()
+        assert len(faults) == 1
+        assert faults[0].startswith("edgecli: internal error while handling a CREDIT frame (channel 2)")
+        assert "KeyError: 'no such channel'" in faults[0] and "Traceback" in faults[0]
+        transport.close()
+        b.close()
+
+    asyncio.run(main())
+
+
 class _RecordingTransport:
     """Stands in for a socket transport: records each write, as one syscall each."""
 

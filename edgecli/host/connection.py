@@ -80,8 +80,9 @@ class WorkerConnection:
         on_retire: Callable[[str], None],
         on_lost: Callable[[], None],
         on_lent: Callable[[int, int, bytes], None] = lambda kind, channel, payload: None,
+        on_fault: Callable[[str], None] = ipc.print_fault,  # a frame's handling raised (ipc.frame_fault)
     ) -> None:
-        self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost, coalesce=True)
+        self.proto = ipc.FrameProtocol(self._on_frame, self._on_lost, coalesce=True, on_fault=on_fault)
         self.streams: dict[int, ResponseStream] = {}
         self.credits: dict[int, ipc.Credit] = {}  # request body bytes the worker has not consumed yet
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -115,6 +115,7 @@ class Supervisor:
             lambda reason: self.retire(worker, reason),
             lambda: worker.socket_closed(),
             lambda kind, channel, payload: self.on_lent(worker, kind, channel, payload),
+            lambda message: self.emit(events.log(message, "error", **worker.context())),
         )
         worker = Worker(id=worker_id, function=function, generation=generation, conn=conn, pool=pool)
         worker.lend_sock = lend_ours

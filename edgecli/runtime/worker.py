@@ -62,6 +62,10 @@ def cpu_ms() -> float:
     return round((usage.ru_utime + usage.ru_stime) * 1000, 1)
 
 
+def _fault(message: str) -> None:
+    report.reporter.log(message, "error")  # the reporter is set once the protocol exists: looked up now
+
+
 class Worker:
     def __init__(self, spec: WorkerSpec, sock: socket.socket, lend_sock: socket.socket | None = None) -> None:
         self.spec = spec
@@ -85,7 +89,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         _, proto = await loop.connect_accepted_socket(
-            lambda: ipc.FrameProtocol(self.on_frame, self.on_lost, coalesce=True), self.sock
+            lambda: ipc.FrameProtocol(self.on_frame, self.on_lost, coalesce=True, on_fault=_fault), self.sock
         )
         self.proto = proto
         report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
