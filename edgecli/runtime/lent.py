@@ -19,6 +19,7 @@ from email.utils import formatdate
 from enum import Enum
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.server import ServerState
 
@@ -227,6 +228,14 @@ class LentProtocol(HttpProtocol):
         self.request_id = ""
         self.busy = b""
         self.request_task: asyncio.Task[Any] | None = None
+        # Where a request pipelined in the same read as the last one's end begins (see _pipelined): the
+        # bytes handed to the parser so far, where the next request begins (None: not known, the last
+        # one ended inside a read), and the served request's start and the reads its head came in.
+        self.fed = 0
+        self.boundary: int | None = 0
+        self.request_start: int | None = None
+        self.request_reads: list[bytes] = []
+        self._data = b""  # the read being parsed
         self._feeding = False  # a read is being parsed...
         self._feed_held = False  # ...that is held (it began between two requests)
         self._ended_in_feed = False  # ...and a request ended inside it
@@ -253,8 +262,11 @@ class LentProtocol(HttpProtocol):
         if self._feed_held:
             self.held.append(data)
         self._feeding = True
+        self.fed += len(data)
+        self._data = data
         super().data_received(data)
         self._feeding = self._ended_in_feed = False
+        self._data = b""
         if self.lending.recalled:  # not from inside the parser, which goes on with what it was fed
             self.release_if_idle()
 
@@ -262,7 +274,12 @@ class LentProtocol(HttpProtocol):
 
     def on_message_begin(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
-            self.phase = Phase.ENDING
+            rest = self._pipelined()
+            if rest is None:
+                self.phase = Phase.ENDING
+            else:  # it waits, as one sent in a write of its own does; the parser stops at it
+                self.fed -= len(rest)
+                self.waiting.append(rest)
             raise Pipelined
         if self._ended_in_feed and not self._feed_held:
             self.phase = Phase.TORN
@@ -279,6 +296,8 @@ class LentProtocol(HttpProtocol):
         if claims is None:
             self.phase = Phase.GIVING_BACK if self.phase is Phase.BETWEEN else Phase.ENDING
             raise GiveBack
+        self.request_start = self.boundary if self.phase is Phase.BETWEEN else None
+        self.request_reads = self.held
         self.phase = Phase.SERVING
         self.held = []
         self.claims = claims
@@ -302,8 +321,33 @@ class LentProtocol(HttpProtocol):
             self.give_back()
         elif self.phase is Phase.ENDING:
             self.end()
+        elif self.waiting and self.phase is Phase.SERVING:  # stopped at a pipelined request: see _pipelined
+            self.new_parser()
+            self.transport.pause_reading()
         else:
             super().send_400_response(msg)
+
+    def new_parser(self) -> None:
+        """A parser for what follows the request the last one stopped at (a stopped parser stays so), made
+        as uvicorn's protocol makes its own."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+
+    def _pipelined(self) -> bytes | None:
+        """The bytes of a request that began in the read the served one ended in, from its first byte on;
+        None when where it begins is not known. The served request began at `request_start`; its head ends
+        at the first blank line after the empty lines the parser skips before a request line, and its
+        body is `content-length` bytes: a lent request has no other framing."""
+        if self.request_start is None:
+            return None
+        head = b"".join(self.request_reads)
+        begins = len(head) - len(head.lstrip(b"\r\n"))
+        head_end = head.find(b"\r\n\r\n", begins)
+        length = next((value for key, value in self.headers if key == b"content-length"), b"0")
+        if head_end < 0 or not length.isdigit():
+            return None
+        offset = self.request_start + head_end + 4 + int(length) - (self.fed - len(self._data))
+        return self._data[offset:] if 0 <= offset < len(self._data) else None
 
     # -- between requests ------------------------------------------------------------------------------
 
@@ -319,6 +363,7 @@ class LentProtocol(HttpProtocol):
         if self.phase is Phase.SERVING and self.message_done and (cycle is None or cycle.response_complete):
             self.phase = Phase.BETWEEN
             self._ended_in_feed = self._feeding
+            self.boundary = None if self._feeding else self.fed
             if self.lending.recalled and not self._feeding:
                 self.release_if_idle()
             elif self.waiting:

@@ -104,3 +104,64 @@ def test_a_lent_request_s_end_is_packed_for_serve_to_record() -> None:
             lending._headers_timer.cancel()  # type: ignore[union-attr]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("split", ["head over two reads", "body into the next request's read"])
+def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it(split: str) -> None:
+    """The worker stops parsing at the next request, and reads it once the served one's answer is out:
+    where it begins is found from where the served request began, its head and its content-length,
+    however its bytes were split into reads."""
+    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        answer = f"{scope['query_string'].decode()} {size}".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(answer))],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    first = b"POST /functions/v1/f?n=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 300\r\n\r\n" + b"a" * 300
+    second = b"GET /functions/v1/f?n=2 HTTP/1.1\r\nhost: x\r\n\r\n"
+    cut = 20 if split == "head over two reads" else len(first) - 100
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client, lent = socket.socketpair()
+        with serve_end, worker_end, client, lent:
+            host = FakeHost()
+            host.app = app
+            tasks: list[asyncio.Task[Any]] = []
+            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
+            lending = Lending(host, worker_end)
+            ipc.send_lend(serve_end, offer, lent.fileno())
+            lending.sock.setblocking(False)
+            lending._readable()
+            await asyncio.gather(*tasks)
+            client.setblocking(False)
+            deadline = loop.time() + 5
+            await loop.sock_sendall(client, first[:cut])
+            protocol = lending.connections[5]
+            while protocol.fed < cut and loop.time() < deadline:  # read on its own, not with the rest
+                await asyncio.sleep(0.01)
+            await loop.sock_sendall(client, first[cut:] + second)
+            response = b""
+            while response.count(b"HTTP/1.1 200") < 2 and loop.time() < deadline:
+                response += await asyncio.wait_for(loop.sock_recv(client, 4096), 5)
+            assert response.endswith(b"n=2 0"), response
+            assert b"n=1 300" in response, response
+            assert not protocol.transport.is_closing()
+            protocol.transport.close()
+            lending._headers_timer.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(main())

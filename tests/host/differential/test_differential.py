@@ -122,6 +122,51 @@ def keep_alive_across_functions(t: Target) -> Any:
     return {"seen": seen, "one_connection": sock is not None}
 
 
+def read_answer(stream: Any) -> list[Any]:
+    """One response read off a raw connection: [status, its body]."""
+    line = stream.readline()
+    if not line:
+        return ["the connection closed", None]
+    status = int(line.split()[1])
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding") != b"chunked":
+        return [status, stream.read(int(headers.get(b"content-length", 0))).decode()]
+    body = b""
+    while size := int(stream.readline(), 16):
+        body += stream.read(size + 2)[:-2]
+    stream.readline()
+    return [status, body.decode()]
+
+
+def pipelined(t: Target) -> Any:
+    """Requests written in one go on a kept-alive connection, for one function and then another: each
+    is answered, in order, and the connection stays open. On edgecli the first answer lends the
+    connection to the function's worker, which reads the next ones."""
+
+    def ask(path: str, body: bytes = b"") -> bytes:
+        method = "POST" if body else "GET"
+        head = f"{method} {t.prefix}{path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+        return head.encode() + body
+
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(ask("/star/plain"))
+        seen = [read_answer(stream)]
+        for batch in (
+            [ask("/star/plain"), ask("/star/seen?key=none"), ask("/star/plain")],  # all the worker's
+            [ask("/star/plain"), ask("/raw/upload", b"y" * 5000), ask("/star/plain")],  # one for another
+        ):
+            sock.sendall(b"".join(batch))
+            seen.append([read_answer(stream) for _ in batch])
+        sock.sendall(ask("/star/plain"))
+        seen.append(read_answer(stream))
+        stream.close()
+    return seen
+
+
 def websocket_echo(path: str, subprotocols: list[str] | None = None) -> Probe:
     def probe(t: Target) -> Any:
         frames: list[Any] = []
@@ -197,6 +242,7 @@ CASES: dict[str, Probe] = {
     "chunks arrive one by one": chunk_arrival,
     "Expect: 100-continue": expect_continue,
     "keep-alive across functions": keep_alive_across_functions,
+    "pipelined requests": pipelined,
     "malformed HTTP": malformed,
     "FastAPI route": get("/fast/items/5", params={"q": "x"}),
     "FastAPI JSON body": request("POST", "/fast/echo", json={"a": [1, "é"]}),
