@@ -228,9 +228,9 @@ class LentProtocol(HttpProtocol):
         self.request_id = ""
         self.busy = b""
         self.request_task: asyncio.Task[Any] | None = None
-        # Where a request pipelined in the same read as the last one's end begins (see _pipelined): the
-        # bytes handed to the parser so far, where the next request begins (None: not known, the last
-        # one ended inside a read), and the served request's start and the reads its head came in.
+        # Where a request that begins in the read the last one ended in begins (see _request_end): the
+        # bytes handed to the parser so far, where the next request begins (None: not known), and the
+        # served request's start and the reads its head came in.
         self.fed = 0
         self.boundary: int | None = 0
         self.request_start: int | None = None
@@ -274,8 +274,8 @@ class LentProtocol(HttpProtocol):
 
     def on_message_begin(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
-            rest = self._pipelined()
-            if rest is None:
+            rest = self._rest_of_read()
+            if not rest:
                 self.phase = Phase.ENDING
             else:  # it waits, as one sent in a write of its own does; the parser stops at it
                 self.fed -= len(rest)
@@ -321,7 +321,9 @@ class LentProtocol(HttpProtocol):
             self.give_back()
         elif self.phase is Phase.ENDING:
             self.end()
-        elif self.waiting and self.phase is Phase.SERVING:  # stopped at a pipelined request: see _pipelined
+        elif (
+            self.waiting and self.phase is Phase.SERVING
+        ):  # stopped at a pipelined request (on_message_begin)
             self.new_parser()
             self.transport.pause_reading()
         else:
@@ -333,11 +335,11 @@ class LentProtocol(HttpProtocol):
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
 
-    def _pipelined(self) -> bytes | None:
-        """The bytes of a request that began in the read the served one ended in, from its first byte on;
-        None when where it begins is not known. The served request began at `request_start`; its head ends
-        at the first blank line after the empty lines the parser skips before a request line, and its
-        body is `content-length` bytes: a lent request has no other framing."""
+    def _request_end(self) -> int | None:
+        """Where the served request ends, in bytes handed to the parser; None when that is not known. It
+        began at `request_start`; its head ends at the first blank line after the empty lines the parser
+        skips before a request line, and its body is `content-length` bytes: a lent request has no other
+        framing."""
         if self.request_start is None:
             return None
         head = b"".join(self.request_reads)
@@ -346,8 +348,16 @@ class LentProtocol(HttpProtocol):
         length = next((value for key, value in self.headers if key == b"content-length"), b"0")
         if head_end < 0 or not length.isdigit():
             return None
-        offset = self.request_start + head_end + 4 + int(length) - (self.fed - len(self._data))
-        return self._data[offset:] if 0 <= offset < len(self._data) else None
+        return self.request_start + head_end + 4 + int(length)
+
+    def _rest_of_read(self) -> bytes | None:
+        """What the read being parsed holds after the served request's end (the next request's first
+        bytes); None when where that end is is not known."""
+        end = self._request_end()
+        offset = None if end is None else end - (self.fed - len(self._data))
+        if offset is None or not 0 <= offset <= len(self._data):
+            return None
+        return self._data[offset:]
 
     # -- between requests ------------------------------------------------------------------------------
 
@@ -363,11 +373,26 @@ class LentProtocol(HttpProtocol):
         if self.phase is Phase.SERVING and self.message_done and (cycle is None or cycle.response_complete):
             self.phase = Phase.BETWEEN
             self._ended_in_feed = self._feeding
-            self.boundary = None if self._feeding else self.fed
+            self.boundary = self.fed
+            if self._feeding:  # its body ended inside this read, after its answer: see _hold_rest
+                self._hold_rest()
             if self.lending.recalled and not self._feeding:
                 self.release_if_idle()
             elif self.waiting:
                 self.loop.call_soon(self._read_waiting)  # not from inside the response's send()
+
+    def _hold_rest(self) -> None:
+        """The served request's body ended inside the read being parsed (its handler answered without
+        reading it all): what follows in the read is the next request's, and is held from here on, so
+        that the request can still go back whole. Where the end is not known, the next request that
+        begins in this read cannot go back (TORN)."""
+        rest = self._rest_of_read()
+        if rest is None:
+            self.boundary = None
+            return
+        self.boundary = self.fed - len(rest)
+        self.held = [rest] if rest else []
+        self._feed_held = True
 
     def _response_out(self) -> bool:
         """A response is going out for a request read whole: what is read now is the next request's."""

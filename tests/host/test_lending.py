@@ -69,6 +69,8 @@ async def handler(req):
         from starlette.background import BackgroundTask
         pause = BackgroundTask(asyncio.sleep, float(req.query_params.get("s", "1")))
         return JSONResponse({"pid": os.getpid()}, background=pause)
+    if do == "ignore":  # answered without reading the body, as a 404 or 405 of a router is
+        return JSONResponse({"ignored": True})
     if do == "big":
         return Response(b"x" * (int(req.query_params.get("mb", "16")) << 20), media_type="text/plain")
     if do == "stream":
@@ -526,6 +528,20 @@ def test_requests_pipelined_in_one_write_on_a_lent_connection_are_all_answered_i
             ids = {a[1]["x-request-id"] for a in answers if a is not None}
             assert len(ids) == len(batch)
         stream.close()
+
+
+@pytest.mark.timeout(90)
+def test_another_function_s_request_after_a_body_its_handler_did_not_read_is_answered(srv: Served) -> None:
+    """The worker reads and drops the unread body, as uvicorn does; the next request begins in the read
+    the body ends in, and goes back to serve whole. It was dropped with the connection before."""
+    body = os.urandom(3 << 20)
+    for round_ in range(10):
+        with lent_client(srv) as (client, _):
+            ignored = client.post("/functions/v1/hello", params={"do": "ignore"}, content=body)
+            assert ignored.status_code == 200 and ignored.json() == {"ignored": True}
+            other = client.get("/functions/v1/other", params={"n": round_})
+            assert other.status_code == 200 and other.json()["name"] == "other", (round_, other.text)
+            assert client_port(other) == client_port(ignored)
 
 
 @pytest.mark.timeout(90)

@@ -165,3 +165,47 @@ def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it
             lending._headers_timer.cancel()  # type: ignore[union-attr]
 
     asyncio.run(main())
+
+
+def test_a_request_in_the_read_an_unread_body_ends_in_goes_back_to_serve_whole() -> None:
+    """The handler answered before the body came; the worker drops the body as it reads it, and what
+    follows it in the same read (another function's request) goes back to serve, from its first byte."""
+    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    other = b"GET /functions/v1/g?n=2 HTTP/1.1\r\nhost: x\r\n\r\n"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client, lent = socket.socketpair()
+        with serve_end, worker_end, client, lent:
+            host = FakeHost()
+            host.app = app
+            tasks: list[asyncio.Task[Any]] = []
+            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
+            lending = Lending(host, worker_end)
+            ipc.send_lend(serve_end, offer, lent.fileno())
+            lending.sock.setblocking(False)
+            lending._readable()
+            await asyncio.gather(*tasks)
+            client.setblocking(False)
+            await loop.sock_sendall(
+                client, b"POST /functions/v1/f HTTP/1.1\r\nhost: x\r\ncontent-length: 300\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(loop.sock_recv(client, 4096), 5)
+            assert answer.startswith(b"HTTP/1.1 404 "), answer
+            await loop.sock_sendall(client, b"a" * 300 + other)
+            deadline = loop.time() + 5
+            released: list[bytes] = []
+            while not released and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+                frames = ipc.FrameParser().feed(b"".join(host.frames))
+                released = [payload for kind, _, _, payload in frames if kind == Kind.RELEASED]
+            assert released == [other]
+            lending._headers_timer.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(main())
