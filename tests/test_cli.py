@@ -72,6 +72,17 @@ def test_help_lists_commands_and_keeps_toml_section_names(tmp_path: Path) -> Non
 # --- init -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "args", [["serve", "--port", "abc"], ["invoke", "hello", "--port", "x"], ["logs", "-n", "z"]]
+)
+def test_a_bad_option_value_names_the_option_and_no_env_var(tmp_path: Path, args: list[str]) -> None:
+    """No option reads an env var; Click 8.2 would still say "(env var: 'None')" in the message."""
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '" in result.stderr and "is not a valid integer" in result.stderr
+    assert "env var" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_init_then_refuse_then_force(tmp_path: Path) -> None:
     result = run("init", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

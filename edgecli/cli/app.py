@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -16,6 +16,13 @@ from edgecli.errors import EdgecliError
 
 if TYPE_CHECKING:
     from edgecli.console import Output
+
+
+def option(*param_decls: Any, **kwargs: Any) -> Any:
+    """`typer.Option`, without an env var in its bad-value errors: no option reads one, and Click 8.2 names
+    a missing one as 'None' ("Invalid value for '--port' (env var: 'None')")."""
+    return typer.Option(*param_decls, show_envvar=False, **kwargs)
+
 
 app = typer.Typer(
     name="edgecli",
@@ -38,9 +45,9 @@ app.add_typer(functions_app, name="functions", hidden=True)
 T = TypeVar("T")
 WorkdirOpt = Annotated[
     Path | None,
-    typer.Option("--workdir", help="Project directory (holds supabase/config.toml).", show_default=False),
+    option("--workdir", help="Project directory (holds supabase/config.toml).", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+JsonOpt = Annotated[bool, option("--json", help="One JSON object per line.")]
 
 
 def output() -> Output:
@@ -86,7 +93,7 @@ def main_callback(
     ctx: typer.Context,
     workdir: WorkdirOpt = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool, option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     ctx.obj = {"workdir": workdir}

@@ -6,19 +6,15 @@ from typing import Annotated
 
 import typer
 
-from edgecli.cli.app import WorkdirOpt, app, output, run, workdir_of
+from edgecli.cli.app import WorkdirOpt, app, option, output, run, workdir_of
 
 
 @app.command(short_help="Write a Dockerfile for `serve --prod`; run docker build.")
 def build(
     ctx: typer.Context,
-    tag: Annotated[
-        str | None, typer.Option("--tag", "-t", help="Image tag (default: <project>:latest).")
-    ] = None,
-    python: Annotated[str, typer.Option("--python", help="Python version of the base image.")] = "3.12",
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace a Dockerfile edgecli did not write.")
-    ] = False,
+    tag: Annotated[str | None, option("--tag", "-t", help="Image tag (default: <project>:latest).")] = None,
+    python: Annotated[str, option("--python", help="Python version of the base image.")] = "3.12",
+    force: Annotated[bool, option("--force", help="Replace a Dockerfile edgecli did not write.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write a Dockerfile (entrypoint `edgecli serve --prod`) and .dockerignore; run docker build if there."""
@@ -38,7 +34,7 @@ def build(
 def export(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="TARGET", help="knative | kubernetes | compose")],
-    image: Annotated[str | None, typer.Option("--image", help="Image (default: <project>:latest).")] = None,
+    image: Annotated[str | None, option("--image", help="Image (default: <project>:latest).")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Print manifests for an engine: a Knative Service, a Kubernetes Deployment + Service, or compose."""

@@ -12,6 +12,7 @@ from edgecli.cli.app import (
     WorkdirOpt,
     app,
     functions_app,
+    option,
     output,
     run,
     tasks_app,
@@ -25,18 +26,16 @@ def invoke(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Function to call.")],
     data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Body: JSON text, @file, or - for stdin.")
+        str | None, option("--data", "-d", help="Body: JSON text, @file, or - for stdin.")
     ] = None,
-    method: Annotated[
-        str | None, typer.Option("-X", "--request", help="HTTP method (default: POST).")
-    ] = None,
+    method: Annotated[str | None, option("-X", "--request", help="HTTP method (default: POST).")] = None,
     headers: Annotated[
-        list[str] | None, typer.Option("-H", "--header", help="A request header, 'Key: Value'; repeatable.")
+        list[str] | None, option("-H", "--header", help="A request header, 'Key: Value'; repeatable.")
     ] = None,
-    path: Annotated[str, typer.Option("--path", help="Sub-path inside the function.")] = "",
+    path: Annotated[str, option("--path", help="Sub-path inside the function.")] = "",
     url: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--url",
             help="Server base URL.  [default: the running serve's, else http://127.0.0.1:<[api] port>]",
             show_default=False,
@@ -44,19 +43,19 @@ def invoke(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
+        option("--port", help="Call the serve on this port of 127.0.0.1.", show_default=False),
     ] = None,
-    service_role: Annotated[bool, typer.Option("--service-role", help="Use the service_role key.")] = False,
+    service_role: Annotated[bool, option("--service-role", help="Use the service_role key.")] = False,
     key: Annotated[
-        str | None, typer.Option("--key", help="anon | service_role | publishable | secret (default anon).")
+        str | None, option("--key", help="anon | service_role | publishable | secret (default anon).")
     ] = None,
     user: Annotated[
-        str | None, typer.Option("--user", help="Call as this signed-in user (a fresh access token).")
+        str | None, option("--user", help="Call as this signed-in user (a fresh access token).")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the request's background tasks.")] = False,
+    wait: Annotated[bool, option("--wait", help="Follow the request's background tasks.")] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", help="Seconds to wait for the response (and with --wait, for the tasks)."),
+        option("--timeout", help="Seconds to wait for the response (and with --wait, for the tasks)."),
     ] = 60.0,
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
@@ -85,16 +84,16 @@ def invoke(
 @app.command()
 def logs(
     ctx: typer.Context,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new events.")] = False,
-    function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
-    request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
-    task: Annotated[str | None, typer.Option("--task", help="Only this task id.")] = None,
+    follow: Annotated[bool, option("-f", "--follow", help="Keep printing new events.")] = False,
+    function: Annotated[str | None, option("--function", help="Only this function.")] = None,
+    request: Annotated[str | None, option("--request", help="Only this request id.")] = None,
+    task: Annotated[str | None, option("--task", help="Only this task id.")] = None,
     level: Annotated[
         str | None,
-        typer.Option("--level", help="debug | info | warning | error: this level and more severe."),
+        option("--level", help="debug | info | warning | error: this level and more severe."),
     ] = None,
-    since: Annotated[str | None, typer.Option("--since", help="10m, 2h, 1d or ISO time.")] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Newest N events.")] = 100,
+    since: Annotated[str | None, option("--since", help="10m, 2h, 1d or ISO time.")] = None,
+    lines: Annotated[int, option("-n", "--lines", help="Newest N events.")] = 100,
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -121,11 +120,9 @@ def logs(
 @tasks_app.callback(invoke_without_command=True)
 def tasks(
     ctx: typer.Context,
-    function: Annotated[str | None, typer.Option("--function", help="Only this function.")] = None,
-    status: Annotated[
-        str | None, typer.Option("--status", help="running | completed | failed | cancelled")
-    ] = None,
-    request: Annotated[str | None, typer.Option("--request", help="Only this request id.")] = None,
+    function: Annotated[str | None, option("--function", help="Only this function.")] = None,
+    status: Annotated[str | None, option("--status", help="running | completed | failed | cancelled")] = None,
+    request: Annotated[str | None, option("--request", help="Only this request id.")] = None,
     json_output: JsonOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:

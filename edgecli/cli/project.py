@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from edgecli.cli.app import WorkdirOpt, app, output, run, workdir_of
+from edgecli.cli.app import WorkdirOpt, app, option, output, run, workdir_of
 
 
 @app.command(short_help="Write supabase/config.toml (with [edge_runtime]) and functions/.")
 def init(
     ctx: typer.Context,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.toml.")] = False,
+    force: Annotated[bool, option("--force", help="Overwrite an existing config.toml.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write supabase/config.toml (documented [edge_runtime]) and supabase/functions/."""
@@ -27,10 +27,10 @@ def init(
 def new(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Function name: ^[A-Za-z][A-Za-z0-9_-]*$")] = None,
-    template: Annotated[str, typer.Option("--template", "-t", help="Template to start from.")] = "hello",
-    list_templates: Annotated[bool, typer.Option("--list", help="List the templates.")] = False,
+    template: Annotated[str, option("--template", "-t", help="Template to start from.")] = "hello",
+    list_templates: Annotated[bool, option("--list", help="List the templates.")] = False,
     auth: Annotated[
-        str | None, typer.Option("--auth", help="Who may call it: user | apikey | none (verify_jwt off).")
+        str | None, option("--auth", help="Who may call it: user | apikey | none (verify_jwt off).")
     ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgecli.cli.app import JsonOpt, WorkdirOpt, app, output, until_ctrl_c, workdir_of
+from edgecli.cli.app import JsonOpt, WorkdirOpt, app, option, output, until_ctrl_c, workdir_of
 from edgecli.errors import UsageError
 
 DEFAULT_INSPECT = "127.0.0.1:5678"  # debugpy's usual port, what editors' attach configurations expect
@@ -22,18 +22,18 @@ def serve(
     ] = None,
     policy: Annotated[
         str | None,
-        typer.Option("--policy", help="per_worker | oneshot | per_request (default: [edge_runtime] policy)."),
+        option("--policy", help="per_worker | oneshot | per_request (default: [edge_runtime] policy)."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port (default: [api] port or 54321; 0: any free port).")
+        int | None, option("--port", help="Port (default: [api] port or 54321; 0: any free port).")
     ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")] = None,
-    env_file: Annotated[Path | None, typer.Option("--env-file", help="Env file for every function.")] = None,
-    no_verify_jwt: Annotated[bool, typer.Option("--no-verify-jwt", help="Skip JWT checks.")] = False,
-    no_reload: Annotated[bool, typer.Option("--no-reload", help="Do not watch files.")] = False,
+    host: Annotated[str | None, option("--host", help="Interface (default 127.0.0.1).")] = None,
+    env_file: Annotated[Path | None, option("--env-file", help="Env file for every function.")] = None,
+    no_verify_jwt: Annotated[bool, option("--no-verify-jwt", help="Skip JWT checks.")] = False,
+    no_reload: Annotated[bool, option("--no-reload", help="Do not watch files.")] = False,
     inspect: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--inspect",
             metavar="[=HOST:PORT]",
             help=f"Debug the one function named with debugpy (VS Code, PyCharm attach; limits off). "
@@ -42,21 +42,19 @@ def serve(
     ] = None,
     inspect_mode: Annotated[
         str,
-        typer.Option(
-            "--inspect-mode", help="run | brk (stop before the module runs) | wait (for the debugger)."
-        ),
+        option("--inspect-mode", help="run | brk (stop before the module runs) | wait (for the debugger)."),
     ] = "run",
     json_output: JsonOpt = False,
     prod: Annotated[
         bool,
-        typer.Option(
+        option(
             "--prod",
             help="Serve as in a container: 0.0.0.0 and $PORT, JSON lines, /_internal/health, no reload.",
         ),
     ] = False,
     store: Annotated[
         bool | None,
-        typer.Option(
+        option(
             "--store/--no-store",
             help="Record events for `edgecli logs` (default: on; --prod: off).",
             show_default=False,
@@ -64,7 +62,7 @@ def serve(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option("--workers", min=1, help="--prod: serve processes sharing the port (default 1)."),
+        option("--workers", min=1, help="--prod: serve processes sharing the port (default 1)."),
     ] = 1,
     workdir: WorkdirOpt = None,
 ) -> None:
