@@ -7,6 +7,7 @@ reported as `task_start` then exactly one `task_end` (completed, failed or cance
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import itertools
 import time
@@ -37,6 +38,7 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+SPAWN_WAIT_S = 10.0  # for the loop to take a task handed over from a thread (it is never blocked that long)
 Judge = Callable[[BaseException, "asyncio.Task[Any]"], Awaitable[bool]]
 
 
@@ -48,15 +50,13 @@ class TaskTracker:
         # Set by the worker: what to do when a task raised (dispatch `unhandledrejection`); True when a
         # listener handled it.
         self.on_failure: Judge | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the worker's, for a spawn from a thread
 
     def spawn(self, awaitable: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(
-                "EdgeRuntime.wait_until() needs a running event loop: call it from a handler, an async "
-                "function, or module level in a function served by edgecli."
-            ) from None
+            return self._spawn_from_thread(awaitable, name)
         coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
         info = TaskInfo(
             id=f"{self.prefix}-{next(self._ids)}",
@@ -73,6 +73,29 @@ class TaskTracker:
         # In the task's own context: what runs after it (its listeners) is tagged with the task.
         task.add_done_callback(self._done, context=ctx)
         return task
+
+    def _spawn_from_thread(self, awaitable: Awaitable[Any], name: str | None) -> asyncio.Task[Any]:
+        """A sync handler runs in a thread (loader.handler_app), where no loop runs: its task is made on
+        the worker's loop, in the calling thread's context (the request it runs for), and returned."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never run: no "never awaited" warning on top of this error
+            raise RuntimeError(
+                "EdgeRuntime.wait_until() needs a running event loop: call it from a handler, an async "
+                "function, or module level in a function served by edgecli."
+            )
+        made: concurrent.futures.Future[asyncio.Task[Any]] = concurrent.futures.Future()
+        context = contextvars.copy_context()
+
+        def spawn_there() -> None:
+            try:
+                made.set_result(context.run(self.spawn, awaitable, name))
+            except BaseException as exc:
+                made.set_exception(exc)
+
+        loop.call_soon_threadsafe(spawn_there)
+        return made.result(timeout=SPAWN_WAIT_S)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         info = self.pending.pop(task)

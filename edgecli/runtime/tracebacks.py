@@ -1,9 +1,10 @@
 """Tracebacks as a function's author needs them: their own frames, edgecli's only when it is the cause.
 
-A handler's exception passes through the worker loop and the module loader (and importlib, at boot)
-before it reaches the user's code; those frames say nothing about the user's mistake and make it read
-like an edgecli crash. They are dropped from the top of each traceback. When no frame is left, the
-error happened in edgecli itself, and its whole traceback is shown.
+A handler's exception passes through the worker loop and the module loader (and importlib, at boot, or
+the standard library's hand-off of a sync handler to a thread) before it reaches the user's code; those
+frames say nothing about the user's mistake and make it read like an edgecli crash. They are dropped
+from the top of each traceback. When no frame is left, the error happened in edgecli itself, and its
+whole traceback is shown.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import traceback
 from pathlib import Path
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+# The standard library's hand-off of a sync handler to a thread (loader.handler_app): edgecli's call.
+_STDLIB = os.path.dirname(os.__file__)
+_HAND_OFF = (
+    os.path.join(_STDLIB, "asyncio", "threads.py"),
+    os.path.join(_STDLIB, "concurrent", "futures", "thread.py"),
+)
 # Import names whose package is called otherwise on PyPI: the pip line must name the package.
 _PACKAGE_OF = {
     "yaml": "PyYAML",
@@ -72,7 +79,9 @@ def _in_users_file(report: traceback.TracebackException) -> bool:
 
 
 def _is_ours(filename: str) -> bool:
-    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<frozen importlib")
+    return (
+        filename.startswith(_PACKAGE_DIR) or filename.startswith("<frozen importlib") or filename in _HAND_OFF
+    )
 
 
 def missing_module_hint(exc: BaseException) -> str | None:

@@ -94,6 +94,7 @@ class Worker:
         self.proto = proto
         report.reporter = report.Reporter(self.spec.function, self.spec.worker, self.send_event)
         tracker.prefix = f"{self.spec.worker}.t"
+        tracker.loop = loop
         tracker.on_failure = self.on_task_failure
         self.writers = capture.install(loop, capture.Outlet(proto, loop))
         if self.lend_sock is not None:

@@ -84,3 +84,28 @@ def test_oneshot_cuts_a_background_task_off_with_the_warning(tmp_path: Path) -> 
         assert (end["name"], end["status"], end["reason"]) == ("send_welcome", "cancelled", "termination")
         warning = srv.wait_event(lambda e: "cut off" in e["message"], kind="log")
         assert "per_worker" in warning["message"]
+
+
+@pytest.mark.timeout(60)
+def test_wait_until_in_a_sync_handler_runs_its_task_on_the_worker_s_loop(tmp_path: Path) -> None:
+    """A sync handler runs in a thread, where no loop runs; its task still runs, for its request."""
+    sync = """
+import asyncio
+from starlette.responses import PlainTextResponse
+from edgecli import EdgeRuntime
+
+async def notify(name):
+    await asyncio.sleep(0.1)
+    print("notified", name)
+
+def handler(req):
+    task = EdgeRuntime.wait_until(notify("ann"))
+    return PlainTextResponse(f"ok {type(task).__name__}")
+"""
+    project = make_project(tmp_path, {"sync": sync}, CONFIG.format(policy="per_worker"))
+    with Served(project) as srv:
+        r = srv.get("sync")
+        assert (r.status_code, r.text) == (200, "ok Task")
+        end = srv.wait_event(kind="task_end", request=r.headers["x-request-id"])
+        assert (end["name"], end["status"]) == ("notify", "completed")
+        assert srv.events(kind="log", message="notified ann")[0]["task"] == end["task"]

@@ -66,3 +66,25 @@ def test_a_missing_module_names_the_package_the_interpreter_and_the_pip_line(tmp
     pil = ModuleNotFoundError("No module named 'PIL'", name="PIL")
     assert (missing_module_hint(pil) or "").endswith("-m pip install Pillow")
     assert missing_module_hint(ValueError("x")) is None
+
+
+def test_a_sync_handler_s_traceback_starts_at_its_own_frame_not_the_thread_hand_off(tmp_path: Path) -> None:
+    import asyncio
+
+    from edgecli.runtime.loader import handler_app
+
+    entry = tmp_path / "index.py"
+    entry.write_text("def handler(req):\n    raise RuntimeError('sync boom')\n")
+    app = handler_app(import_entrypoint(entry).handler)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def call() -> BaseException:
+        try:
+            await app(scope, None, None)
+        except RuntimeError as exc:
+            return exc
+        raise AssertionError("the handler returned")
+
+    text = format_exception(asyncio.run(call()))
+    assert "threads.py" not in text and "concurrent" not in text and "loader.py" not in text, text
+    assert text.splitlines()[1].endswith('index.py", line 2, in handler'), text
