@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgecli.console import TONE_STYLE, Output, Painter, function_colour
 from edgecli.events import Event
-from edgecli.render import describe, last_line, short_id
+from edgecli.render import describe, error_line, short_id
 
 if TYPE_CHECKING:
     import asyncio
@@ -138,7 +138,7 @@ class EventPrinter:
     def _detail(self, event: Event, text: str) -> str:
         gutter = self._paint(_GUTTER, "dim")
         if "Traceback (most recent call last)" in text:
-            key = (event.task or event.request or event.worker or "", last_line(text))
+            key = (event.task or event.request or event.worker or "", error_line(text))
             if key in self._seen:
                 return gutter + self._paint("(traceback shown above)", "dim")
             self._seen[key] = None

@@ -44,12 +44,15 @@ def short_id(value: str | None, width: int = 8) -> str:
     return value if len(value) <= width + 2 else value[:width]
 
 
-def last_line(text: str) -> str:
-    """The line that names the exception in a traceback (its last non-blank line)."""
-    for line in reversed(text.strip().splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
+def error_line(text: str) -> str:
+    """The line that names the error: a Python traceback's last, a JavaScript stack's first (its frames,
+    `at ...`, follow it)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[-1].startswith("at ") and not lines[0].startswith("Traceback"):
+        return lines[0]
+    return lines[-1]
 
 
 def status_tone(status: Any) -> str:
@@ -76,7 +79,7 @@ def _log(event: Event) -> Described:
     first, rest = _split(event.message)
     if rest is not None and first.startswith("Traceback"):
         # A bare traceback: headline with the exception line, the whole traceback below.
-        return Described([(last_line(event.message), tone)], event.message.rstrip())
+        return Described([(error_line(event.message), tone)], event.message.rstrip())
     return Described([(first, tone)], rest)
 
 
@@ -114,7 +117,7 @@ def _task_end(event: Event) -> Described:
     error = str(f.get("error") or "")
     headline = [("task ", "dim"), (name, "accent"), (f" {status}", "bad"), (f" after {took}", "dim")]
     if error:
-        headline.append((f": {last_line(error)}", "bad"))
+        headline.append((f": {error_line(error)}", "bad"))
     return Described(headline, error.rstrip() if "\n" in error.strip() else None)  # a one-liner: once
 
 
@@ -125,7 +128,7 @@ def _boot(event: Event) -> Described:
 def _boot_error(event: Event) -> Described:
     error = str(event.fields.get("error") or event.message or "").rstrip()
     first, rest = _split(event.message)
-    headline = first if first and rest is None and not first.startswith("Traceback") else last_line(error)
+    headline = first if first and rest is None and not first.startswith("Traceback") else error_line(error)
     # A message that is the whole story (no traceback) is printed once, as the headline.
     detail = error if "\n" in error else None
     return Described([("boot failed", "bad"), (f": {headline}", "bad")], detail)

@@ -44,6 +44,23 @@ def test_task_outcomes() -> None:
     )
 
 
+def test_the_error_line_of_a_python_traceback_and_of_a_javascript_stack() -> None:
+    python = (
+        "Traceback (most recent call last):\n  File \"index.py\", line 2, in f\n    at_once()\nKeyError: 'x'"
+    )
+    syntax = '  File "index.py", line 1\n    x =\n       ^\nSyntaxError: invalid syntax'
+    js = "Error: bg fail\n    at notify (file:///p/index.ts:3:9)\n    at async main (file:///e/worker.ts:386:3)"
+    assert render.error_line(python) == "KeyError: 'x'"
+    assert render.error_line(syntax) == "SyntaxError: invalid syntax"
+    assert render.error_line(js) == "Error: bg fail"
+    assert render.error_line("RuntimeError: once") == "RuntimeError: once"
+    failed = Event(
+        "task_end",
+        fields={"name": "waitUntil@index.ts:3", "status": "failed", "duration_ms": 5.0, "error": js},
+    )
+    assert _text(failed) == "task waitUntil@index.ts:3 failed after 5.0 ms: Error: bg fail"
+
+
 def test_worker_lifecycle() -> None:
     assert _text(Event("boot", "booted in 41 ms", fields={"boot_ms": 41})) == "worker booted in 41 ms"
     killed = Event(

@@ -13,7 +13,7 @@ from edgecli.errors import EdgecliError, UsageError
 from edgecli.events import TASK_KINDS, TASK_STATUSES, Event, iso_ts
 from edgecli.inspect.logs import store_path
 from edgecli.printer import EventPrinter
-from edgecli.render import fmt_duration, last_line, short_id
+from edgecli.render import error_line, fmt_duration, short_id
 from edgecli.store.reader import EventQuery, EventReader, StoredEvent
 
 STATUSES = ("running", *TASK_STATUSES)
@@ -118,7 +118,7 @@ def _row(task: TaskSummary) -> list[Cell]:
         _clock(task.started),
         _duration(task),
         (task.status, _STATUS_TONE.get(task.status, "")),
-        (task.reason or last_line(task.error or ""), "warn" if task.reason else "bad"),
+        (task.reason or error_line(task.error or ""), "warn" if task.reason else "bad"),
     ]
 
 
@@ -189,5 +189,5 @@ def _print_details(output: Output, task: TaskSummary) -> None:
     if task.reason:
         pairs.append(("reason", (task.reason, "warn")))
     if task.error:
-        pairs.append(("error", (last_line(task.error), "bad")))
+        pairs.append(("error", (error_line(task.error), "bad")))
     print_fields(output, pairs)

@@ -184,10 +184,13 @@ def test_errors_are_500s_and_rejections_reach_the_listener(tmp_path: Path) -> No
         assert r.status_code == 500 and r.json()["code"] == "WORKER_ERROR"
         logged = srv.wait_event(lambda e: "handler broke" in e["message"], kind="log", level="error")
         assert logged["request"] == r.headers["x-request-id"]
+        # The author's frames, not the worker's dispatch below them (edgecli/runtime/deno/*.ts).
+        assert "fail/index.ts:" in logged["message"] and "runtime/deno/" not in logged["message"], logged
         assert srv.get("fail", "/task").status_code == 200
         srv.wait_event(kind="log", message="listener saw: task broke")
         end = srv.wait_event(kind="task_end")
-        assert end["status"] == "failed" and "task broke" in end["error"]
+        assert end["status"] == "failed" and end["error"].startswith("Error: task broke\n"), end
+        assert "fail/index.ts:" in end["error"] and "runtime/deno/" not in end["error"], end
         assert srv.get("fail", "/task").status_code == 200  # prevented: the worker keeps serving
 
 

@@ -146,8 +146,25 @@ function taskEnded(id: string, status: string, error: unknown, reason: string | 
   emitFor("task_end", message, level, info.request, id, { name: info.name, status, duration_ms, error: text, reason });
 }
 
+const OURS = new URL(".", import.meta.url).href; // this folder: the worker's own modules
+
+/** An error as its author needs it: the message and their frames, not edgecli's below them (a stack lists
+ * the innermost frame first, so the worker's dispatch, and Deno's own under it, come last). A stack with
+ * no frame of the author's is edgecli's error, and stays whole. */
 function describe(error: unknown): string {
-  return error instanceof Error ? (error.stack ?? String(error)) : Deno.inspect(error);
+  if (!(error instanceof Error)) return Deno.inspect(error);
+  const lines = (error.stack ?? String(error)).split("\n");
+  let end = lines.length;
+  while (end > 1 && isFrame(lines[end - 1]) && !isUsers(lines[end - 1])) end--;
+  return (lines.slice(1, end).some(isFrame) ? lines.slice(0, end) : lines).join("\n");
+}
+
+function isFrame(line: string): boolean {
+  return line.trimStart().startsWith("at ");
+}
+
+function isUsers(frame: string): boolean {
+  return !frame.includes(OURS) && !frame.includes("ext:") && !frame.includes("node:");
 }
 
 function firstLine(text: string | null): string {
