@@ -9,6 +9,7 @@ What an event says in words (no Rich) is `render.py`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import zlib
@@ -25,11 +26,21 @@ from rich.style import Style
 from rich.text import Text
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`edgecli invoke fn | head`: the reader has all it wanted, which is no failure (exit 0, as
+        `Output.records` and the event printer do); Rich's own exits 1."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere, not to a traceback
+        raise SystemExit(0)
+
+
 def make_console(file: IO[str] | None = None, *, stderr: bool = False) -> Console:
     target = file if file is not None else (sys.stderr if stderr else sys.stdout)
     # Not a terminal (a pipe, a test, CI): never wrap lines, never colour.
     is_tty = target.isatty()
-    return Console(file=target, soft_wrap=not is_tty, highlight=False, no_color=not is_tty)
+    return _Console(file=target, soft_wrap=not is_tty, highlight=False, no_color=not is_tty)
 
 
 @dataclass

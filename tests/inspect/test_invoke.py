@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import jwt
 import pytest
 import uvicorn
-from inspect_helpers import CliRunner, EventWriter, log, running_cli, store_of
+from inspect_helpers import CliRunner, EventWriter, cli_command, cli_env, log, running_cli, store_of
 from serving import refusing_port, rows, wait_until
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -53,10 +54,15 @@ async def text(request: Request) -> Response:
     return PlainTextResponse("plain words")
 
 
+async def long(request: Request) -> Response:
+    return PlainTextResponse("".join(f"line {i}\n" for i in range(100_000)))  # far more than a pipe holds
+
+
 APP = Starlette(
     routes=[
         Route("/functions/v1/broken", broken, methods=["GET", "POST"]),
         Route("/functions/v1/text", text, methods=["POST"]),
+        Route("/functions/v1/long", long, methods=["POST"]),
         Route("/functions/v1/limit", limit, methods=["POST"]),
         Route("/functions/v1/echo", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/functions/v1/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
@@ -155,6 +161,29 @@ def test_method_headers_and_sub_path(cli: CliRunner, server_url: str) -> None:
     assert headers["x-mode"] == "test" and headers["accept"] == "*/*"
     bad = cli("invoke", "echo", "--url", server_url, "-H", "no colon here")
     assert bad.returncode == 2 and "'Name: value'" in bad.stderr
+
+
+def test_a_reader_that_stops_early_is_no_failure(project: Path, server_url: str) -> None:
+    """`edgecli invoke long | head -1`: exit 0 once the reader has all it wanted, and no traceback."""
+    proc = subprocess.Popen(
+        cli_command("invoke", "long", "--url", server_url),
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stdout.readline().startswith("HTTP 200")
+        proc.stdout.close()  # as `head -1` leaves
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
 
 
 def test_exit_status_follows_the_response(cli: CliRunner, server_url: str) -> None:
