@@ -1,17 +1,22 @@
 """Where a running `edgecli serve` listens, left in the project's state directory while it runs.
 
-serve writes one small JSON file per process (`serve-<pid>.json`) once it listens and removes it on exit;
-`invoke` and `logs -f` read them, so `serve --port N` in one shell and `invoke NAME` in another just work.
-A file whose process is gone (serve was killed) is ignored.
+serve writes one small JSON file per process (`serve-<pid>.json`) once it listens, writes it again when a
+reload changes the functions it serves (`Kept`), and removes it on exit; `invoke` and `logs -f` read them,
+so `serve --port N` in one shell and `invoke NAME` in another just work. A file whose process is gone
+(serve was killed) is ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _PREFIX = "serve-"
 
@@ -21,6 +26,7 @@ class Listening:
     url: str  # the base URL a client on this machine calls, e.g. http://127.0.0.1:54321
     pid: int
     functions: tuple[str, ...]
+    started: float = dataclasses.field(default_factory=time.time)  # the newest serve is called first
 
 
 def client_url(host: str, port: int) -> str:
@@ -37,7 +43,12 @@ def record(state_dir: Path, listening: Listening) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / f"{_PREFIX}{listening.pid}.json"
     staged = path.with_suffix(".tmp")
-    data = {"url": listening.url, "pid": listening.pid, "functions": list(listening.functions)}
+    data = {
+        "url": listening.url,
+        "pid": listening.pid,
+        "functions": list(listening.functions),
+        "started": listening.started,
+    }
     staged.write_text(json.dumps(data), encoding="utf-8")
     os.replace(staged, path)  # a reader never sees half a file
     return path
@@ -48,10 +59,35 @@ def forget(path: Path) -> None:
         path.unlink()
 
 
+class Kept:
+    """An event sink keeping serve's record true while it runs: a reload that adds or removes functions
+    writes it again, so that `invoke` of a function added since calls this serve, not another one."""
+
+    def __init__(self, state_dir: Path, listening: Listening, served: Callable[[], tuple[str, ...]]) -> None:
+        self.state_dir = state_dir
+        self.listening = listening
+        self.served = served  # the functions served now
+        self.path: Path | None = record(state_dir, listening)
+
+    def emit(self, event: Any) -> None:
+        if event.kind != "reload" or self.path is None:
+            return
+        names = self.served()
+        if names != self.listening.functions:
+            self.listening = dataclasses.replace(self.listening, functions=names)
+            with contextlib.suppress(OSError):  # the state folder went away: invoke falls back to config
+                record(self.state_dir, self.listening)
+
+    def forget(self) -> None:
+        if self.path is not None:
+            forget(self.path)
+            self.path = None
+
+
 def running(state_dir: Path) -> list[Listening]:
     """The serves running for this project, the most recently started first."""
     try:
-        paths = sorted(state_dir.glob(f"{_PREFIX}*.json"), key=_mtime, reverse=True)
+        paths = list(state_dir.glob(f"{_PREFIX}*.json"))
     except OSError:
         return []
     found = []
@@ -61,7 +97,7 @@ def running(state_dir: Path) -> list[Listening]:
         listening = _read(path)
         if listening is not None and _alive(listening.pid):
             found.append(listening)
-    return found
+    return sorted(found, key=lambda listening: listening.started, reverse=True)
 
 
 def url_for(state_dir: Path, function: str | None = None) -> str | None:
@@ -83,7 +119,9 @@ def _mtime(path: Path) -> float:
 def _read(path: Path) -> Listening | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Listening(str(data["url"]), int(data["pid"]), tuple(str(f) for f in data.get("functions", ())))
+        functions = tuple(str(f) for f in data.get("functions", ()))
+        started = float(data["started"]) if "started" in data else _mtime(path)  # an older serve's record
+        return Listening(str(data["url"]), int(data["pid"]), functions, started)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # being written by a serve of another version, or not ours: not a serve to call
 

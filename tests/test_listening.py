@@ -12,6 +12,7 @@ from serving import Served, make_project, wait_until
 
 from edgecli import listening
 from edgecli.config import Config
+from edgecli.events import Event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +35,7 @@ def _dead_pid() -> int:
 
 def test_the_newest_live_serve_of_a_function_is_the_one_called(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    listening.record(state, listening.Listening("http://127.0.0.1:1001", os.getpid(), ("a",)))
-    os.utime(state / f"serve-{os.getpid()}.json", (1, 1))  # started long ago
+    listening.record(state, listening.Listening("http://127.0.0.1:1001", os.getpid(), ("a",), started=1.0))
     listening.record(state, listening.Listening("http://127.0.0.1:1002", os.getppid(), ("b",)))
     listening.record(state, listening.Listening("http://127.0.0.1:1003", _dead_pid(), ("a", "b")))
     assert listening.url_for(state, "a") == "http://127.0.0.1:1001"
@@ -83,3 +83,46 @@ def test_invoke_finds_a_serve_on_another_port_and_the_record_goes_with_it(tmp_pa
         assert result.returncode == 0, result.stderr
         assert '"hello": "there"' in result.stdout
     wait_until(lambda: not list(state.glob("serve-*.json")), what="serve's record to be removed")
+
+
+def test_a_reload_that_changes_the_functions_writes_the_record_again_and_keeps_its_start(
+    tmp_path: Path,
+) -> None:
+    served = ("a",)
+    kept = listening.Kept(
+        tmp_path, listening.Listening("http://127.0.0.1:1001", os.getpid(), served, 5.0), lambda: served
+    )
+    listening.record(tmp_path, listening.Listening("http://127.0.0.1:1002", os.getppid(), ("b",), 9.0))
+    assert listening.url_for(tmp_path, "c") == "http://127.0.0.1:1002"  # none serves c: the newest
+    served = ("a", "c")
+    kept.emit(Event("log", "not a reload"))
+    assert listening.url_for(tmp_path, "c") == "http://127.0.0.1:1002"
+    kept.emit(Event("reload", "reload: c added"))
+    assert listening.url_for(tmp_path, "c") == "http://127.0.0.1:1001"
+    assert listening.url_for(tmp_path) == "http://127.0.0.1:1002"  # still the newest, though written last
+    kept.forget()
+    kept.emit(Event("reload", "after serve stopped"))
+    assert [here.url for here in listening.running(tmp_path)] == ["http://127.0.0.1:1002"]
+
+
+@pytest.mark.timeout(120)
+def test_invoke_of_a_function_added_while_two_serves_run_calls_the_one_serving_it(tmp_path: Path) -> None:
+    project = make_project(tmp_path, {"hello": HELLO})
+    state = Config(project_dir=project).state_dir
+    with Served(project) as every, Served(project, "hello") as only_hello:
+        wait_until(lambda: len(listening.running(state)) == 2, what="both serves' records")
+        assert listening.running(state)[0].url == only_hello.base_url  # the newest, the fallback
+        added = project / "supabase" / "functions" / "added"
+        added.mkdir()
+        (added / "index.py").write_text(HELLO.replace("there", "added"))
+        wait_until(lambda: listening.url_for(state, "added") == every.base_url, timeout=30, what="the reload")
+        result = subprocess.run(
+            [sys.executable, "-m", "edgecli", "invoke", "added"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert '"hello": "added"' in result.stdout

@@ -185,14 +185,15 @@ class ServeCommand:
             os.getpid(),
             tuple(self.config.functions),
         )
-        recorded = listening.record(self.config.state_dir, here)
+        kept = listening.Kept(self.config.state_dir, here, lambda: tuple(self.registry.config.functions))
+        self.hub.sinks.append(kept)
         try:
             await self.startup()
             if not self.stopping:
                 assert self.server is not None
                 await self.server.serve(sockets=[self.sock])
         finally:
-            listening.forget(recorded)
+            kept.forget()
             await self.shutdown()
         return 0
 
