@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ from edgecli import events, listening
 from edgecli.config import Config, Overrides
 from edgecli.console import Output, print_banner, print_draining
 from edgecli.errors import EdgecliError
-from edgecli.events import Event, EventSink
+from edgecli.events import Event, EventSink, Level
 from edgecli.host import replicas
 from edgecli.host.auth import Verifier, make_key
 from edgecli.host.env import build_function_env, host_env, injected_env
@@ -59,6 +60,31 @@ class Hub:
                 sink.emit(event)
             except Exception as exc:  # pragma: no cover - a broken terminal must not break requests
                 print(f"edgecli: cannot record an event: {exc}", file=sys.__stderr__)
+
+
+class UvicornLog(logging.Handler):
+    """uvicorn's own log records (an invalid request, an ASGI error) as serve's events: in the terminal's
+    lines, in the store, and under `--prod` as JSON records on stdout like every other, not plain text on
+    stderr."""
+
+    LEVELS: dict[int, Level] = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        super().__init__()
+        self.emit_event = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        level = self.LEVELS.get(record.levelno, "error")
+        self.emit_event(events.log(message, level, logger=record.name))
+
+    @classmethod
+    def install(cls, emit: Callable[[Event], None]) -> None:
+        logger = logging.getLogger("uvicorn")
+        logger.handlers = [cls(emit)]
+        logger.propagate = False
 
 
 class _Uvicorn(uvicorn.Server):
@@ -218,6 +244,7 @@ class ServeCommand:
             http=LendingProtocol.with_lender(lender, config.head_timeout_sec),
             ws=WebSocketProtocol,
             lifespan="off",
+            log_config=None,  # its records are events (UvicornLog), not lines of its own on stderr
             log_level="warning",
             access_log=False,
             proxy_headers=False,
@@ -227,6 +254,7 @@ class ServeCommand:
             # Longer than any worker's drain: the relay answers the requests a drain cuts.
             timeout_graceful_shutdown=int(longest_grace(config) + KILL_MARGIN + 1),
         )
+        UvicornLog.install(self.hub.emit)
         self.server = _Uvicorn(uv_config, self.begin_drain)
         self.supervisor.lender = lender
         if config.reload:  # watching starts before warming: an edit made meanwhile is not missed

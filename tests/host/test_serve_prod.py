@@ -121,6 +121,30 @@ def test_prod_prints_json_lines_only_and_health_turns_ready_once_every_function_
 
 
 @pytest.mark.timeout(60)
+def test_prod_says_what_uvicorn_says_as_a_json_record_on_stdout(tmp_path: Path) -> None:
+    """An invalid request is uvicorn's to report: a record on stdout like every other, not a plain
+    `WARNING:` line on stderr that a container's log pipeline would take apart."""
+    project = make_project(tmp_path, {"hello": HELLO}, CONFIG)
+    srv = Served(project, "--prod", json_output=False, separate_stderr=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")
+
+        def warned() -> list[dict[str, object]]:
+            return [r for r in stdout_records(srv) if r.get("logger") == "uvicorn.error"]
+
+        wait_until(warned, 10, what="uvicorn's warning on stdout")
+        assert (
+            warned()[0]["level"] == "warning" and warned()[0]["message"] == "Invalid HTTP request received."
+        )
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0
+    assert srv.err_path is not None
+    assert "Invalid HTTP request" not in srv.err_path.read_text()
+
+
+@pytest.mark.timeout(60)
 def test_prod_health_names_a_function_that_cannot_boot(tmp_path: Path) -> None:
     project = make_project(tmp_path, {"hello": HELLO, "broken": BROKEN}, CONFIG)
     with Served(project, "--prod", json_output=False) as srv:
