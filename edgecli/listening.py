@@ -93,7 +93,7 @@ def running(state_dir: Path) -> list[Listening]:
     found = []
     for path in paths:
         if not path.stem[len(_PREFIX) :].isdigit():
-            continue  # not a serve's own record (serve-status.json, say, which `functions list` reads)
+            continue  # not a serve's own record (serve-status-<pid>.json, which `functions list` reads)
         listening = _read(path)
         if listening is not None and _alive(listening.pid):
             found.append(listening)

@@ -1,7 +1,8 @@
 """What a running serve tells `edgecli functions list`: its workers, their state and requests served.
 
 A tiny HTTP endpoint on a port of its own (127.0.0.1, chosen by the OS), so it can never shadow a
-function's route; its address is written to `supabase/.temp/edgecli/serve-status.json` while serve runs.
+function's route; its address is written to `supabase/.temp/edgecli/serve-status-<pid>.json` while
+serve runs (one file per serve: two serves of one project are both listed).
 `GET /` answers one JSON object: `{"pid", "url", "functions": {name: {"requests", "workers": [...]}}}`.
 Request counts come from the `request` events serve already emits, so no hot path is touched.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from edgecli.events import Event
 
-STATUS_FILE = "serve-status.json"
+STATUS_PREFIX = "serve-status"  # serve-status-<pid>.json; an older edgecli wrote serve-status.json
 READ_LIMIT = 8192
 
 
@@ -41,11 +42,19 @@ class RequestCounter:
 Snapshot = Callable[[], Mapping[str, Any]]
 
 
+def status_files(state_dir: Path) -> list[Path]:
+    """The status files of the serves of a project (some may be stale: a serve killed outright)."""
+    try:
+        return sorted(state_dir.glob(f"{STATUS_PREFIX}*.json"))
+    except OSError:
+        return []
+
+
 class StatusServer:
     """Serves `snapshot()` as JSON, and advertises itself in the state folder while it runs."""
 
     def __init__(self, state_dir: Path, url: str, snapshot: Snapshot) -> None:
-        self.path = state_dir / STATUS_FILE
+        self.path = state_dir / f"{STATUS_PREFIX}-{os.getpid()}.json"
         self.url = url
         self.snapshot = snapshot
         self._server: asyncio.Server | None = None
@@ -75,9 +84,8 @@ class StatusServer:
             writer.close()
 
     async def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -1,8 +1,9 @@
 """`edgecli functions list` (and `edgecli list`): every function as config.toml and the folders define it,
 and, when a serve of this project runs, its workers, their state and the requests they served.
 
-The running serve is found through the status file it writes under supabase/.temp/edgecli/ (see
+The running serves are found through the status file each writes under supabase/.temp/edgecli/ (see
 edgecli/host/status.py); a stale file (serve killed) or a serve that does not answer is "not running".
+With two serves of the project, a function's workers and requests are those of both.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psutil
 
 from edgecli.config import Config, FunctionConfig, load_config
 from edgecli.console import Cell, Output, print_table
-from edgecli.host.status import STATUS_FILE
+from edgecli.host.status import status_files
 from edgecli.project import find_project
 
 STATUS_TIMEOUT_S = 2.0
@@ -40,14 +41,33 @@ def run(workdir: Path | None, json_output: bool, output: Output) -> int:
     if status is None:
         output.line("Not being served: `edgecli serve` runs them (`--json` for every field).")
     else:
-        output.line(f"Served by edgecli serve (pid {status.get('pid')}) at {status.get('url')}.")
+        serves = "; ".join(f"pid {serve.get('pid')} at {serve.get('url')}" for serve in status["serves"])
+        output.line(f"Served by edgecli serve ({serves}).")
     return 0
 
 
 def running_status(config: Config) -> dict[str, Any] | None:
-    """The running serve's status, or None when no serve of this project answers."""
+    """What the running serves say, as one status (each function's workers and requests those of all of
+    them, `serves` who they are), or None when no serve of this project answers."""
+    statuses = [status for path in status_files(config.state_dir) if (status := _ask(path)) is not None]
+    if not statuses:
+        return None
+    merged: dict[str, Any] = {**statuses[0], "functions": {}, "serves": statuses}
+    for status in statuses:
+        for name, served in (status.get("functions") or {}).items():
+            if not isinstance(served, dict):
+                continue
+            seen = merged["functions"].setdefault(name, {**served, "workers": [], "requests": 0})
+            seen["workers"] += served.get("workers") or []
+            seen["requests"] += served.get("requests") or 0
+            seen["boot_error"] = seen.get("boot_error") or served.get("boot_error")
+    return merged
+
+
+def _ask(path: Path) -> dict[str, Any] | None:
+    """One serve's status, from its status file; None when it is stale or the serve does not answer."""
     try:
-        advert = json.loads((config.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        advert = json.loads(path.read_text(encoding="utf-8"))
         pid, url = int(advert["pid"]), str(advert["status"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

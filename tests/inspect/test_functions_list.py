@@ -77,3 +77,24 @@ def test_functions_list_without_and_with_a_running_serve(tmp_path: Path) -> None
         assert table.returncode == 0 and f"pid {srv.proc.pid if srv.proc else ''}" in table.stdout
         assert "1 (ready)" in table.stdout
     assert records(root)["hello"]["serving"] is False  # serve has gone: back to the configuration alone
+
+
+@pytest.mark.timeout(120)
+def test_two_serves_of_one_project_are_both_listed_and_one_leaving_leaves_the_other(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {"hello": HELLO, "other": HELLO}, CONFIG)
+    with Served(root) as every:
+        with Served(root, "hello") as only_hello:
+            for srv in (every, only_hello, only_hello):
+                assert srv.get("hello").text == "hi"
+            during = records(root)
+            hello = during["hello"]
+            assert hello["serving"] is True and hello["requests"] == 3
+            pids = {worker["pid"] for worker in hello["workers"]}
+            assert len(pids) == 2  # one warm worker in each serve
+            assert pids & set(every.worker_pids()) and pids & set(only_hello.worker_pids())
+            assert during["other"]["serving"] is True and len(during["other"]["workers"]) == 1
+            table = listed(root, "list").stdout
+            assert every.proc is not None and only_hello.proc is not None
+            assert f"pid {every.proc.pid}" in table and f"pid {only_hello.proc.pid}" in table
+        after = records(root)  # the serve that left took only its own status away
+        assert after["hello"]["serving"] is True and len(after["hello"]["workers"]) == 1
