@@ -116,7 +116,8 @@ def new_function(
             f"{_shown(folder)} already exists; edgecli never overwrites a function. Pick another name, or "
             "delete that folder first."
         )
-    _copy_template(chosen, folder, name)
+    test_name = test_file_name(name, folder.parent)
+    _copy_template(chosen, folder, name, test_name)
     if new_text is not None:
         try:
             _write_atomically(config, new_text)
@@ -124,7 +125,7 @@ def new_function(
             shutil.rmtree(folder, ignore_errors=True)  # all or nothing: no function without its block
             raise EdgecliError(f"cannot update {_shown(config)}: {exc}. Nothing was created.") from None
     output.success(f"Created {_shown(folder / chosen.entrypoint)} from the {chosen.name} template")
-    tests = folder / test_file_name(name)
+    tests = folder / test_name
     if tests.is_file():
         output.success(f"Created {_shown(tests)}: run it with `pytest supabase/functions`")
     if new_text is None:
@@ -252,28 +253,39 @@ def _function_block(name: str, entrypoint: str, verify_jwt: bool = True) -> str:
     return tomlkit.dumps(doc)
 
 
-def _copy_template(template: Template, folder: Path, name: str) -> None:
+def _copy_template(template: Template, folder: Path, name: str, test_name: str) -> None:
     try:
-        _copy_tree(template.folder, folder, name)
+        _copy_tree(template.folder, folder, name, test_name)
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise EdgecliError(f"cannot create {_shown(folder)}: {exc}. Nothing was created.") from None
 
 
-def test_file_name(name: str) -> str:
-    return f"test_{name.replace('-', '_')}.py"
+def test_file_name(name: str, functions: Path) -> str:
+    """The scaffolded test's file name: test_<name>.py, made its own when another function's folder holds
+    a test of that name (my-router beside my_router): pytest's default import mode needs each test file
+    of a run to have a name of its own."""
+    base = f"test_{name.replace('-', '_')}"
+    try:
+        taken = {path.name for path in functions.glob(f"*/{base}*.py")}
+    except OSError:
+        taken = set()
+    candidate, n = f"{base}.py", 2
+    while candidate in taken:
+        candidate, n = f"{base}_{n}.py", n + 1
+    return candidate
 
 
-def _copy_tree(source: Traversable, target: Path, name: str, top: bool = True) -> None:
+def _copy_tree(source: Traversable, target: Path, name: str, test_name: str, top: bool = True) -> None:
     target.mkdir(parents=True)
     for entry in source.iterdir():
         if entry.name in _SKIP_FILES or entry.name.endswith(".pyc"):
             continue
         if entry.is_dir():
-            _copy_tree(entry, target / entry.name, name, top=False)
+            _copy_tree(entry, target / entry.name, name, test_name, top=False)
         else:
             data = entry.read_bytes().replace(NAME_PLACEHOLDER.encode(), name.encode())
-            written = test_file_name(name) if top and entry.name == TEST_TEMPLATE else entry.name
+            written = test_name if top and entry.name == TEST_TEMPLATE else entry.name
             (target / written).write_bytes(data)
 
 
