@@ -54,7 +54,14 @@ def _container(spec: DeploySpec, image: str, *, knative: bool) -> dict[str, Any]
         if knative
         else [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "readinessProbe": _probe(spec, port=not knative, period=2),
-        "livenessProbe": {**_probe(spec, port=not knative, period=10), "initialDelaySeconds": 30},
+        # Alive is the server answering at all, not every function booted: one function in boot error
+        # keeps the pod out of the Service (readiness), it must not restart it forever.
+        "livenessProbe": {
+            "tcpSocket": {"port": spec.port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "initialDelaySeconds": 30,
+        },
         # Knative's Revision allows only a few securityContext fields; runAsNonRoot is one of them.
         "securityContext": {"runAsNonRoot": True}
         if knative

@@ -59,7 +59,11 @@ def test_knative_service_validates_against_the_crd_and_carries_the_limits(tmp_pa
     (container,) = spec["containers"]
     assert container["image"] == "registry.example/shop:1.0"
     assert container["readinessProbe"]["httpGet"]["path"] == "/_internal/health"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/_internal/health"
+    # Alive is the port answering: a function in boot error keeps the pod unready, never restarting.
+    assert (
+        container["livenessProbe"]["tcpSocket"] == {"port": 8080}
+        and "httpGet" not in container["livenessProbe"]
+    )
     assert container["env"] == [
         {"name": name, "valueFrom": {"secretKeyRef": {"name": "shop-functions-secrets", "key": name}}}
         for name in ("STRIPE_KEY", "SHOP_JWT_SECRET")
