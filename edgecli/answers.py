@@ -107,7 +107,10 @@ def failure(
     if deadline is not None:  # see docs/architecture.md, "Workers"
         what += f", cut off by serve's {deadline} deadline (graceful_exit_timeout_sec)"
     # The error's own text may hold secrets: it stays in the logs, where the message points.
-    message = f"{what} (request {request_id}): run `edgecli logs --request {request_id}` for the details."
+    message = (
+        f"{what} (request {request_id}): the details are in serve's log records of the request "
+        f"(`edgecli logs --request {request_id}`, or serve's output under --prod)."
+    )
     return 500, "WORKER_ERROR", json_body("WORKER_ERROR", message)
 
 
