@@ -266,9 +266,10 @@ def _cell(cell: Cell) -> Text:
     return Text(text, style=TONE_STYLE.get(tone, ""))
 
 
-def print_fields(output: Output, pairs: Sequence[tuple[str, Cell]]) -> None:
-    """Aligned `key: value` lines (task details, response headers)."""
-    width = max((len(key) for key, _ in pairs), default=0)
+def print_fields(output: Output, pairs: Sequence[tuple[str, Cell]], *, aligned: bool = True) -> None:
+    """`key: value` lines, the keys right-aligned (task details) or, not `aligned`, as HTTP writes its
+    headers (a response's)."""
+    width = max((len(key) for key, _ in pairs), default=0) if aligned else 0
     for key, value in pairs:
         line = Text(f"{key.rjust(width)}: ", style="dim")
         line.append_text(_cell(value))

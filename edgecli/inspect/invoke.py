@@ -226,7 +226,7 @@ def _print_response(output: Output, response: Response, request_id: str, json_ou
         return
     print_status(output, f"HTTP {response.status} {response.reason}".rstrip(), status_tone(response.status))
     shown = [(name, value) for name, value in response.headers if name not in _BORING_HEADERS]
-    print_fields(output, shown)
+    print_fields(output, shown, aligned=False)
     if response.content:
         output.line()
         print_body(output, text, is_json=is_json)
