@@ -59,14 +59,14 @@ def render(spec: DeploySpec, python: str) -> str:
         "# edgecli itself: `docker build --build-arg EDGECLI_PACKAGE=...` installs another version.",
         f'ARG EDGECLI_PACKAGE="{default_package(spec)}"',
         'RUN pip install "$EDGECLI_PACKAGE"',
-        *_dependency_lines(spec),
         "",
         f"RUN useradd --create-home --uid {UID} --user-group {USER}",
         f"WORKDIR {APP_DIR}",
+        *_dependency_lines(spec),
         "COPY supabase/ supabase/",
-        # The code stays root's (read-only to the server); only the runtime state directory is writable,
-        # for `serve --prod --store`.
-        f"RUN mkdir -p supabase/.temp && chown {USER}:{USER} supabase/.temp",
+        # The code and the installed dependencies stay root's (read-only to the server); only the runtime
+        # state directory is writable, for `serve --prod --store`.
+        f"RUN mkdir -p supabase/.temp/edgecli && chown {USER}:{USER} supabase/.temp supabase/.temp/edgecli",
         f"USER {USER}",
         "",
         f"EXPOSE {spec.port}",
@@ -80,14 +80,13 @@ def render(spec: DeploySpec, python: str) -> str:
 
 
 def _dependency_lines(spec: DeploySpec) -> list[str]:
-    lines: list[str] = []
-    for deps in spec.deps:
-        if deps.requirements is None and not deps.packages:
-            continue
-        lines += ["", f"# {deps.name}'s own dependencies."]
-        if deps.requirements is not None:
-            target = f"/tmp/requirements/{deps.name}.txt"
-            lines += [f"COPY {deps.requirements} {target}", f"RUN pip install -r {target}"]
-        if deps.packages:
-            lines.append("RUN pip install " + " ".join(shlex.quote(p) for p in deps.packages))
+    """Each function's own dependencies, installed where serve looks for them (edgecli/host/deps.py), so
+    that a container installs nothing when it starts. Only their files are copied first: the layer is
+    kept until one of them changes."""
+    files = [deps.file for deps in spec.deps if deps.file is not None]
+    if not files:
+        return []
+    lines = ["", f"# The functions' own dependencies: {', '.join(d.name for d in spec.deps if d.file)}."]
+    lines += [f"COPY {file} {file}" for file in files]
+    lines += ["RUN python -m edgecli.host.deps " + " ".join(shlex.quote(file) for file in files), ""]
     return lines

@@ -31,12 +31,11 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 @dataclass(frozen=True)
 class FunctionDeps:
-    """A function's own dependencies: a requirements file (relative to the project root) and/or the
-    `[project] dependencies` of its pyproject.toml."""
+    """A function's own dependencies: the file serve installs them from (its requirements.txt, else a
+    pyproject.toml with `[project] dependencies`; relative to the project root), if it has one."""
 
     name: str
-    requirements: str | None
-    packages: tuple[str, ...]
+    file: str | None
 
 
 @dataclass(frozen=True)
@@ -122,14 +121,11 @@ def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def function_deps(config: Config, name: str) -> FunctionDeps:
-    directory = config.functions[name].directory
-    requirements = directory / "requirements.txt"
-    shown = requirements.relative_to(config.project_dir).as_posix()
-    return FunctionDeps(
-        name=name,
-        requirements=shown if requirements.is_file() else None,
-        packages=_pyproject_dependencies(directory / "pyproject.toml", config.project_dir),
-    )
+    source = config.functions[name].dependencies
+    if source is not None and source.name == "pyproject.toml":
+        _pyproject_dependencies(source, config.project_dir)  # a broken one is said now, not in the image
+    shown = source.relative_to(config.project_dir).as_posix() if source is not None else None
+    return FunctionDeps(name=name, file=shown)
 
 
 def _pyproject_dependencies(path: Path, project_dir: Path) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ that folder goes first on the function's `sys.path` in its workers. So:
 
 The install runs `uv pip install --target` where `uv` is on PATH, else `python -m pip install --target`,
 with the function's folder as the working directory (so relative paths in the file work). A failed
-install is that function's boot error, carrying the installer's own message.
+install is that function's boot error, carrying the installer's own message. `python -m
+edgecli.host.deps FILE...` installs ahead of serve, as `edgecli build`'s Dockerfile does.
 """
 
 from __future__ import annotations
@@ -167,3 +168,28 @@ class Dependencies:
         for task in self._installs.values():
             with contextlib.suppress(BaseException):
                 await task
+
+
+def main(argv: list[str]) -> int:
+    """`python -m edgecli.host.deps FILE...`, from a project's root: install each function's dependency
+    file (its requirements.txt or pyproject.toml) where serve looks for it, so that serve finds it
+    installed. `edgecli build`'s Dockerfile runs this: a container installs nothing when it starts."""
+    from edgecli.config import ENV_STATE_DIR, Config
+
+    state_root = os.environ.get(ENV_STATE_DIR)  # as serve reads it (config/load.py)
+    config = Config(project_dir=Path.cwd(), state_root=Path(state_root).resolve() if state_root else None)
+    deps_dir = config.state_dir / "deps"
+    installer = Dependencies(deps_dir, lambda event: print(event.message, flush=True))
+    for name in argv:
+        path = Path(name).resolve()
+        function = FunctionConfig(path.parent.name, path.parent / "index.py", path.parent, dependencies=path)
+        try:
+            asyncio.run(installer.ensure(function))
+        except DependencyError as exc:
+            print(f"edgecli: {name}: {exc.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import signal
 import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -149,3 +151,33 @@ def test_an_install_in_progress_dies_with_serve(tmp_path: Path, sig: int) -> Non
                 assert not [p for p in installer if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     finally:
         index.close()
+
+
+@pytest.mark.timeout(180)
+def test_dependencies_installed_before_serve_are_not_installed_again(tmp_path: Path, wheels: Path) -> None:
+    """What `edgecli build`'s Dockerfile runs (python -m edgecli.host.deps FILE...) leaves a function's
+    dependencies where serve looks for them: a container installs nothing when it starts."""
+    root = make_project(tmp_path / "p", {"one": USES_DEP})
+    file = root / "supabase" / "functions" / "one" / "requirements.txt"
+    file.write_text(requirements(wheels, f"{PACKAGE}==2.0"))
+    done = subprocess.run(
+        [sys.executable, "-m", "edgecli.host.deps", "supabase/functions/one/requirements.txt"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "installed dependencies from requirements.txt" in done.stdout
+    with Served(root, "--prod", json_output=False) as srv:
+        assert srv.get("one").json()["version"] == "2.0"
+        assert not [e for e in srv.events(kind="log") if "dependencies" in e["message"]]
+    broken = subprocess.run(
+        [sys.executable, "-m", "edgecli.host.deps", "supabase/functions/one/nothing.txt"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert broken.returncode == 1 and broken.stderr.startswith("edgecli: supabase/functions/one/nothing.txt")
+    assert "Traceback" not in broken.stderr
