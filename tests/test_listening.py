@@ -27,6 +27,18 @@ serve(handler)
 """
 
 
+def invoke(project: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """`edgecli invoke NAME` in `project`, as a user runs it: no port given, the serve is found."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecli", "invoke", name],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -72,14 +84,7 @@ def test_invoke_finds_a_serve_on_another_port_and_the_record_goes_with_it(tmp_pa
     with Served(project) as srv:
         # The port answers from the moment it is bound; the record follows right after.
         wait_until(lambda: listening.url_for(state, "hello") == srv.base_url, what="serve's record")
-        result = subprocess.run(
-            [sys.executable, "-m", "edgecli", "invoke", "hello"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
+        result = invoke(project, "hello")
         assert result.returncode == 0, result.stderr
         assert '"hello": "there"' in result.stdout
     wait_until(lambda: not list(state.glob("serve-*.json")), what="serve's record to be removed")
@@ -116,13 +121,6 @@ def test_invoke_of_a_function_added_while_two_serves_run_calls_the_one_serving_i
         added.mkdir()
         (added / "index.py").write_text(HELLO.replace("there", "added"))
         wait_until(lambda: listening.url_for(state, "added") == every.base_url, timeout=30, what="the reload")
-        result = subprocess.run(
-            [sys.executable, "-m", "edgecli", "invoke", "added"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
+        result = invoke(project, "added")
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"hello": "added"' in result.stdout

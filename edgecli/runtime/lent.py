@@ -321,9 +321,8 @@ class LentProtocol(HttpProtocol):
             self.give_back()
         elif self.phase is Phase.ENDING:
             self.end()
-        elif (
-            self.waiting and self.phase is Phase.SERVING
-        ):  # stopped at a pipelined request (on_message_begin)
+        elif self.waiting and self.phase is Phase.SERVING:
+            # The parser stopped at a pipelined request (on_message_begin), kept in `waiting`.
             self.new_parser()
             self.transport.pause_reading()
         else:

@@ -153,6 +153,17 @@ def test_an_install_in_progress_dies_with_serve(tmp_path: Path, sig: int) -> Non
         index.close()
 
 
+def install_ahead(root: Path, file: str) -> subprocess.CompletedProcess[str]:
+    """What `edgecli build`'s Dockerfile runs in the project's root, before serve."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecli.host.deps", file],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.timeout(180)
 def test_dependencies_installed_before_serve_are_not_installed_again(tmp_path: Path, wheels: Path) -> None:
     """What `edgecli build`'s Dockerfile runs (python -m edgecli.host.deps FILE...) leaves a function's
@@ -160,24 +171,12 @@ def test_dependencies_installed_before_serve_are_not_installed_again(tmp_path: P
     root = make_project(tmp_path / "p", {"one": USES_DEP})
     file = root / "supabase" / "functions" / "one" / "requirements.txt"
     file.write_text(requirements(wheels, f"{PACKAGE}==2.0"))
-    done = subprocess.run(
-        [sys.executable, "-m", "edgecli.host.deps", "supabase/functions/one/requirements.txt"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = install_ahead(root, "supabase/functions/one/requirements.txt")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed dependencies from requirements.txt" in done.stdout
     with Served(root, "--prod", json_output=False) as srv:
         assert srv.get("one").json()["version"] == "2.0"
         assert not [e for e in srv.events(kind="log") if "dependencies" in e["message"]]
-    broken = subprocess.run(
-        [sys.executable, "-m", "edgecli.host.deps", "supabase/functions/one/nothing.txt"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    broken = install_ahead(root, "supabase/functions/one/nothing.txt")
     assert broken.returncode == 1 and broken.stderr.startswith("edgecli: supabase/functions/one/nothing.txt")
     assert "Traceback" not in broken.stderr

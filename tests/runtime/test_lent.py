@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,17 +36,43 @@ class FakeHost:
         coro.close()
 
 
+OFFER = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
+
+
+@contextlib.asynccontextmanager
+async def lent_to(app: Any) -> AsyncIterator[tuple[FakeHost, Lending, socket.socket]]:
+    """A worker's lending, serving `app`, lent a real connection on channel 5 as serve lends one: the
+    host (the frames it wrote), the lending, and the client's end of the connection."""
+    loop = asyncio.get_running_loop()
+    serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    client, lent = socket.socketpair()
+    with serve_end, worker_end, client, lent:
+        host = FakeHost()
+        host.app = app
+        tasks: list[asyncio.Task[Any]] = []
+        host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
+        lending = Lending(host, worker_end)
+        ipc.send_lend(serve_end, OFFER, lent.fileno())
+        lending.sock.setblocking(False)
+        lending._readable()
+        await asyncio.gather(*tasks)
+        client.setblocking(False)
+        try:
+            yield host, lending, client
+        finally:
+            lending._headers_timer.cancel()  # type: ignore[union-attr]
+
+
 def test_a_lend_whose_fd_did_not_come_is_given_back_at_once() -> None:
     """Serve keeps its copy of the connection and serves it itself, rather than wait for a worker that
     has nothing to serve it with (this process ran out of descriptors)."""
-    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
 
     async def main() -> None:
         serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with serve_end, worker_end:
             host = FakeHost()
             lending = Lending(host, worker_end)
-            serve_end.send(ipc.dumps(offer))  # the message alone, no SCM_RIGHTS
+            serve_end.send(ipc.dumps(OFFER))  # the message alone, no SCM_RIGHTS
             lending.sock.setblocking(False)
             lending._readable()
             assert host.frames == [ipc.pack(Kind.RELEASED, 5)]
@@ -57,7 +85,6 @@ def test_a_lent_request_s_end_is_packed_for_serve_to_record() -> None:
     """The worker tells serve a request began (LENT_BUSY), its response started, and how it ended
     (LENT_ENDED: status, duration, the busy payload again): serve makes the `request` event from these,
     so the worker sends no event of its own for it."""
-    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 201, "headers": []})
@@ -65,19 +92,7 @@ def test_a_lent_request_s_end_is_packed_for_serve_to_record() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        client, lent = socket.socketpair()
-        with serve_end, worker_end, client, lent:
-            host = FakeHost()
-            host.app = app
-            tasks: list[asyncio.Task[Any]] = []
-            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
-            lending = Lending(host, worker_end)
-            ipc.send_lend(serve_end, offer, lent.fileno())
-            lending.sock.setblocking(False)
-            lending._readable()
-            await asyncio.gather(*tasks)
-            client.setblocking(False)
+        async with lent_to(app) as (host, lending, client):
             await loop.sock_sendall(client, b"GET /functions/v1/f/a%20b?q=1 HTTP/1.1\r\nhost: x\r\n\r\n")
             response = b""
             while not response.endswith(b"0\r\n\r\n"):  # its body chunked, as uvicorn sends it
@@ -101,7 +116,6 @@ def test_a_lent_request_s_end_is_packed_for_serve_to_record() -> None:
             assert 0 <= duration_ms < 5000
             for connection in list(lending.connections.values()):
                 connection.transport.close()
-            lending._headers_timer.cancel()  # type: ignore[union-attr]
 
     asyncio.run(main())
 
@@ -111,7 +125,6 @@ def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it
     """The worker stops parsing at the next request, and reads it once the served one's answer is out:
     where it begins is found from where the served request began, its head and its content-length,
     however its bytes were split into reads."""
-    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         size = 0
@@ -136,19 +149,7 @@ def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        client, lent = socket.socketpair()
-        with serve_end, worker_end, client, lent:
-            host = FakeHost()
-            host.app = app
-            tasks: list[asyncio.Task[Any]] = []
-            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
-            lending = Lending(host, worker_end)
-            ipc.send_lend(serve_end, offer, lent.fileno())
-            lending.sock.setblocking(False)
-            lending._readable()
-            await asyncio.gather(*tasks)
-            client.setblocking(False)
+        async with lent_to(app) as (_, lending, client):
             deadline = loop.time() + 5
             await loop.sock_sendall(client, first[:cut])
             protocol = lending.connections[5]
@@ -162,7 +163,6 @@ def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it
             assert b"n=1 300" in response, response
             assert not protocol.transport.is_closing()
             protocol.transport.close()
-            lending._headers_timer.cancel()  # type: ignore[union-attr]
 
     asyncio.run(main())
 
@@ -170,7 +170,6 @@ def test_a_request_pipelined_in_the_read_a_served_one_ends_in_is_served_after_it
 def test_a_request_in_the_read_an_unread_body_ends_in_goes_back_to_serve_whole() -> None:
     """The handler answered before the body came; the worker drops the body as it reads it, and what
     follows it in the same read (another function's request) goes back to serve, from its first byte."""
-    offer = {"channel": 5, "verify": False, "max_body": 0, "idle": 0, "head_timeout": 0}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
@@ -180,19 +179,7 @@ def test_a_request_in_the_read_an_unread_body_ends_in_goes_back_to_serve_whole()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        serve_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        client, lent = socket.socketpair()
-        with serve_end, worker_end, client, lent:
-            host = FakeHost()
-            host.app = app
-            tasks: list[asyncio.Task[Any]] = []
-            host.background = lambda coro: tasks.append(loop.create_task(coro))  # type: ignore[method-assign]
-            lending = Lending(host, worker_end)
-            ipc.send_lend(serve_end, offer, lent.fileno())
-            lending.sock.setblocking(False)
-            lending._readable()
-            await asyncio.gather(*tasks)
-            client.setblocking(False)
+        async with lent_to(app) as (host, _, client):
             await loop.sock_sendall(
                 client, b"POST /functions/v1/f HTTP/1.1\r\nhost: x\r\ncontent-length: 300\r\n\r\n"
             )
@@ -206,6 +193,5 @@ def test_a_request_in_the_read_an_unread_body_ends_in_goes_back_to_serve_whole()
                 frames = ipc.FrameParser().feed(b"".join(host.frames))
                 released = [payload for kind, _, _, payload in frames if kind == Kind.RELEASED]
             assert released == [other]
-            lending._headers_timer.cancel()  # type: ignore[union-attr]
 
     asyncio.run(main())
